@@ -1,0 +1,45 @@
+# newsdedup: `make run` and `make test` are all a fresh machine needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+# Prefect: no telemetry (it fails offline and leaves 'database is locked' lines), the
+# project's own home, and the library's logs shown in flow runs.
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PREFECT_LOGGING_EXTRA_LOGGERS := pipeline
+export PREFECT_SERVER_LOGGING_LEVEL ?= WARNING
+
+DB ?= data/stories.db
+
+.PHONY: help install run test test-fast eval bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install newsdedup with pinned dependencies
+
+run: $(STAMP) ## ingest seeds/ into data/stories.db through the Prefect flow, then list the stories
+	$(BIN)/newsdedup ingest seeds/ --db $(DB)
+	$(BIN)/newsdedup stories --db $(DB)
+
+test: $(STAMP) ## run the whole test suite
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP) ## the tests that need no server or browser
+	$(BIN)/python -m pytest -m "not slow"
+
+eval: $(STAMP) ## story clustering quality on the development corpus
+	$(BIN)/newsdedup eval tests/data/giveme5w1h.jsonl
+
+clean: ## remove the virtualenv, the database and Prefect's local state
+	rm -rf $(VENV) data/stories.db* .prefect .pytest_cache

@@ -1,0 +1,1 @@
+"""Prefect flows for newsdedup: wiring only; every stage lives in `pipeline`."""

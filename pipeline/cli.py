@@ -1,0 +1,363 @@
+"""The `newsdedup` command: ingest, list and show stories, search, evaluate, inspect rejects."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+from typing import Sequence
+
+from .errors import PipelineError, UsageError
+from .settings import load_settings
+
+EXIT_CODES = """exit codes:
+  0  success
+  1  internal error (a bug: please report it with the traceback from NEWSDEDUP_DEBUG=1)
+  2  usage error (bad arguments, unknown story id)
+  3  configuration error (unknown key, wrong type, missing file)
+  4  database error (cannot open, not a story database, other schema)"""
+
+COMMANDS = {
+    "ingest": (
+        "Ingest articles from files and directories into the story database.",
+        """examples:
+  newsdedup ingest seeds/
+  newsdedup ingest articles.jsonl pages/ --db data/stories.db
+  newsdedup ingest big.jsonl.gz --engine local     # no Prefect, fastest for one-off loads
+
+inputs: .txt (first line title, or a 'date YYYY-MM-DD' marker), .html/.htm/.html.gz
+(trafilatura), .jsonl/.jsonl.gz (one article per line; 'text' required; 'id', 'title',
+'url', 'source', 'published' optional). Directories are searched recursively.""",
+    ),
+    "stories": (
+        "List stories: id, size, canonical title, outlets, dates.",
+        """examples:
+  newsdedup stories
+  newsdedup stories --limit 20 --min-size 2
+  newsdedup stories --json | jq .""",
+    ),
+    "show": (
+        "Show one story: its canonical article and its variants with their similarity.",
+        """examples:
+  newsdedup show 1
+  newsdedup show 1 --text      # print the canonical article's text too""",
+    ),
+    "search": (
+        "Full-text search over article titles and texts (SQLite FTS5 syntax).",
+        """examples:
+  newsdedup search sessions
+  newsdedup search '"attorney general" AND alabama' --limit 5""",
+    ),
+    "rejects": (
+        "List inputs that could not be stored, with the stage and the reason.",
+        """examples:
+  newsdedup rejects
+  newsdedup rejects --json""",
+    ),
+    "eval": (
+        "Score story clustering against a labelled corpus (JSON Lines with a 'story' field).",
+        """examples:
+  newsdedup eval tests/data/giveme5w1h.jsonl
+  newsdedup eval corpus.jsonl --batches 4 --seed 7     # as 4 shuffled incremental runs
+  newsdedup eval corpus.jsonl --json""",
+    ),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    epilog = "commands:\n" + "\n".join(
+        f"  {name:<8} {summary}\n           e.g. {examples.splitlines()[1].strip()}"
+        for name, (summary, examples) in COMMANDS.items()
+    )
+    parser = argparse.ArgumentParser(
+        prog="newsdedup",
+        description="Deduplicating news ingestion: articles in, stories out, in SQLite.",
+        epilog=epilog + "\n\n" + EXIT_CODES + "\n\nRun 'newsdedup COMMAND --help' for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version="newsdedup 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str) -> argparse.ArgumentParser:
+        summary, examples = COMMANDS[name]
+        p = sub.add_parser(
+            name, help=summary, description=summary, epilog=examples,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        return p
+
+    def db_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--db", default=None, help="story database (default: store.db in config, data/stories.db)")
+        p.add_argument("--config", default=None, help="a TOML file overriding config/default.toml")
+
+    p = command("ingest")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to ingest")
+    db_option(p)
+    p.add_argument(
+        "--engine", choices=("prefect", "local"), default="prefect",
+        help="prefect: run as a Prefect flow (default; embedded mode when no server is configured); "
+        "local: plain in-process loop",
+    )
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+
+    p = command("stories")
+    db_option(p)
+    p.add_argument("--limit", type=int, default=50, help="at most this many stories (default 50; 0 for all)")
+    p.add_argument("--min-size", type=int, default=1, help="only stories with at least this many articles")
+    p.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
+
+    p = command("show")
+    p.add_argument("story_id", type=int, metavar="STORY_ID")
+    db_option(p)
+    p.add_argument("--text", action="store_true", help="print the canonical article's text")
+    p.add_argument("--json", action="store_true", help="JSON instead of a table")
+
+    p = command("search")
+    p.add_argument("text", metavar="TEXT")
+    db_option(p)
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+
+    p = command("rejects")
+    db_option(p)
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--json", action="store_true")
+
+    p = command("eval")
+    p.add_argument("corpus", metavar="CORPUS.jsonl")
+    p.add_argument("--config", default=None)
+    p.add_argument("--batches", type=int, default=1, help="feed the corpus as this many shuffled runs")
+    p.add_argument("--seed", type=int, default=0, help="shuffle seed for --batches")
+    p.add_argument("--worst", type=int, default=5, help="how many worst merges and splits to list")
+    p.add_argument("--json", action="store_true", help="machine-readable scores")
+    return parser
+
+
+def _table(rows: Sequence[dict], columns: Sequence[tuple[str, str, int]]) -> str:
+    """A plain text table; columns are (key, header, max width)."""
+    def cell(value: object, width: int) -> str:
+        text = "" if value is None else str(value)
+        text = " ".join(text.split())
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    widths = [
+        max([len(header)] + [len(cell(row.get(key), width)) for row in rows])
+        for key, header, width in columns
+    ]
+    lines = ["  ".join(header.ljust(w) for (_, header, _), w in zip(columns, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    for row in rows:
+        lines.append("  ".join(cell(row.get(key), width).ljust(w) for (key, _, width), w in zip(columns, widths)))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _db(args: argparse.Namespace) -> str:
+    if args.db:
+        return args.db
+    return load_settings(args.config).store.db
+
+
+def _open(args: argparse.Namespace, must_exist: bool = True):
+    from .store import open_store
+
+    path = _db(args)
+    if must_exist and not os.path.exists(path):
+        raise UsageError(f"no story database at {path}: run 'newsdedup ingest PATH --db {path}' first")
+    return open_store(path)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from . import report as reports
+
+    settings = load_settings(args.config)
+    db = args.db or settings.store.db
+    missing = [p for p in args.paths if not os.path.exists(p) and "://" not in p]
+    if missing and len(missing) == len(args.paths):
+        raise UsageError(f"no such file or directory: {', '.join(missing)}")
+    if args.engine == "local":
+        from .ingest import ingest
+
+        def progress(run) -> None:
+            if not args.quiet:
+                print(
+                    f"  batch {run.batches}: {run.inputs:,} inputs, {run.new_articles:,} new, "
+                    f"{run.rejects:,} rejects",
+                    file=sys.stderr,
+                )
+
+        run = ingest(args.paths, settings, db, on_batch=progress)
+        counts = run.counts()
+        lines = reports.summary_lines(run)
+    else:
+        from flows.ingest import ingest_flow
+
+        counts = ingest_flow(paths=list(args.paths), db=db, config=args.config)
+        lines = [f"{key.replace('_', ' '):<16} {value:,}" for key, value in counts.items()]
+    store = _open(args)
+    try:
+        totals = store.counts()
+    finally:
+        store.close()
+    print(f"newsdedup ingest {' '.join(args.paths)} -> {db}")
+    for line in lines:
+        print("  " + line)
+    print(f"  database now     {totals['articles']:,} articles, {totals['stories']:,} stories, {totals['rejects']:,} rejects")
+    return 0
+
+
+def cmd_stories(args: argparse.Namespace) -> int:
+    store = _open(args)
+    try:
+        rows = [r for r in store.stories(None) if r["article_count"] >= args.min_size]
+    finally:
+        store.close()
+    if args.limit:
+        rows = rows[: args.limit]
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+        return 0
+    if not rows:
+        print("no stories yet: run 'newsdedup ingest PATH' first")
+        return 0
+    for row in rows:
+        first, last = (row["first_published"] or "")[:10], (row["last_published"] or "")[:10]
+        row["dates"] = first if first == last else f"{first} .. {last}"
+    print(_table(rows, [("story_id", "id", 6), ("article_count", "size", 4), ("title", "canonical title", 70),
+                        ("outlets", "outlets", 40), ("dates", "dates", 24)]))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    store = _open(args)
+    try:
+        story = store.story(args.story_id)
+        if story is None:
+            raise UsageError(f"no story {args.story_id} in {store.path} (see: newsdedup stories)")
+        members = store.story_members(args.story_id)
+        canonical = store.article(story["canonical_article_id"])
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"story": story, "articles": members}, ensure_ascii=False, indent=2))
+        return 0
+    print(f"story {story['story_id']}: {story['title']}")
+    print(f"  {story['article_count']} articles from {story['outlets'] or 'unknown outlets'}; "
+          f"published {story['first_published'] or '?'} .. {story['last_published'] or '?'}")
+    print(f"  canonical: {canonical['id']}  {canonical['url'] or canonical['external_id']}")
+    print()
+    for m in members:
+        m["role"] = "canonical" if m["is_canonical"] else ("near-duplicate" if m["duplicate_of"] else "variant")
+        m["title"] = m["title"] or "(untitled) " + (store_headline(m["article_id"], args) or "")
+        m["where"] = m["url"] or m["external_id"]
+    print(_table(members, [("article_id", "article", 16), ("role", "role", 14), ("similarity", "similarity", 10),
+                           ("source", "source", 24), ("published", "published", 19), ("title", "title", 60),
+                           ("where", "url or input", 60)]))
+    if args.text:
+        print()
+        print(textwrap.fill(canonical["text"], 100, replace_whitespace=False))
+    return 0
+
+
+def store_headline(article_id: str, args: argparse.Namespace) -> str | None:
+    from .store import headline_from
+
+    store = _open(args)
+    try:
+        article = store.article(article_id)
+    finally:
+        store.close()
+    return headline_from(article["text"], 60) if article else None
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    store = _open(args)
+    try:
+        try:
+            rows = store.search(args.text, args.limit)
+        except sqlite3.OperationalError as exc:
+            raise UsageError(f"cannot search for {args.text!r}: {exc} (FTS5 query syntax: https://sqlite.org/fts5.html)") from None
+    finally:
+        store.close()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+        return 0
+    if not rows:
+        print(f"no articles match {args.text!r}")
+        return 0
+    print(_table(rows, [("story_id", "story", 6), ("article_id", "article", 16), ("source", "source", 24),
+                        ("title", "title", 50), ("snippet", "match", 70)]))
+    return 0
+
+
+def cmd_rejects(args: argparse.Namespace) -> int:
+    store = _open(args)
+    try:
+        rows = list(store.db.query("SELECT ref, stage, reason, detail, input, at FROM rejects ORDER BY id DESC LIMIT ?", [args.limit]))
+    finally:
+        store.close()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+        return 0
+    if not rows:
+        print("no rejects")
+        return 0
+    print(_table(rows, [("ref", "input", 40), ("stage", "stage", 8), ("reason", "reason", 60), ("detail", "detail", 40)]))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from . import evaluate
+
+    settings = load_settings(args.config)
+    result = evaluate.evaluate_corpus(args.corpus, settings, batches=args.batches, seed=args.seed, worst=args.worst)
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        print(evaluate.render(result))
+    return 0
+
+
+HANDLERS = {
+    "ingest": cmd_ingest, "stories": cmd_stories, "show": cmd_show, "search": cmd_search,
+    "rejects": cmd_rejects, "eval": cmd_eval,
+}
+
+
+def _prepare_environment() -> None:
+    # Prefect's telemetry fails offline and leaves 'database is locked' lines; pipeline logs
+    # should reach the flow run's logs in the UI.
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "pipeline")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _prepare_environment()
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return HANDLERS[args.command](args)
+    except PipelineError as exc:
+        if os.environ.get("NEWSDEDUP_DEBUG"):
+            raise
+        print(f"newsdedup: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("newsdedup: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Raw documents to Articles: text files, HTML pages (trafilatura) and JSON Lines records."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Mapping
+from urllib.parse import urlsplit
+
+from .errors import DecodeError, EmptyInputError, NoArticleError, ParseError
+from .fingerprint import content_hash
+from .models import Article, RawDocument
+from .normalize import date_marker, matching_text, unified, words
+from .settings import IngestSettings
+from .sources import decode_text
+
+log = logging.getLogger(__name__)
+
+STAGE = "extract"
+# A first line longer than this is the start of the body, not a headline.
+_MAX_TITLE_WORDS = 30
+# Publication dates further in the future than this are clock or parsing errors.
+_FUTURE_SLACK = timedelta(days=2)
+_RECORD_FIELDS = ("id", "title", "url", "source", "published", "text")
+_BINARY_MAGIC = (b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"%PDF", b"PK\x03\x04", b"\x1f\x8b")
+
+
+def canonical_url(url: str | None) -> str | None:
+    """A normalised http(s) URL (lower-case host, no fragment, no tracking parameters), else None."""
+    if not url or not isinstance(url, str):
+        return None
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    try:
+        from courlan import normalize_url
+
+        return normalize_url(url, strict=True)
+    except Exception:  # courlan raises assorted errors on odd URLs; the plain form is still usable
+        return url
+
+
+def iso_date(value: object, now: datetime | None = None) -> str | None:
+    """An ISO 8601 date or UTC datetime string, or None for missing, unreadable or future dates."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    parsed: datetime | None = None
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            from dateutil import parser as dateparser
+
+            parsed = dateparser.parse(text)
+        except (ValueError, OverflowError, TypeError):
+            return None
+    if parsed is None or parsed.year < 1900:
+        return None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    now = now or datetime.now(timezone.utc).replace(tzinfo=None)
+    if parsed > now + _FUTURE_SLACK:
+        return None
+    if (parsed.hour, parsed.minute, parsed.second) == (0, 0, 0) and len(text) <= 10:
+        return parsed.date().isoformat()
+    return parsed.isoformat(timespec="seconds")
+
+
+def article_id_for(url: str | None, external_id: str, hash_of_content: str) -> str:
+    """A stable id: from the canonical URL when there is one, else from the input id and content."""
+    key = f"url:{url}" if url else f"id:{external_id}\x00{hash_of_content}"
+    return hashlib.blake2b(key.encode("utf-8"), digest_size=8).hexdigest()
+
+
+def _host(url: str | None) -> str | None:
+    if not url:
+        return None
+    host = urlsplit(url).hostname
+    return host.removeprefix("www.") if host else None
+
+
+def build_article(
+    *,
+    external_id: str,
+    text: str,
+    settings: IngestSettings,
+    title: str | None = None,
+    url: str | None = None,
+    source: str | None = None,
+    published: str | None = None,
+    extra: Mapping[str, object] | None = None,
+) -> Article:
+    """An Article from already-extracted parts, checked to be a real article.
+
+    Raises:
+        EmptyInputError: the text is empty or blank.
+        NoArticleError: the text is too short to be an article.
+    """
+    text = unified(text).strip()
+    if not text:
+        raise EmptyInputError("no text")
+    norm = matching_text(text)
+    count = len(words(norm))
+    if count < settings.min_words:
+        raise NoArticleError(
+            f"text too short to be an article: {count} words (ingest.min_words is {settings.min_words})"
+        )
+    title = " ".join(unified(title).split()) if title else None
+    url = canonical_url(url)
+    digest = content_hash(norm)
+    return Article(
+        article_id=article_id_for(url, external_id, digest),
+        external_id=external_id,
+        url=url,
+        title=title or None,
+        source=source or _host(url),
+        published=published,
+        text=text,
+        norm_text=norm,
+        content_hash=digest,
+        extra=dict(extra or {}),
+    )
+
+
+def from_text(raw: RawDocument, settings: IngestSettings) -> Article:
+    """A plain-text article: the first non-empty line is the title, or a `date YYYY-MM-DD` marker.
+
+    Raises:
+        DecodeError, EmptyInputError, NoArticleError.
+    """
+    body = raw.body if isinstance(raw.body, str) else decode_text(raw.body)
+    lines = unified(body).split("\n")
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    if not lines:
+        raise EmptyInputError("file holds only white space")
+    title: str | None = None
+    published: str | None = None
+    marker = date_marker(lines[0])
+    if marker:
+        published = iso_date(marker[0])
+        lines[0] = marker[1]
+    elif len(lines[0].split()) <= _MAX_TITLE_WORDS:
+        title = lines.pop(0).strip()
+    return build_article(
+        external_id=raw.ref,
+        text="\n".join(lines),
+        title=title,
+        published=published,
+        url=raw.url,
+        settings=settings,
+    )
+
+
+def from_html(raw: RawDocument, settings: IngestSettings) -> Article:
+    """An article from an HTML page through trafilatura, with its metadata.
+
+    Raises:
+        DecodeError: the bytes are not an HTML document (an image, a PDF, binary).
+        NoArticleError: trafilatura finds no article text.
+    """
+    import trafilatura  # imported here: it is slow to import and only HTML needs it
+
+    data = raw.body if isinstance(raw.body, bytes) else raw.body.encode("utf-8")
+    head = data[:1024].lstrip()
+    if head.startswith(_BINARY_MAGIC) or b"\x00" in data[:4096]:
+        raise DecodeError("not an HTML page (binary content)")
+    try:
+        document = trafilatura.bare_extraction(
+            data, url=raw.url, with_metadata=True, include_comments=False
+        )
+    except Exception as exc:  # trafilatura and lxml raise many types on junk markup
+        raise NoArticleError("HTML could not be parsed", f"{type(exc).__name__}: {exc}") from None
+    if document is None or not (document.text or "").strip():
+        raise NoArticleError("no article text found in the HTML page")
+    meta = document.as_dict()
+    extra = {
+        key: meta[key]
+        for key in ("author", "sitename", "language", "description")
+        if meta.get(key)
+    }
+    return build_article(
+        external_id=raw.ref,
+        text=document.text,
+        title=meta.get("title"),
+        url=meta.get("url") or raw.url,
+        source=meta.get("sitename") or meta.get("hostname"),
+        published=iso_date(meta.get("date")) or iso_date(raw.fields.get("published")),
+        extra=extra,
+        settings=settings,
+    )
+
+
+def _optional_text(record: Mapping[str, object], key: str) -> str | None:
+    value = record.get(key)
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and key == "id":
+        return str(value)
+    if not isinstance(value, str):
+        raise ParseError(f"field '{key}' must be a string, got {type(value).__name__}")
+    return value.strip() or None
+
+
+def from_record(raw: RawDocument, settings: IngestSettings) -> Article:
+    """An article from one JSON Lines record; `text` is required, other fields are optional.
+
+    Raises:
+        ParseError: a field has the wrong type, or `text` is missing.
+        EmptyInputError, NoArticleError.
+    """
+    record = raw.fields
+    text = record.get("text")
+    if text is None:
+        raise ParseError("record has no 'text' field")
+    if not isinstance(text, str):
+        raise ParseError(f"field 'text' must be a string, got {type(text).__name__}")
+    record_id = _optional_text(record, "id")
+    published_raw = _optional_text(record, "published")
+    published = iso_date(published_raw)
+    extra = {key: value for key, value in record.items() if key not in _RECORD_FIELDS}
+    if published_raw and not published:
+        extra["published_unreadable"] = published_raw
+    return build_article(
+        external_id=record_id or raw.ref,
+        text=text,
+        title=_optional_text(record, "title"),
+        url=_optional_text(record, "url"),
+        source=_optional_text(record, "source"),
+        published=published,
+        extra=extra,
+        settings=settings,
+    )
+
+
+_EXTRACTORS = {"text": from_text, "html": from_html, "record": from_record}
+
+
+def article_from(raw: RawDocument, settings: IngestSettings) -> Article:
+    """The Article in one raw document, whatever its kind.
+
+    Raises:
+        BadInputError (any kind): the document cannot become an article.
+    """
+    extractor = _EXTRACTORS.get(raw.kind)
+    if extractor is None:
+        raise ParseError(f"unknown document kind {raw.kind!r}")
+    return extractor(raw, settings)

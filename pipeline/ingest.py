@@ -1,0 +1,232 @@
+"""A run: read inputs in batches, prepare each batch (CPU-heavy, parallel-safe), commit each batch (one writer).
+
+`prepare_batch` is pure and may run anywhere (threads, Dask workers); `commit_batch` is the
+single ordered writer. `ingest` runs the two in a plain loop for library use, evaluation and
+benchmarks; the Prefect flow in flows/ingest.py calls the same two functions as tasks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+from . import extract, sources
+from .errors import BadInputError
+from .fingerprint import fingerprint
+from .models import Prepared, PreparedBatch, RawDocument, Rejected
+from .settings import Settings
+from .store import SavedBatch, Store, now_iso, open_store
+from .stories import assign_batch
+
+log = logging.getLogger(__name__)
+
+
+def batches(paths: Sequence[str], settings: Settings) -> Iterator[list[RawDocument | Rejected]]:
+    """The inputs under `paths`, read lazily and grouped in batches of `ingest.batch_size`."""
+    stream = sources.discover(list(paths), settings.ingest)
+    while True:
+        chunk = list(itertools.islice(stream, settings.ingest.batch_size))
+        if not chunk:
+            return
+        yield chunk
+
+
+def prepare(raw: RawDocument, settings: Settings) -> Prepared:
+    """One raw document extracted, normalised and fingerprinted.
+
+    Raises:
+        BadInputError: the document is not an article (see extract.article_from).
+    """
+    article = extract.article_from(raw, settings.ingest)
+    return Prepared(article, fingerprint(article, settings.matching))
+
+
+def prepare_batch(items: Sequence[RawDocument | Rejected], settings: Settings) -> PreparedBatch:
+    """Extract and fingerprint a batch; bad inputs become Rejected, so nothing is lost."""
+    prepared: list[Prepared] = []
+    rejected: list[Rejected] = []
+    for item in items:
+        if isinstance(item, Rejected):
+            rejected.append(item)
+            continue
+        try:
+            prepared.append(prepare(item, settings))
+        except BadInputError as exc:
+            rejected.append(Rejected(item.ref, extract.STAGE, exc.reason, exc.detail, item.source_path or item.url or ""))
+    assert len(prepared) + len(rejected) == len(items), "a stage lost a record"
+    return PreparedBatch(tuple(prepared), tuple(rejected), len(items))
+
+
+def commit_batch(batch: PreparedBatch, store: Store, settings: Settings, run_id: str | None) -> SavedBatch:
+    """Assign a prepared batch to stories and write it, all in one transaction.
+
+    The transaction is taken before the first read, so two writers on one database queue up
+    instead of both deciding from a stale view.
+    """
+    with store.transaction():
+        existing = store.existing_ids(p.article.article_id for p in batch.prepared)
+        fresh: list[Prepared] = []
+        seen: set[str] = set()
+        for item in batch.prepared:
+            if item.article.article_id in existing or item.article.article_id in seen:
+                continue
+            seen.add(item.article.article_id)
+            fresh.append(item)
+        outcome = assign_batch(fresh, store, settings.matching)
+        store.save_outcome(fresh, outcome, run_id)
+        store.save_rejects(batch.rejected, run_id)
+    grown = sorted(outcome.touched - outcome.new_stories)
+    return SavedBatch(
+        inputs=batch.inputs,
+        new_articles=len(fresh),
+        unchanged=len(batch.prepared) - len(fresh),
+        near_duplicates=sum(1 for a in outcome.assignments if a.duplicate_of),
+        rejects=len(batch.rejected),
+        new_stories=tuple(sorted(outcome.new_stories)),
+        grown_stories=tuple(grown),
+        merged_stories=tuple(outcome.merges),
+    )
+
+
+@dataclass
+class RunReport:
+    """Counts and timings of one run, accumulated batch by batch."""
+
+    run_id: str
+    started_at: str = field(default_factory=now_iso)
+    inputs: int = 0
+    new_articles: int = 0
+    unchanged: int = 0
+    near_duplicates: int = 0
+    rejects: int = 0
+    new_stories: set[int] = field(default_factory=set)
+    grown_stories: set[int] = field(default_factory=set)
+    merged: list[tuple[int, int]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    batches: int = 0
+
+    def add(self, saved: SavedBatch) -> None:
+        self.batches += 1
+        self.inputs += saved.inputs
+        self.new_articles += saved.new_articles
+        self.unchanged += saved.unchanged
+        self.near_duplicates += saved.near_duplicates
+        self.rejects += saved.rejects
+        self.new_stories.update(saved.new_stories)
+        self.grown_stories.update(saved.grown_stories)
+        for dropped, kept in saved.merged_stories:
+            self.merged.append((dropped, kept))
+            self.new_stories.discard(dropped)
+            self.grown_stories.discard(dropped)
+        self.grown_stories -= self.new_stories
+
+    def time(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "inputs": self.inputs,
+            "new_articles": self.new_articles,
+            "unchanged": self.unchanged,
+            "near_duplicates": self.near_duplicates,
+            "new_stories": len(self.new_stories),
+            "grown_stories": len(self.grown_stories),
+            "merged_stories": len(self.merged),
+            "rejects": self.rejects,
+        }
+
+    @property
+    def balanced(self) -> bool:
+        """Every input is accounted for: inputs = new + unchanged + rejects."""
+        return self.inputs == self.new_articles + self.unchanged + self.rejects
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def commit_batch_to(batch: PreparedBatch, db_path: str | Path, settings: Settings, run_id: str | None) -> SavedBatch:
+    """`commit_batch` on the database at `db_path`, opened and closed around it."""
+    store = open_store(db_path, settings.store.busy_timeout_s)
+    try:
+        return commit_batch(batch, store, settings, run_id)
+    finally:
+        store.close()
+
+
+def start_run(report: RunReport, db_path: str | Path, settings: Settings) -> None:
+    """Record in the database that a run has started (it shows as unfinished if it dies)."""
+    _record(report, db_path, settings, finished=False)
+
+
+def finish_run(report: RunReport, db_path: str | Path, settings: Settings) -> None:
+    """Record the run's final counts."""
+    _record(report, db_path, settings, finished=True)
+
+
+def _record(report: RunReport, db_path: str | Path, settings: Settings, finished: bool) -> None:
+    store = open_store(db_path, settings.store.busy_timeout_s)
+    try:
+        with store.transaction():
+            store.record_run(report.run_id, report.started_at, report.counts(), finished=finished)
+    finally:
+        store.close()
+
+
+def run_overview(report: RunReport, db_path: str | Path) -> tuple[dict[str, int], list[dict], list[dict]]:
+    """Database totals, the run's new and grown stories, and the run's rejects."""
+    store = open_store(db_path)
+    try:
+        touched = sorted(report.new_stories | report.grown_stories)
+        stories = [row for row in (store.story(story_id) for story_id in touched) if row]
+        stories.sort(key=lambda row: (-row["article_count"], row["story_id"]))
+        rejects = list(store.db.query("SELECT * FROM rejects WHERE run_id = ? ORDER BY id", [report.run_id]))
+        return store.counts(), stories, rejects
+    finally:
+        store.close()
+
+
+def ingest(
+    paths: Sequence[str],
+    settings: Settings,
+    db_path: str | Path,
+    run_id: str | None = None,
+    on_batch: Callable[[RunReport], None] | None = None,
+) -> RunReport:
+    """Ingest `paths` into the story database at `db_path` without Prefect (library use)."""
+    report = RunReport(run_id or new_run_id())
+    start_run(report, db_path, settings)
+    store = open_store(db_path, settings.store.busy_timeout_s)
+    try:
+        for chunk in timed_iter(batches(paths, settings), report, "read"):
+            started = time.perf_counter()
+            prepared = prepare_batch(chunk, settings)
+            report.time("prepare", time.perf_counter() - started)
+            started = time.perf_counter()
+            report.add(commit_batch(prepared, store, settings, report.run_id))
+            report.time("assign+store", time.perf_counter() - started)
+            if on_batch:
+                on_batch(report)
+    finally:
+        store.close()
+    finish_run(report, db_path, settings)
+    return report
+
+
+def timed_iter(items: Iterable, report: RunReport, stage: str) -> Iterator:
+    """Yield from `items`, adding the time spent producing them to `report` under `stage`."""
+    iterator = iter(items)
+    while True:
+        started = time.perf_counter()
+        try:
+            item = next(iterator)
+        except StopIteration:
+            report.time(stage, time.perf_counter() - started)
+            return
+        report.time(stage, time.perf_counter() - started)
+        yield item

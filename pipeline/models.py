@@ -1,0 +1,99 @@
+"""The records that move between stages: small, frozen, and free of third-party objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class RawDocument:
+    """One input as it was read: a file, a JSON Lines record or a fetched page.
+
+    `ref` names the input for people and for replay (a relative path, `path:N` for
+    line N of a JSON Lines file, or a URL). `kind` is "text", "html" or "record";
+    a record carries its already-parsed JSON object in `fields`.
+    """
+
+    ref: str
+    kind: str
+    body: bytes | str = b""
+    url: str | None = None
+    fields: Mapping[str, object] = field(default_factory=dict)
+    source_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Article:
+    """A news article ready for matching; `text` is kept as published, `norm_text` is for matching."""
+
+    article_id: str
+    external_id: str
+    url: str | None
+    title: str | None
+    source: str | None
+    published: str | None  # ISO 8601 date or datetime, or None when unknown
+    text: str
+    norm_text: str
+    content_hash: str
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What matching needs of one article.
+
+    `story_hashvalues` is a MinHash of the salient-term set, `dup_hashvalues` a MinHash of the
+    word-shingle set; both are datasketch-compatible (`scheme`, `num_perm`, `seed`).
+    `terms` is the weighted term vector (term, weight) used to verify story candidates.
+    """
+
+    article_id: str
+    content_hash: str
+    scheme: str
+    num_perm: int
+    seed: int
+    story_hashvalues: bytes  # little-endian uint32 hash values
+    dup_hashvalues: bytes
+    terms: tuple[tuple[str, float], ...]
+    salient_terms: tuple[str, ...]
+    day: int | None  # days since 1970-01-01 of the publication date, None when unknown
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An article with its fingerprint: the unit that story assignment consumes."""
+
+    article: Article
+    fingerprint: Fingerprint
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """An input that could not be stored, with the stage that refused it and why."""
+
+    ref: str
+    stage: str
+    reason: str
+    detail: str = ""
+    input: str = ""  # the file or URL it came from, so it can be replayed
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Where one new article went: its story, and what it copies if it is a near-duplicate."""
+
+    article_id: str
+    story_id: int
+    duplicate_of: str | None
+    similarity: float
+    new_story: bool
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """The output of the CPU-heavy stages for one batch of inputs."""
+
+    prepared: tuple[Prepared, ...]
+    rejected: tuple[Rejected, ...]
+    inputs: int

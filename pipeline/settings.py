@@ -1,0 +1,134 @@
+"""One typed settings object, read from config/*.toml and NEWSDEDUP_* environment variables."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = PROJECT_ROOT / "config"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IngestSettings(_Section):
+    # Inputs are prepared and written in batches: one transaction and one Prefect task pair
+    # per batch, so a 20,000-article file makes 20 task runs, not 20,000.
+    batch_size: int = Field(1000, ge=1)
+    # Shorter texts are teasers, captions or errors, not articles (the shortest real article
+    # in the development corpus has 64 words).
+    min_words: int = Field(40, ge=1)
+    # A larger file is refused rather than read: no news article is 20 MB of text.
+    max_file_bytes: int = Field(20_000_000, ge=1)
+    # JSON Lines files are streamed; one line longer than this is rejected on its own.
+    max_line_bytes: int = Field(5_000_000, ge=1)
+    # Decompressed size cap for .gz inputs (gzip bombs expand 1000x).
+    max_decompressed_bytes: int = Field(100_000_000, ge=1)
+
+
+class MatchingSettings(_Section):
+    # datasketch 2.0 changed its default hashing; the scheme is stored with every signature.
+    scheme: Literal["affine32"] = "affine32"
+    num_perm: int = Field(128, ge=16, le=1024)
+    seed: int = 1
+    # Near-duplicates: word shingles of this many words.
+    shingle_size: int = Field(3, ge=1, le=9)
+    # LSH threshold for near-duplicate candidates, and the Jaccard over shingle sets that
+    # verifies them. See docs/quality.md for the measurement.
+    dup_lsh_threshold: float = Field(0.3, gt=0, lt=1)
+    dup_jaccard: float = Field(0.5, gt=0, le=1)
+    # Story level: the number of salient terms per article that go into its MinHash.
+    salient_terms: int = Field(30, ge=5)
+    # Terms in the title count this many times more than in the body.
+    title_boost: float = Field(2.0, ge=1)
+    # Words capitalised inside sentences (names, places) count this many times more.
+    name_boost: float = Field(1.5, ge=1)
+    # Terms kept in the weighted vector used for verification.
+    vector_terms: int = Field(80, ge=10)
+    # LSH over salient-term sets, tuned for recall: false negatives cost 9x false positives.
+    story_lsh_threshold: float = Field(0.1, gt=0, lt=1)
+    story_lsh_weights: tuple[float, float] = (0.1, 0.9)
+    # Cosine similarity between an article and a story that verifies the join.
+    story_similarity: float = Field(0.25, gt=0, le=1)
+    # Two stories merge when their centroids are at least this similar.
+    merge_similarity: float = Field(0.4, gt=0, le=1)
+    # Articles further apart than this (in days) from a story's dates are penalised.
+    time_window_days: int = Field(4, ge=0)
+    # Similarity lost per day outside the window.
+    time_decay_per_day: float = Field(0.02, ge=0)
+
+
+class StoreSettings(_Section):
+    db: str = "data/stories.db"
+    # Seconds a writer waits for another writer's lock before giving up.
+    busy_timeout_s: float = Field(120.0, ge=0)
+
+
+class Settings(_Section):
+    ingest: IngestSettings = IngestSettings()
+    matching: MatchingSettings = MatchingSettings()
+    store: StoreSettings = StoreSettings()
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """NEWSDEDUP_MATCHING__NUM_PERM=256 becomes {"matching": {"num_perm": "256"}}."""
+    overrides: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith("NEWSDEDUP_") or "__" not in name:
+            continue
+        section, _, key = name[len("NEWSDEDUP_"):].lower().partition("__")
+        overrides.setdefault(section, {})[key] = value
+    return overrides
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+
+
+def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """The settings for a run: built-in defaults, then config/default.toml, then `path`, then env.
+
+    Raises ConfigError naming the offending field when a key is unknown or a value has the
+    wrong type.
+    """
+    data: dict[str, Any] = {}
+    default_file = CONFIG_DIR / "default.toml"
+    if default_file.exists():
+        data = _read_toml(default_file)
+    if path is None and (environ or os.environ).get("NEWSDEDUP_CONFIG"):
+        path = (environ or os.environ)["NEWSDEDUP_CONFIG"]
+    if path is not None:
+        data = _deep_merge(data, _read_toml(Path(path)))
+    data = _deep_merge(data, _env_overrides(dict(environ if environ is not None else os.environ)))
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        source = f" (from {path})" if path else ""
+        raise ConfigError(f"bad configuration{source}: {problems}") from None

@@ -1,0 +1,475 @@
+"""The story database: the only module that touches SQLite (through sqlite-utils).
+
+Public tables (documented in the README): articles, stories, rejects, runs; views
+story_overview and story_articles; full-text search in articles_fts. Tables whose names start
+with an underscore hold matching state (signatures, LSH buckets, story centroids) and are not
+part of the public schema.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import sqlite_utils
+
+from .errors import StoreError
+from .fingerprint import cosine
+from .models import Prepared, Rejected
+from .stories import BatchOutcome, IndexedArticle, Member, StoryState, canonical_member
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+# SQLite's default limit on host parameters in one statement is 32766; stay well below it.
+_CHUNK = 900
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS _meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS stories (
+    id INTEGER PRIMARY KEY,
+    canonical_article_id TEXT,
+    title TEXT,
+    article_count INTEGER NOT NULL DEFAULT 0,
+    first_published TEXT,
+    last_published TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS articles (
+    id TEXT PRIMARY KEY,
+    external_id TEXT NOT NULL,
+    url TEXT,
+    title TEXT,
+    source TEXT,
+    published TEXT,
+    text TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    story_id INTEGER NOT NULL REFERENCES stories(id),
+    duplicate_of TEXT REFERENCES articles(id),
+    similarity REAL,
+    ingested_at TEXT NOT NULL,
+    run_id TEXT,
+    extra TEXT
+);
+CREATE INDEX IF NOT EXISTS articles_story_id ON articles(story_id);
+CREATE INDEX IF NOT EXISTS articles_content_hash ON articles(content_hash);
+CREATE INDEX IF NOT EXISTS articles_external_id ON articles(external_id);
+CREATE INDEX IF NOT EXISTS articles_url ON articles(url);
+CREATE INDEX IF NOT EXISTS articles_published ON articles(published);
+CREATE INDEX IF NOT EXISTS articles_source ON articles(source);
+CREATE TABLE IF NOT EXISTS rejects (
+    id INTEGER PRIMARY KEY,
+    ref TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT,
+    input TEXT NOT NULL DEFAULT '',
+    run_id TEXT,
+    at TEXT NOT NULL,
+    UNIQUE (ref, input) ON CONFLICT REPLACE
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    inputs INTEGER NOT NULL DEFAULT 0,
+    new_articles INTEGER NOT NULL DEFAULT 0,
+    unchanged INTEGER NOT NULL DEFAULT 0,
+    near_duplicates INTEGER NOT NULL DEFAULT 0,
+    new_stories INTEGER NOT NULL DEFAULT 0,
+    grown_stories INTEGER NOT NULL DEFAULT 0,
+    merged_stories INTEGER NOT NULL DEFAULT 0,
+    rejects INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS _signatures (
+    article_id TEXT PRIMARY KEY REFERENCES articles(id),
+    scheme TEXT NOT NULL,
+    num_perm INTEGER NOT NULL,
+    seed INTEGER NOT NULL,
+    story_minhash BLOB NOT NULL,
+    dup_minhash BLOB NOT NULL,
+    terms TEXT NOT NULL,
+    day INTEGER
+);
+CREATE TABLE IF NOT EXISTS _lsh (
+    level TEXT NOT NULL,
+    key INTEGER NOT NULL,
+    article_id TEXT NOT NULL,
+    PRIMARY KEY (level, key, article_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _story_state (
+    story_id INTEGER PRIMARY KEY REFERENCES stories(id),
+    vector_sum TEXT NOT NULL,
+    members INTEGER NOT NULL,
+    first_day INTEGER,
+    last_day INTEGER
+);
+CREATE VIEW IF NOT EXISTS story_overview AS
+SELECT
+    s.id AS story_id,
+    s.title,
+    s.article_count,
+    (SELECT group_concat(source, ', ') FROM
+        (SELECT DISTINCT a.source FROM articles a WHERE a.story_id = s.id AND a.source IS NOT NULL ORDER BY a.source)
+    ) AS outlets,
+    s.first_published,
+    s.last_published,
+    s.canonical_article_id,
+    c.url AS canonical_url,
+    s.updated_at
+FROM stories s LEFT JOIN articles c ON c.id = s.canonical_article_id;
+CREATE VIEW IF NOT EXISTS story_articles AS
+SELECT
+    a.story_id,
+    a.id AS article_id,
+    a.id = s.canonical_article_id AS is_canonical,
+    a.title,
+    a.source,
+    a.published,
+    a.similarity,
+    a.duplicate_of,
+    a.url,
+    a.external_id
+FROM articles a JOIN stories s ON s.id = a.story_id;
+"""
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class SavedBatch:
+    """What one batch changed in the database."""
+
+    inputs: int
+    new_articles: int
+    unchanged: int
+    near_duplicates: int
+    rejects: int
+    new_stories: tuple[int, ...]
+    grown_stories: tuple[int, ...]
+    merged_stories: tuple[tuple[int, int], ...]
+
+
+class Store:
+    """The story database. Use `open_store(path)`; write a batch inside `writing()`."""
+
+    def __init__(self, path: str | Path, busy_timeout_s: float = 120.0) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open the story database {self.path}: {exc}") from None
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+        self._ensure_schema()
+
+    # -- schema -------------------------------------------------------------------------------
+
+    def _ensure_schema(self) -> None:
+        try:
+            tables = set(self.db.table_names())
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a readable SQLite database: {exc}") from None
+        if tables and "_meta" not in tables:
+            raise StoreError(
+                f"{self.path} is a SQLite database but not a newsdedup story database; "
+                "choose another path with --db"
+            )
+        if "_meta" in tables:
+            row = self.conn.execute("SELECT value FROM _meta WHERE key = 'schema_version'").fetchone()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has schema version {version}, newer than this newsdedup "
+                    f"understands ({SCHEMA_VERSION}); upgrade newsdedup"
+                )
+            if version == SCHEMA_VERSION:
+                return
+            raise StoreError(
+                f"{self.path} has schema version {version}, which cannot be migrated to "
+                f"{SCHEMA_VERSION}; re-ingest into a new database"
+            )
+        with self.transaction():
+            for statement in _SCHEMA.split(";\n"):
+                if statement.strip():
+                    self.conn.execute(statement)
+            self.conn.execute(
+                "INSERT OR REPLACE INTO _meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+        if not self.db["articles_fts"].exists():
+            self.db["articles"].enable_fts(["title", "text"], create_triggers=True, tokenize="porter")
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction, taken at once so readers-then-writers cannot deadlock."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- reads for matching (the StoryIndex protocol) ------------------------------------------
+
+    def _chunks(self, values: Sequence) -> Iterator[Sequence]:
+        for start in range(0, len(values), _CHUNK):
+            yield values[start : start + _CHUNK]
+
+    def existing_ids(self, article_ids: Iterable[str]) -> set[str]:
+        ids = sorted(set(article_ids))
+        found: set[str] = set()
+        for chunk in self._chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self.conn.execute(f"SELECT id FROM articles WHERE id IN ({marks})", chunk))
+        return found
+
+    def lsh_matches(self, level: str, keys: Sequence[int]) -> dict[int, list[str]]:
+        matches: dict[int, list[str]] = {}
+        for chunk in self._chunks(list(keys)):
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT key, article_id FROM _lsh WHERE level = ? AND key IN ({marks})", (level, *chunk)
+            )
+            for key, article_id in rows:
+                matches.setdefault(key, []).append(article_id)
+        return matches
+
+    def originals_by_content_hash(self, hashes: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for chunk in self._chunks(list(hashes)):
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT content_hash, id FROM articles WHERE content_hash IN ({marks}) "
+                "ORDER BY duplicate_of IS NOT NULL, ingested_at, id",
+                chunk,
+            )
+            for content_hash, article_id in rows:
+                found.setdefault(content_hash, article_id)
+        return found
+
+    def indexed_articles(self, article_ids: Iterable[str], with_text: bool) -> dict[str, IndexedArticle]:
+        ids = sorted(set(article_ids))
+        found: dict[str, IndexedArticle] = {}
+        text_column = "a.text" if with_text else "NULL"
+        for chunk in self._chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT a.id, a.story_id, a.duplicate_of, s.dup_minhash, {text_column} "
+                f"FROM articles a JOIN _signatures s ON s.article_id = a.id WHERE a.id IN ({marks})",
+                chunk,
+            )
+            for article_id, story_id, duplicate_of, dup_minhash, text in rows:
+                found[article_id] = IndexedArticle(article_id, story_id, duplicate_of, dup_minhash, text)
+        return found
+
+    def story_states(self, story_ids: Iterable[int]) -> dict[int, StoryState]:
+        ids = sorted(set(story_ids))
+        states: dict[int, StoryState] = {}
+        for chunk in self._chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT story_id, vector_sum, members, first_day, last_day FROM _story_state WHERE story_id IN ({marks})",
+                chunk,
+            )
+            for story_id, vector_sum, members, first_day, last_day in rows:
+                states[story_id] = StoryState(story_id, json.loads(vector_sum), members, first_day, last_day)
+        return states
+
+    def next_story_id(self) -> int:
+        row = self.conn.execute("SELECT max(id) FROM stories").fetchone()
+        return (row[0] or 0) + 1
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def save_rejects(self, rejected: Sequence[Rejected], run_id: str | None) -> None:
+        """Record rejects; a re-run that rejects the same input again replaces its row."""
+        at = now_iso()
+        self.conn.executemany(
+            "INSERT INTO rejects (ref, stage, reason, detail, input, run_id, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(r.ref, r.stage, r.reason, r.detail or None, r.input or "", run_id, at) for r in rejected],
+        )
+
+    def forget_rejects(self, refs: Sequence[tuple[str, str]]) -> None:
+        """Remove reject rows for inputs that have now been stored."""
+        self.conn.executemany("DELETE FROM rejects WHERE ref = ? AND input = ?", refs)
+
+    def save_outcome(self, prepared: Sequence[Prepared], outcome: BatchOutcome, run_id: str | None) -> None:
+        """Write a batch's articles, signatures, LSH keys and story changes (inside `transaction()`)."""
+        at = now_iso()
+        by_id = {p.article.article_id: p for p in prepared}
+        self.conn.executemany(
+            "INSERT INTO stories (id, article_count, created_at, updated_at) VALUES (?, 0, ?, ?)",
+            [(story_id, at, at) for story_id in sorted(outcome.new_stories)],
+        )
+        rows = []
+        signature_rows = []
+        for assignment in outcome.assignments:
+            item = by_id[assignment.article_id]
+            article, fp = item.article, item.fingerprint
+            rows.append(
+                (
+                    article.article_id, article.external_id, article.url, article.title, article.source,
+                    article.published, article.text, article.content_hash, assignment.story_id,
+                    assignment.duplicate_of, assignment.similarity, at, run_id,
+                    json.dumps(dict(article.extra), ensure_ascii=False, default=str) if article.extra else None,
+                )
+            )
+            signature_rows.append(
+                (
+                    article.article_id, fp.scheme, fp.num_perm, fp.seed, fp.story_hashvalues,
+                    fp.dup_hashvalues, json.dumps(dict(fp.terms), ensure_ascii=False), fp.day,
+                )
+            )
+        self.conn.executemany(
+            "INSERT INTO articles (id, external_id, url, title, source, published, text, content_hash, "
+            "story_id, duplicate_of, similarity, ingested_at, run_id, extra) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        self.conn.executemany(
+            "INSERT INTO _signatures (article_id, scheme, num_perm, seed, story_minhash, dup_minhash, terms, day) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            signature_rows,
+        )
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO _lsh (level, key, article_id) VALUES (?, ?, ?)", outcome.band_rows
+        )
+        for dropped, kept in outcome.merges:
+            self.conn.execute("UPDATE articles SET story_id = ? WHERE story_id = ?", (kept, dropped))
+            self.conn.execute("DELETE FROM _story_state WHERE story_id = ?", (dropped,))
+            self.conn.execute("DELETE FROM stories WHERE id = ?", (dropped,))
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO _story_state (story_id, vector_sum, members, first_day, last_day) VALUES (?, ?, ?, ?, ?)",
+            [
+                (s.story_id, json.dumps(s.vector_sum, ensure_ascii=False), s.members, s.first_day, s.last_day)
+                for s in outcome.states.values()
+            ],
+        )
+        self.refresh_stories(sorted(outcome.touched), at)
+
+    def refresh_stories(self, story_ids: Sequence[int], at: str | None = None) -> None:
+        """Recompute canonical article, title, size, dates and member similarities of stories."""
+        at = at or now_iso()
+        for story_id in story_ids:
+            rows = self.conn.execute(
+                "SELECT a.id, a.title, a.published, a.duplicate_of, length(a.text), s.day, s.terms, a.text "
+                "FROM articles a JOIN _signatures s ON s.article_id = a.id WHERE a.story_id = ?",
+                (story_id,),
+            ).fetchall()
+            if not rows:
+                continue
+            members = [Member(r[0], r[5], r[2], r[3], r[4], bool(r[1])) for r in rows]
+            canonical_id = canonical_member(members)
+            canonical = next(r for r in rows if r[0] == canonical_id)
+            canonical_terms = json.loads(canonical[6])
+            updates = []
+            for r in rows:
+                if r[0] == canonical_id:
+                    similarity = 1.0
+                elif r[3] is not None:
+                    similarity = 1.0 if r[3] == canonical_id else round(cosine(json.loads(r[6]), canonical_terms), 4)
+                else:
+                    similarity = round(cosine(json.loads(r[6]), canonical_terms), 4)
+                updates.append((similarity, r[0]))
+            self.conn.executemany("UPDATE articles SET similarity = ? WHERE id = ?", updates)
+            dates = sorted(r[2] for r in rows if r[2])
+            self.conn.execute(
+                "UPDATE stories SET canonical_article_id = ?, title = ?, article_count = ?, "
+                "first_published = ?, last_published = ?, updated_at = ? WHERE id = ?",
+                (
+                    canonical_id, canonical[1] or headline_from(canonical[7]), len(rows),
+                    dates[0] if dates else None, dates[-1] if dates else None, at, story_id,
+                ),
+            )
+
+    def record_run(self, run_id: str, started_at: str, counts: dict[str, int], finished: bool) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO runs (run_id, started_at, finished_at, inputs, new_articles, unchanged, "
+            "near_duplicates, new_stories, grown_stories, merged_stories, rejects) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id, started_at, now_iso() if finished else None, counts.get("inputs", 0),
+                counts.get("new_articles", 0), counts.get("unchanged", 0), counts.get("near_duplicates", 0),
+                counts.get("new_stories", 0), counts.get("grown_stories", 0), counts.get("merged_stories", 0),
+                counts.get("rejects", 0),
+            ),
+        )
+
+    # -- reads for people ----------------------------------------------------------------------
+
+    def stories(self, limit: int | None = None) -> list[dict]:
+        sql = "SELECT * FROM story_overview ORDER BY article_count DESC, first_published, story_id"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return list(self.db.query(sql))
+
+    def story(self, story_id: int) -> dict | None:
+        rows = list(self.db.query("SELECT * FROM story_overview WHERE story_id = ?", [story_id]))
+        return rows[0] if rows else None
+
+    def story_members(self, story_id: int) -> list[dict]:
+        return list(
+            self.db.query(
+                "SELECT * FROM story_articles WHERE story_id = ? "
+                "ORDER BY is_canonical DESC, similarity DESC, published, article_id",
+                [story_id],
+            )
+        )
+
+    def article(self, article_id: str) -> dict | None:
+        rows = list(self.db.query("SELECT * FROM articles WHERE id = ?", [article_id]))
+        return rows[0] if rows else None
+
+    def search(self, text: str, limit: int = 20) -> list[dict]:
+        return list(
+            self.db.query(
+                "SELECT a.id AS article_id, a.story_id, a.title, a.source, a.published, "
+                "snippet(articles_fts, 1, '[', ']', '…', 12) AS snippet "
+                "FROM articles_fts JOIN articles a ON a.rowid = articles_fts.rowid "
+                "WHERE articles_fts MATCH ? ORDER BY rank LIMIT ?",
+                [text, limit],
+            )
+        )
+
+    def counts(self) -> dict[str, int]:
+        return {
+            table: self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for table in ("articles", "stories", "rejects")
+        }
+
+
+def headline_from(text: str, limit: int = 90) -> str:
+    """A stand-in title for an untitled article: its first sentence, shortened."""
+    first = " ".join(text.split())
+    for stop in (". ", "? ", "! "):
+        index = first.find(stop)
+        if 0 < index < limit:
+            return first[: index + 1]
+    return first if len(first) <= limit else first[: limit - 1].rsplit(" ", 1)[0] + "…"
+
+
+def open_store(path: str | Path, busy_timeout_s: float = 120.0) -> Store:
+    """Open (creating if needed) the story database at `path`.
+
+    Raises:
+        StoreError: the file cannot be opened, is not a story database, or has another schema.
+    """
+    return Store(path, busy_timeout_s)
