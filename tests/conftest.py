@@ -1,0 +1,48 @@
+"""Shared fixtures: settings, the seed articles, a temporary story database, Prefect's harness."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT / "seeds"
+DATA = Path(__file__).resolve().parent / "data"
+
+# Prefect must never phone home from tests, and must keep its state out of the user's home.
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "pipeline")
+
+
+@pytest.fixture(scope="session")
+def settings():
+    from pipeline.settings import load_settings
+
+    return load_settings(ROOT / "config" / "test.toml", environ={})
+
+
+@pytest.fixture
+def seeds_dir(tmp_path: Path) -> Path:
+    """A private copy of seeds/, so a test may add or break files."""
+    target = tmp_path / "seeds"
+    shutil.copytree(SEEDS, target)
+    return target
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "stories.db"
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory):
+    """Prefect's test harness: a temporary database and an in-process API, once per session."""
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
