@@ -15,7 +15,7 @@ export PREFECT_SERVER_LOGGING_LEVEL ?= WARNING
 
 DB ?= data/stories.db
 
-.PHONY: help install run test test-fast eval bench clean
+.PHONY: help install system-deps run test test-fast eval bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,6 +27,15 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install newsdedup with pinned dependencies
+
+# System packages the browser and server tests need (Debian). Idempotent; run by .ci/run as root.
+SYSTEM_PACKAGES := chromium
+system-deps: ## install the Debian packages the browser tests need (needs root)
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 run: $(STAMP) ## ingest seeds/ into data/stories.db through the Prefect flow, then list the stories
 	$(BIN)/newsdedup ingest seeds/ --db $(DB)

@@ -78,6 +78,51 @@ class Settings(_Section):
     store: StoreSettings = StoreSettings()
 
 
+class Schedule(_Section):
+    """When a configured source is polled: a cron expression or an interval (not both)."""
+
+    cron: str | None = None
+    interval_minutes: float | None = Field(None, gt=0)
+
+
+class SourceConfig(_Section):
+    """One configured source in config/sources.toml (a [[sources]] entry)."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: Literal["directory", "file", "feed", "sitemap", "page"]
+    location: str = Field(min_length=1)  # a path (relative to the project) or an http(s) URL
+    enabled: bool = True
+    schedule: Schedule | None = None
+
+
+class SourcesFile(_Section):
+    sources: list[SourceConfig] = []
+
+
+def load_sources(path: str | Path | None = None) -> list[SourceConfig]:
+    """The sources configured in `path` (default config/sources.toml); names must be unique.
+
+    Raises ConfigError naming the entry and field at fault.
+    """
+    path = Path(path) if path is not None else CONFIG_DIR / "sources.toml"
+    data = _read_toml(path)
+    try:
+        parsed = SourcesFile.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"bad sources file {path}: {problems}") from None
+    names = [source.name for source in parsed.sources]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ConfigError(f"bad sources file {path}: duplicate source names {', '.join(duplicates)}")
+    for source in parsed.sources:
+        if source.schedule and source.schedule.cron and source.schedule.interval_minutes:
+            raise ConfigError(f"bad sources file {path}: source {source.name!r} has both cron and interval_minutes")
+    return parsed.sources
+
+
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
