@@ -66,7 +66,7 @@ def iso_date(value: object, now: datetime | None = None) -> str | None:
     now = now or datetime.now(timezone.utc).replace(tzinfo=None)
     if parsed > now + _FUTURE_SLACK:
         return None
-    if (parsed.hour, parsed.minute, parsed.second) == (0, 0, 0) and len(text) <= 10:
+    if (parsed.hour, parsed.minute, parsed.second) == (0, 0, 0) and ":" not in text:
         return parsed.date().isoformat()
     return parsed.isoformat(timespec="seconds")
 

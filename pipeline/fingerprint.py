@@ -20,7 +20,7 @@ import xxhash
 from datasketch import MinHash
 
 from .models import Article, Fingerprint
-from .normalize import unified, words
+from .normalize import words
 from .settings import MatchingSettings
 
 # A word's background weight is how rare it is in general English: wordfreq's Zipf scale runs
@@ -29,13 +29,12 @@ from .settings import MatchingSettings
 # one stray token cannot outweigh a real shared name.
 _ZIPF_TOP = 8.0
 _UNKNOWN_WEIGHT = 6.5
+_NUMBER_WEIGHT = 1.0
 # Words this common (zipf >= 6: "said", "about", "would") say nothing about an event.
 _STOP_ZIPF = 6.0
 _MIN_TERM_CHARS = 2
 _UINT32 = np.uint32
 _MAX_HASH = np.uint32(0xFFFFFFFF)
-_CAPITALISED = re.compile(r"(?<![\w'])([A-Z][\w'.-]*)")
-_SENTENCE_END = frozenset('.!?"\'\n:;-')
 
 
 @functools.lru_cache(maxsize=1)
@@ -48,9 +47,11 @@ def _zipf_table() -> dict[str, float]:
 
 def background_weight(term: str) -> float:
     """How distinctive `term` is in general English (0 for "the", about 6 for a rare surname)."""
-    table = _zipf_table()
-    key = re.sub(r"\d", "0", term) if sum(c.isdigit() for c in term) > 1 else term
-    zipf = table.get(key)
+    if any(c.isdigit() for c in term):
+        # Numbers and codes ("2017", "us1850", "3-month") are either dates, prices or debris;
+        # they rarely name an event on their own.
+        return _NUMBER_WEIGHT
+    zipf = _zipf_table().get(term)
     if zipf is None:
         return _UNKNOWN_WEIGHT
     return max(0.0, _ZIPF_TOP - zipf)
@@ -71,19 +72,6 @@ def term_of(word: str) -> str | None:
     if _ZIPF_TOP - _term_weight(word) >= _STOP_ZIPF:
         return None
     return word
-
-
-def proper_names(text: str) -> frozenset[str]:
-    """Lower-cased words that appear capitalised inside a sentence (names of people and places)."""
-    text = unified(text)
-    found: set[str] = set()
-    for match in _CAPITALISED.finditer(text):
-        start = match.start()
-        before = text[:start].rstrip(" (")
-        if not before or before[-1] in _SENTENCE_END:
-            continue
-        found.add(match.group(1).casefold().strip("'.-").removesuffix("'s"))
-    return frozenset(found)
 
 
 def content_hash(norm_text: str) -> str:
@@ -169,29 +157,40 @@ def jaccard(left: frozenset[str], right: frozenset[str]) -> float:
     return len(left & right) / len(left | right)
 
 
-def term_vector(
-    title: str | None, norm_text: str, names: frozenset[str], settings: MatchingSettings
-) -> dict[str, float]:
-    """Weighted terms of an article, L2-normalised, at most `settings.vector_terms` of them.
+def term_scores(title: str | None, norm_text: str, settings: MatchingSettings) -> dict[str, float]:
+    """An article's terms scored against general English, best first, at most `settings.scored_terms`.
 
-    weight = (1 + log tf) * background weight * name boost, where tf counts title words
-    `title_boost` times.
+    score = (1 + log tf) * background weight, where tf counts title words
+    `title_boost` times. Corpus statistics are applied later (`weighted_vector`), by the
+    single writer that knows them.
     """
     counts: dict[str, float] = {}
-    for word in words(norm_text):
-        term = term_of(word)
-        if term is not None:
-            counts[term] = counts.get(term, 0.0) + 1.0
-    if title:
-        for word in words(title.casefold()):
+    for text, amount in ((norm_text, 1.0), ((title or "").casefold(), settings.title_boost)):
+        for word in words(text):
             term = term_of(word)
             if term is not None:
-                counts[term] = counts.get(term, 0.0) + settings.title_boost
+                counts[term] = counts.get(term, 0.0) + amount
+    scored = {term: (1.0 + math.log(n)) * _term_weight(term) for term, n in counts.items()}
+    top = sorted(scored.items(), key=lambda item: (-item[1], item[0]))[: settings.scored_terms]
+    return {term: round(score, 4) for term, score in top}
+
+
+def inverse_document_frequency(document_frequency: int, documents: int, prior_documents: float) -> float:
+    """log((N + prior) / (df + 1)): flat while the corpus is small, sharper as it grows.
+
+    The prior keeps five seed articles from cancelling out the very words they share
+    (in a 5-article corpus, df = N would otherwise weigh ~0).
+    """
+    return math.log((documents + prior_documents) / (document_frequency + 1.0))
+
+
+def weighted_vector(
+    scores: dict[str, float], frequencies: dict[str, int], documents: int, settings: MatchingSettings
+) -> dict[str, float]:
+    """The unit-length vector used to verify stories: background scores times corpus IDF, top terms only."""
     weighted = {
-        term: (1.0 + math.log(count))
-        * _term_weight(term)
-        * (settings.name_boost if term in names else 1.0)
-        for term, count in counts.items()
+        term: score * inverse_document_frequency(frequencies.get(term, 0), documents, settings.idf_prior_documents)
+        for term, score in scores.items()
     }
     top = sorted(weighted.items(), key=lambda item: (-item[1], item[0]))[: settings.vector_terms]
     norm = math.sqrt(sum(weight * weight for _, weight in top)) or 1.0
@@ -214,8 +213,8 @@ def fingerprint(article: Article, settings: MatchingSettings) -> Fingerprint:
     """Everything matching needs of `article`: signatures for both levels and its term vector."""
     perms = permutations(settings.num_perm, settings.seed)
     tokens = words(article.norm_text)
-    vector = term_vector(article.title, article.norm_text, proper_names(article.text), settings)
-    salient = tuple(list(vector)[: settings.salient_terms])
+    scores = term_scores(article.title, article.norm_text, settings)
+    salient = tuple(list(scores)[: settings.salient_terms])
     story_values = minhash_values(
         np.fromiter((hash32(term) for term in salient), dtype=_UINT32, count=len(salient)), perms
     )
@@ -228,7 +227,7 @@ def fingerprint(article: Article, settings: MatchingSettings) -> Fingerprint:
         seed=perms.seed,
         story_hashvalues=story_values.astype("<u4").tobytes(),
         dup_hashvalues=dup_values.astype("<u4").tobytes(),
-        terms=tuple((term, round(weight, 6)) for term, weight in vector.items()),
+        terms=tuple(scores.items()),
         salient_terms=salient,
         day=day_number(article.published),
     )

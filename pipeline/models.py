@@ -45,7 +45,8 @@ class Fingerprint:
 
     `story_hashvalues` is a MinHash of the salient-term set, `dup_hashvalues` a MinHash of the
     word-shingle set; both are datasketch-compatible (`scheme`, `num_perm`, `seed`).
-    `terms` is the weighted term vector (term, weight) used to verify story candidates.
+    `terms` are the article's best terms scored against general English (term, score), best
+    first; the story stage turns them into a unit vector with corpus statistics.
     """
 
     article_id: str

@@ -25,7 +25,7 @@ class IngestSettings(_Section):
     batch_size: int = Field(1000, ge=1)
     # Shorter texts are teasers, captions or errors, not articles (the shortest real article
     # in the development corpus has 64 words).
-    min_words: int = Field(40, ge=1)
+    min_words: int = Field(25, ge=1)
     # A larger file is refused rather than read: no news article is 20 MB of text.
     max_file_bytes: int = Field(20_000_000, ge=1)
     # JSON Lines files are streamed; one line longer than this is rejected on its own.
@@ -48,22 +48,24 @@ class MatchingSettings(_Section):
     # Story level: the number of salient terms per article that go into its MinHash.
     salient_terms: int = Field(30, ge=5)
     # Terms in the title count this many times more than in the body.
-    title_boost: float = Field(2.0, ge=1)
-    # Words capitalised inside sentences (names, places) count this many times more.
-    name_boost: float = Field(1.5, ge=1)
-    # Terms kept in the weighted vector used for verification.
+    title_boost: float = Field(8.0, ge=1)
+    # Terms scored per article (and counted in the corpus document frequencies).
+    scored_terms: int = Field(200, ge=10)
+    # Terms kept in the unit vector used for verification.
     vector_terms: int = Field(80, ge=10)
+    # IDF = log((N + prior) / (df + 1)): the prior keeps tiny corpora from cancelling shared words.
+    idf_prior_documents: float = Field(50.0, ge=1)
     # LSH over salient-term sets, tuned for recall: false negatives cost 9x false positives.
     story_lsh_threshold: float = Field(0.1, gt=0, lt=1)
     story_lsh_weights: tuple[float, float] = (0.1, 0.9)
     # Cosine similarity between an article and a story that verifies the join.
-    story_similarity: float = Field(0.25, gt=0, le=1)
+    story_similarity: float = Field(0.08, gt=0, le=1)
     # Two stories merge when their centroids are at least this similar.
-    merge_similarity: float = Field(0.4, gt=0, le=1)
+    merge_similarity: float = Field(0.1, gt=0, le=1)
     # Articles further apart than this (in days) from a story's dates are penalised.
-    time_window_days: int = Field(4, ge=0)
+    time_window_days: int = Field(3, ge=0)
     # Similarity lost per day outside the window.
-    time_decay_per_day: float = Field(0.02, ge=0)
+    time_decay_per_day: float = Field(0.0005, ge=0)
 
 
 class StoreSettings(_Section):

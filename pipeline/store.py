@@ -104,6 +104,10 @@ CREATE TABLE IF NOT EXISTS _lsh (
     article_id TEXT NOT NULL,
     PRIMARY KEY (level, key, article_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _term_df (
+    term TEXT PRIMARY KEY,
+    df INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _story_state (
     story_id INTEGER PRIMARY KEY REFERENCES stories(id),
     vector_sum TEXT NOT NULL,
@@ -293,6 +297,16 @@ class Store:
                 states[story_id] = StoryState(story_id, json.loads(vector_sum), members, first_day, last_day)
         return states
 
+    def document_frequencies(self, terms: Iterable[str]) -> tuple[int, dict[str, int]]:
+        """(number of articles counted, document frequency of each of `terms` among them)."""
+        row = self.conn.execute("SELECT value FROM _meta WHERE key = 'documents'").fetchone()
+        documents = int(row[0]) if row else 0
+        found: dict[str, int] = {}
+        for chunk in self._chunks(sorted(set(terms))):
+            marks = ",".join("?" * len(chunk))
+            found.update(self.conn.execute(f"SELECT term, df FROM _term_df WHERE term IN ({marks})", chunk).fetchall())
+        return documents, found
+
     def next_story_id(self) -> int:
         row = self.conn.execute("SELECT max(id) FROM stories").fetchone()
         return (row[0] or 0) + 1
@@ -335,7 +349,7 @@ class Store:
             signature_rows.append(
                 (
                     article.article_id, fp.scheme, fp.num_perm, fp.seed, fp.story_hashvalues,
-                    fp.dup_hashvalues, json.dumps(dict(fp.terms), ensure_ascii=False), fp.day,
+                    fp.dup_hashvalues, json.dumps(outcome.vectors[article.article_id], ensure_ascii=False), fp.day,
                 )
             )
         self.conn.executemany(
@@ -351,6 +365,15 @@ class Store:
         )
         self.conn.executemany(
             "INSERT OR IGNORE INTO _lsh (level, key, article_id) VALUES (?, ?, ?)", outcome.band_rows
+        )
+        self.conn.executemany(
+            "INSERT INTO _term_df (term, df) VALUES (?, ?) ON CONFLICT(term) DO UPDATE SET df = df + excluded.df",
+            sorted(outcome.document_frequencies.items()),
+        )
+        self.conn.execute(
+            "INSERT INTO _meta (key, value) VALUES ('documents', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value",
+            (len(outcome.assignments),),
         )
         for dropped, kept in outcome.merges:
             self.conn.execute("UPDATE articles SET story_id = ? WHERE story_id = ?", (kept, dropped))

@@ -14,6 +14,7 @@ implements it), so this module holds the logic and nothing about storage.
 from __future__ import annotations
 
 import functools
+import heapq
 import logging
 import math
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import numpy as np
 import xxhash
 from datasketch import MinHashLSH
 
-from .fingerprint import cosine, hashvalues, jaccard, shingles
+from .fingerprint import hashvalues, jaccard, shingles, weighted_vector
 from .models import Assignment, Prepared
 from .normalize import matching_text, words
 from .settings import MatchingSettings
@@ -75,14 +76,16 @@ class StoryState:
     def add(self, terms: dict[str, float], day: int | None) -> None:
         for term, weight in terms.items():
             self.vector_sum[term] = self.vector_sum.get(term, 0.0) + weight
-        if len(self.vector_sum) > _CENTROID_TERMS * 2:
-            self.vector_sum = dict(
-                sorted(self.vector_sum.items(), key=lambda item: -item[1])[:_CENTROID_TERMS]
-            )
         self.members += 1
         if day is not None:
             self.first_day = day if self.first_day is None else min(self.first_day, day)
             self.last_day = day if self.last_day is None else max(self.last_day, day)
+
+    def trim(self) -> None:
+        """Keep the heaviest terms only: the tail of a large story's sum moves no similarity."""
+        if len(self.vector_sum) > _CENTROID_TERMS:
+            heaviest = sorted(self.vector_sum.items(), key=lambda item: (-item[1], item[0]))[:_CENTROID_TERMS]
+            self.vector_sum = dict(heaviest)
 
     def absorb(self, other: "StoryState") -> None:
         for term, weight in other.vector_sum.items():
@@ -116,6 +119,8 @@ class StoryIndex(Protocol):
 
     def story_states(self, story_ids: Iterable[int]) -> dict[int, StoryState]: ...
 
+    def document_frequencies(self, terms: Iterable[str]) -> tuple[int, dict[str, int]]: ...
+
     def next_story_id(self) -> int: ...
 
 
@@ -124,61 +129,111 @@ class BatchOutcome:
     """What assigning one batch decided: to be written by the store in one transaction."""
 
     assignments: list[Assignment] = field(default_factory=list)
+    vectors: dict[str, dict[str, float]] = field(default_factory=dict)  # article id -> unit vector
     band_rows: list[tuple[str, int, str]] = field(default_factory=list)  # (level, key, article_id)
+    document_frequencies: dict[str, int] = field(default_factory=dict)  # this batch's df per term
     states: dict[int, StoryState] = field(default_factory=dict)
     merges: list[tuple[int, int]] = field(default_factory=list)  # (absorbed, into)
     touched: set[int] = field(default_factory=set)
     new_stories: set[int] = field(default_factory=set)
 
 
-def time_gap_days(day: int | None, state: StoryState, window: int) -> int:
-    """Days between `day` and the story's date range, beyond the tolerance window (0 if unknown)."""
-    if day is None or state.first_day is None or state.last_day is None:
+def time_gap_days(left: StoryState, right: StoryState, window: int) -> int:
+    """Days between two date ranges beyond the tolerance window (0 when either is undated)."""
+    if left.first_day is None or left.last_day is None or right.first_day is None or right.last_day is None:
         return 0
-    if day < state.first_day:
-        gap = state.first_day - day
-    elif day > state.last_day:
-        gap = day - state.last_day
-    else:
-        return 0
+    gap = max(left.first_day - right.last_day, right.first_day - left.last_day, 0)
     return max(0, gap - window)
 
 
-def story_similarity(terms: dict[str, float], day: int | None, state: StoryState, settings: MatchingSettings) -> float:
-    """How well an article fits a story: its mean cosine to the story's members, less a time penalty."""
-    if state.members == 0:
-        return 0.0
-    mean_cosine = sum(weight * state.vector_sum.get(term, 0.0) for term, weight in terms.items()) / state.members
-    gap = time_gap_days(day, state, settings.time_window_days)
-    return mean_cosine - settings.time_decay_per_day * gap
+def average_link(left: StoryState, right: StoryState, settings: MatchingSettings) -> float:
+    """The mean cosine between members of two stories, less a penalty for days apart.
+
+    Members are unit vectors, so the mean of all cross-pair cosines is the dot product of
+    the two vector sums divided by both sizes: exact average linkage for one sparse dot product.
+    """
+    small, large = sorted((left.vector_sum, right.vector_sum), key=len)
+    dot = sum(weight * large.get(term, 0.0) for term, weight in small.items())
+    mean = dot / (left.members * right.members)
+    return mean - settings.time_decay_per_day * time_gap_days(left, right, settings.time_window_days)
 
 
-def centroid_similarity(left: StoryState, right: StoryState, settings: MatchingSettings) -> float:
-    """How alike two stories are: the cosine of their centroids, less a time penalty."""
-    similarity = cosine(left.vector_sum, right.vector_sum)
-    if left.first_day is None or right.first_day is None:
-        return similarity
-    gap = max(0, max(left.first_day, right.first_day) - min(left.last_day or 0, right.last_day or 0))
-    return similarity - settings.time_decay_per_day * max(0, gap - settings.time_window_days)
-
-
-def _assignment_order(item: Prepared) -> tuple[int, str]:
-    # Earliest first, so a story's first report is assigned before its follow-ups; undated last.
+def _assignment_order(item: Prepared) -> int:
+    # Earliest first (a stable sort keeps input order within a day), so a near-duplicate
+    # points at the earliest copy; undated articles after dated ones.
     day = item.fingerprint.day
-    return (day if day is not None else 1 << 30, item.article.article_id)
+    return day if day is not None else 1 << 30
+
+
+class _Clusters:
+    """Union-find over clusters (stored stories and new articles), each with a StoryState."""
+
+    def __init__(self) -> None:
+        self.parent: dict[object, object] = {}
+        self.state: dict[object, StoryState] = {}
+        self.stored: dict[object, set[int]] = {}  # stored story ids inside each cluster
+        self.version: dict[object, int] = {}
+
+    def add(self, key: object, state: StoryState, stored: set[int]) -> None:
+        self.parent[key] = key
+        self.state[key] = state
+        self.stored[key] = stored
+        self.version[key] = 0
+
+    def find(self, key: object) -> object:
+        root = key
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[key] != root:
+            self.parent[key], key = root, self.parent[key]
+        return root
+
+    def union(self, left: object, right: object) -> object:
+        left, right = self.find(left), self.find(right)
+        if left == right:
+            return left
+        keep, drop = (left, right) if self.state[left].members >= self.state[right].members else (right, left)
+        self.parent[drop] = keep
+        self.state[keep].absorb(self.state.pop(drop))
+        self.stored[keep] |= self.stored.pop(drop)
+        self.version[keep] += 1
+        self.version.pop(drop)
+        return keep
 
 
 def assign_batch(batch: Sequence[Prepared], index: StoryIndex, settings: MatchingSettings) -> BatchOutcome:
-    """Assign each new article of a batch to a story, noting near-duplicates, then merge stories that meet.
+    """Assign each new article of a batch to a story, noting near-duplicates.
 
+    Near-duplicates join the story of what they copy. Everything else is clustered by average
+    linkage over LSH candidate pairs: new articles, and the stored stories they are candidates
+    of, merge best pair first while the pair's average link is at least `story_similarity`.
+    Two stored stories merge only through such a verified link at `merge_similarity`.
     `batch` must hold only articles not yet stored. The result is a plan; nothing is written.
     """
     outcome = BatchOutcome()
+    if not batch:
+        return outcome
     story_bands, story_rows = lsh_bands(
         settings.story_lsh_threshold, settings.num_perm, tuple(settings.story_lsh_weights)
     )
     dup_bands, dup_rows = lsh_bands(settings.dup_lsh_threshold, settings.num_perm, (0.5, 0.5))
     ordered = sorted(batch, key=_assignment_order)
+    ids = [p.article.article_id for p in ordered]
+
+    # Corpus statistics, this batch included, turn each article's scores into its vector.
+    batch_df: dict[str, int] = {}
+    for item in ordered:
+        for term, _ in item.fingerprint.terms:
+            batch_df[term] = batch_df.get(term, 0) + 1
+    stored_documents, stored_df = index.document_frequencies(batch_df)
+    documents = stored_documents + len(ordered)
+    frequencies = {term: count + stored_df.get(term, 0) for term, count in batch_df.items()}
+    vectors = {
+        p.article.article_id: weighted_vector(dict(p.fingerprint.terms), frequencies, documents, settings)
+        for p in ordered
+    }
+    outcome.vectors = vectors
+    outcome.document_frequencies = batch_df
 
     # Look everything up in the store once, for the whole batch.
     story_keys = {p.article.article_id: band_keys(p.fingerprint.story_hashvalues, story_bands, story_rows) for p in ordered}
@@ -186,130 +241,182 @@ def assign_batch(batch: Sequence[Prepared], index: StoryIndex, settings: Matchin
     stored_story = index.lsh_matches(STORY_LEVEL, sorted({k for keys in story_keys.values() for k in keys}))
     stored_dup = index.lsh_matches(DUP_LEVEL, sorted({k for keys in dup_keys.values() for k in keys}))
     stored_hashes = index.originals_by_content_hash(sorted({p.article.content_hash for p in ordered}))
-    stored_ids = {a for ids in stored_story.values() for a in ids} | {a for ids in stored_dup.values() for a in ids}
+    stored_ids = {a for found in stored_story.values() for a in found} | {a for found in stored_dup.values() for a in found}
     stored_ids |= set(stored_hashes.values())
     known: dict[str, IndexedArticle] = dict(index.indexed_articles(stored_ids, with_text=False))
-    states: dict[int, StoryState] = index.story_states({a.story_id for a in known.values()})
-    next_id = index.next_story_id()
+    states = index.story_states({a.story_id for a in known.values()})
+    stored_sizes = {story_id: state.members for story_id, state in states.items()}
 
     batch_story: dict[int, list[str]] = {}
     batch_dup: dict[int, list[str]] = {}
-    batch_hashes: dict[str, str] = {}
+    for item in ordered:
+        article_id = item.article.article_id
+        for key in story_keys[article_id]:
+            batch_story.setdefault(key, []).append(article_id)
+            outcome.band_rows.append((STORY_LEVEL, key, article_id))
+        for key in dup_keys[article_id]:
+            batch_dup.setdefault(key, []).append(article_id)
+            outcome.band_rows.append((DUP_LEVEL, key, article_id))
+
+    # Level 2: near-duplicates, in order, so a copy points at the earliest original.
+    duplicate_of = _near_duplicates(ordered, index, settings, known, stored_hashes, stored_dup, batch_dup, dup_keys)
+
+    # Level 3: average-linkage clustering over candidate pairs.
+    clusters = _Clusters()
+    for story_id, state in states.items():
+        clusters.add(("story", story_id), state, {story_id})
+    for item in ordered:
+        article_id = item.article.article_id
+        day = item.fingerprint.day
+        clusters.add(article_id, StoryState(0, dict(vectors[article_id]), 1, day, day), set())
+    by_id = {p.article.article_id: p for p in ordered}
+    for article_id, original in duplicate_of.items():
+        anchor = original if original in by_id else ("story", known[original].story_id)
+        clusters.union(article_id, anchor)
+
+    neighbours: dict[object, set[object]] = {key: set() for key in clusters.parent}
+    for article_id in ids:
+        for key in story_keys[article_id]:
+            for other in stored_story.get(key, ()):
+                neighbours[article_id].add(("story", known[other].story_id))
+            for other in batch_story.get(key, ()):
+                if other != article_id:
+                    neighbours[article_id].add(other)
+    for key, linked in list(neighbours.items()):
+        for other in linked:
+            neighbours[other].add(key)
+    roots: dict[object, set[object]] = {}
+    for key, linked in neighbours.items():
+        root = clusters.find(key)
+        roots.setdefault(root, set()).update(clusters.find(other) for other in linked)
+    for root, linked in roots.items():
+        linked.discard(root)
+
+    _agglomerate(clusters, roots, settings)
+
+    # Name the resulting stories: a cluster holding stored stories keeps the largest one's id.
+    next_id = index.next_story_id()
+    story_of_root: dict[object, int] = {}
+    for article_id in ids:
+        root = clusters.find(article_id)
+        if root in story_of_root:
+            continue
+        stored = clusters.stored[root]
+        if stored:
+            keep = min(stored, key=lambda s: (-stored_sizes[s], s))
+            for other in sorted(stored - {keep}):
+                outcome.merges.append((other, keep))
+                log.info("merged story %s into story %s", other, keep)
+            story_of_root[root] = keep
+        else:
+            story_of_root[root] = next_id
+            outcome.new_stories.add(next_id)
+            next_id += 1
+    for root, story_id in story_of_root.items():
+        state = clusters.state[root]
+        state.story_id = story_id
+        state.trim()
+        outcome.states[story_id] = state
+        outcome.touched.add(story_id)
+    for article_id in ids:
+        story_id = story_of_root[clusters.find(article_id)]
+        state = outcome.states[story_id]
+        vector = vectors[article_id]
+        similarity = sum(w * state.vector_sum.get(t, 0.0) for t, w in vector.items()) / state.members
+        outcome.assignments.append(
+            Assignment(
+                article_id, story_id, duplicate_of.get(article_id), round(min(1.0, similarity), 4),
+                story_id in outcome.new_stories,
+            )
+        )
+    return outcome
+
+
+def _near_duplicates(
+    ordered: Sequence[Prepared],
+    index: StoryIndex,
+    settings: MatchingSettings,
+    known: dict[str, IndexedArticle],
+    stored_hashes: dict[str, str],
+    stored_dup: dict[int, list[str]],
+    batch_dup: dict[int, list[str]],
+    dup_keys: dict[str, list[int]],
+) -> dict[str, str]:
+    """For each new article that copies another (identical content, or verified shingle Jaccard), the original."""
+    position = {p.article.article_id: n for n, p in enumerate(ordered)}
+    signatures = {p.article.article_id: p.fingerprint.dup_hashvalues for p in ordered}
+    texts = {p.article.article_id: p.article.norm_text for p in ordered}
     shingle_cache: dict[str, frozenset[str]] = {}
-    batch_texts: dict[str, str] = {}
-    redirect: dict[int, int] = {}  # merged story -> surviving story
+    first_with_hash: dict[str, str] = {}
+    found: dict[str, str] = {}
 
-    def live(story_id: int) -> int:
-        while story_id in redirect:
-            story_id = redirect[story_id]
-        return story_id
-
-    def shingle_set(article_id: str, text: str | None) -> frozenset[str]:
+    def shingle_set(article_id: str) -> frozenset[str]:
         if article_id not in shingle_cache:
+            text = texts.get(article_id)
             if text is None:
-                fetched = index.indexed_articles([article_id], with_text=True)[article_id]
-                text = matching_text(fetched.text or "")
+                stored = index.indexed_articles([article_id], with_text=True)[article_id]
+                text = matching_text(stored.text or "")
             shingle_cache[article_id] = shingles(words(text), settings.shingle_size)
         return shingle_cache[article_id]
 
-    candidate_stories_of: dict[str, set[int]] = {}
     for item in ordered:
         article, fp = item.article, item.fingerprint
-        terms = dict(fp.terms)
-        story_id: int | None = None
-        duplicate_of: str | None = None
-        similarity = 1.0
-
-        # Level 2: identical content, then near-duplicates.
-        matched = batch_hashes.get(article.content_hash) or stored_hashes.get(article.content_hash)
-        if matched is None:
+        match = first_with_hash.get(article.content_hash) or stored_hashes.get(article.content_hash)
+        if match is None:
             candidates: set[str] = set()
             for key in dup_keys[article.article_id]:
                 candidates.update(stored_dup.get(key, ()))
-                candidates.update(batch_dup.get(key, ()))
+                # Only earlier articles of the batch: a copy points back in time, never forward.
+                candidates.update(a for a in batch_dup.get(key, ()) if position[a] < position[article.article_id])
             best_score = settings.dup_jaccard
-            own: frozenset[str] | None = None
             for other_id in sorted(candidates):
-                other = known[other_id]
-                estimate = estimated_jaccard(fp.dup_hashvalues, other.dup_hashvalues)
-                if estimate < settings.dup_jaccard - _DUP_ESTIMATE_MARGIN:
+                other_signature = signatures.get(other_id) or known[other_id].dup_hashvalues
+                if estimated_jaccard(fp.dup_hashvalues, other_signature) < settings.dup_jaccard - _DUP_ESTIMATE_MARGIN:
                     continue
-                own = own if own is not None else shingle_set(article.article_id, article.norm_text)
-                score = jaccard(own, shingle_set(other_id, batch_texts.get(other_id)))
+                score = jaccard(shingle_set(article.article_id), shingle_set(other_id))
                 if score >= best_score:
-                    matched, best_score = other_id, score
-        if matched is not None:
-            duplicate_of = known[matched].duplicate_of or matched
-            story_id = live(known[matched].story_id)
+                    match, best_score = other_id, score
+        first_with_hash.setdefault(article.content_hash, article.article_id)
+        if match is not None:
+            original = found.get(match) or (known[match].duplicate_of if match in known else None) or match
+            found[article.article_id] = original
+    return found
 
-        # Level 3: the story, verified against each candidate story as a whole.
-        candidate_articles: set[str] = set()
-        for key in story_keys[article.article_id]:
-            candidate_articles.update(stored_story.get(key, ()))
-            candidate_articles.update(batch_story.get(key, ()))
-        candidate_stories = {live(known[a].story_id) for a in candidate_articles}
-        candidate_stories_of[article.article_id] = candidate_stories
-        if story_id is None:
-            best_story, best_similarity = None, settings.story_similarity
-            for candidate in sorted(candidate_stories):
-                score = story_similarity(terms, fp.day, states[candidate], settings)
-                if score >= best_similarity:
-                    best_story, best_similarity = candidate, score
-            if best_story is not None:
-                story_id, similarity = best_story, best_similarity
-        if story_id is None:
-            story_id = next_id
-            next_id += 1
-            states[story_id] = StoryState(story_id, {}, 0, None, None)
-            outcome.new_stories.add(story_id)
-        else:
-            similarity = story_similarity(terms, fp.day, states[story_id], settings) if duplicate_of is None else 1.0
 
-        states[story_id].add(terms, fp.day)
-        outcome.touched.add(story_id)
-        outcome.assignments.append(
-            Assignment(article.article_id, story_id, duplicate_of, round(max(0.0, similarity), 4), story_id in outcome.new_stories)
-        )
-        known[article.article_id] = IndexedArticle(article.article_id, story_id, duplicate_of, fp.dup_hashvalues)
-        batch_texts[article.article_id] = article.norm_text
-        batch_hashes.setdefault(article.content_hash, article.article_id)
-        for key in story_keys[article.article_id]:
-            batch_story.setdefault(key, []).append(article.article_id)
-            outcome.band_rows.append((STORY_LEVEL, key, article.article_id))
-        for key in dup_keys[article.article_id]:
-            batch_dup.setdefault(key, []).append(article.article_id)
-            outcome.band_rows.append((DUP_LEVEL, key, article.article_id))
+def _agglomerate(clusters: _Clusters, neighbours: dict[object, set[object]], settings: MatchingSettings) -> None:
+    """Merge the best-linked pair of neighbouring clusters first, while its link clears the threshold."""
 
-    # Deliberate merges: a story this batch touched joins another only if their centroids agree.
-    for story_id in sorted(outcome.touched):
-        story_id = live(story_id)
-        neighbours = {
-            live(s)
-            for a in outcome.assignments
-            if live(a.story_id) == story_id
-            for s in candidate_stories_of[a.article_id]
-        } - {story_id}
-        for other in sorted(neighbours):
-            other = live(other)
-            if other == story_id:
-                continue
-            if centroid_similarity(states[story_id], states[other], settings) < settings.merge_similarity:
-                continue
-            keep, drop = sorted((story_id, other), key=lambda s: (-states[s].members, s))
-            states[keep].absorb(states.pop(drop))
-            redirect[drop] = keep
-            outcome.merges.append((drop, keep))
-            log.info("merged story %s into story %s", drop, keep)
-            story_id = keep
+    def threshold(left: object, right: object) -> float:
+        both_stored = clusters.stored[left] and clusters.stored[right]
+        return settings.merge_similarity if both_stored else settings.story_similarity
 
-    outcome.assignments = [
-        Assignment(a.article_id, live(a.story_id), a.duplicate_of, a.similarity, a.new_story)
-        for a in outcome.assignments
-    ]
-    outcome.touched = {live(s) for s in outcome.touched}
-    outcome.new_stories = {live(s) for s in outcome.new_stories} - {d for d, _ in outcome.merges}
-    outcome.states = {s: states[s] for s in outcome.touched}
-    return outcome
+    heap: list[tuple[float, str, str, object, object, int, int]] = []
+
+    def push(left: object, right: object) -> None:
+        link = average_link(clusters.state[left], clusters.state[right], settings)
+        if link >= threshold(left, right):
+            heapq.heappush(
+                heap, (-link, repr(left), repr(right), left, right, clusters.version[left], clusters.version[right])
+            )
+
+    for left, linked in neighbours.items():
+        for right in linked:
+            if repr(left) < repr(right):
+                push(left, right)
+    while heap:
+        _, _, _, left, right, left_version, right_version = heapq.heappop(heap)
+        if left not in clusters.state or right not in clusters.state:
+            continue
+        if clusters.version[left] != left_version or clusters.version[right] != right_version:
+            continue
+        keep = clusters.union(left, right)
+        drop = right if keep == left else left
+        merged = {clusters.find(n) for n in neighbours.pop(drop, set()) | neighbours.get(keep, set())}
+        merged.discard(keep)
+        neighbours[keep] = merged
+        for other in merged:
+            neighbours.setdefault(other, set()).add(keep)
+            push(keep, other)
 
 
 @dataclass(frozen=True)

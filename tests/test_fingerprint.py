@@ -1,0 +1,83 @@
+"""Signatures: datasketch-compatible MinHash, stable hashes, sensible term weights."""
+
+import numpy as np
+from datasketch import MinHash
+from hypothesis import given, settings as hsettings, strategies as st
+
+from pipeline import fingerprint as fp
+from pipeline.extract import build_article
+from pipeline.settings import IngestSettings, MatchingSettings
+
+MATCHING = MatchingSettings()
+tokens = st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=60)
+
+
+@given(tokens)
+@hsettings(max_examples=60, deadline=None)
+def test_vectorised_minhash_equals_datasketch(words):
+    hashes = np.array([fp.hash32(w) for w in words], dtype=np.uint32)
+    ours = fp.minhash_values(hashes, fp.permutations(128, 1))
+    theirs = MinHash(num_perm=128, seed=1, scheme="affine32", hashfunc=lambda value: value)
+    theirs.update_batch([int(h) for h in hashes])
+    assert np.array_equal(ours, theirs.hashvalues)
+
+
+@given(tokens, st.randoms())
+@hsettings(max_examples=60, deadline=None)
+def test_order_of_shingles_does_not_change_a_signature(words, rng):
+    hashes = [fp.hash32(w) for w in words]
+    shuffled = list(hashes)
+    rng.shuffle(shuffled)
+    perms = fp.permutations(64, 7)
+    assert np.array_equal(
+        fp.minhash_values(np.array(hashes, dtype=np.uint32), perms),
+        fp.minhash_values(np.array(shuffled, dtype=np.uint32), perms),
+    )
+
+
+@given(st.text(min_size=1))
+@hsettings(max_examples=60)
+def test_identical_texts_have_jaccard_one(text):
+    tokens_ = text.split() or [text]
+    shingle_set = fp.shingles(tokens_, 3)
+    assert fp.jaccard(shingle_set, fp.shingles(list(tokens_), 3)) == 1.0
+
+
+def _article(text, title=None, external_id="x"):
+    return build_article(external_id=external_id, text=text, title=title, settings=IngestSettings(min_words=5))
+
+
+def test_stored_signatures_load_into_datasketch_and_compare():
+    text = " ".join(f"word{i} token{i % 7}" for i in range(80))
+    first = fp.fingerprint(_article(text, external_id="a"), MATCHING)
+    second = fp.fingerprint(_article(text + " extra words at the end", external_id="b"), MATCHING)
+    left = fp.as_minhash(first.dup_hashvalues, seed=first.seed, scheme=first.scheme)
+    right = fp.as_minhash(second.dup_hashvalues, seed=second.seed, scheme=second.scheme)
+    assert left.jaccard(left) == 1.0
+    assert 0.7 < left.jaccard(right) < 1.0
+    assert first.scheme == "affine32" and first.num_perm == 128
+
+
+def test_rare_words_weigh_more_than_common_ones():
+    assert fp.background_weight("tuberville") > fp.background_weight("alabama") > fp.background_weight("said")
+    assert fp.term_of("the") is None and fp.term_of("said") is None
+    assert fp.term_of("trump's") == "trump"
+
+
+def test_weighted_vector_is_unit_length_and_prefers_rarer_terms():
+    scores = {"tuberville": 6.0, "sessions": 4.0, "senate": 3.0}
+    vector = fp.weighted_vector(scores, {"senate": 90, "sessions": 2}, 100, MATCHING)
+    assert abs(sum(w * w for w in vector.values()) - 1.0) < 1e-9
+    assert vector["tuberville"] > vector["sessions"] > vector["senate"]
+
+
+def test_shared_words_of_a_tiny_corpus_keep_their_weight():
+    # Five articles that all say "tuberville": the IDF prior keeps the word from vanishing.
+    vector = fp.weighted_vector({"tuberville": 6.0, "weather": 2.0}, {"tuberville": 5, "weather": 1}, 5, MATCHING)
+    assert vector["tuberville"] > vector["weather"]
+
+
+def test_day_number_reads_dates_and_datetimes():
+    assert fp.day_number("1970-01-02") == 1
+    assert fp.day_number("2020-04-02T10:00:00") == fp.day_number("2020-04-02")
+    assert fp.day_number(None) is None and fp.day_number("soon") is None

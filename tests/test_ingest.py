@@ -1,0 +1,92 @@
+"""A run end to end in the library: every input stored or rejected, re-runs add nothing."""
+
+import json
+
+from hypothesis import given, settings as hsettings, strategies as st
+
+from pipeline.ingest import ingest, prepare_batch
+from pipeline.models import RawDocument
+from pipeline.store import open_store
+
+BODY = " ".join(f"Sentence {i} of a perfectly ordinary report on the harbour bridge repairs." for i in range(10))
+
+
+def table(db, sql):
+    store = open_store(db)
+    try:
+        return list(store.db.query(sql))
+    finally:
+        store.close()
+
+
+def test_seeds_twice_still_five_articles_in_one_story(seeds_dir, db_path, settings):
+    first = ingest([str(seeds_dir)], settings, db_path)
+    second = ingest([str(seeds_dir)], settings, db_path)
+    assert (first.inputs, first.new_articles, first.unchanged) == (5, 5, 0)
+    assert (second.inputs, second.new_articles, second.unchanged) == (5, 0, 5)
+    assert table(db_path, "SELECT count(*) AS n FROM articles")[0]["n"] == 5
+    assert table(db_path, "SELECT count(*) AS n FROM stories")[0]["n"] == 1
+
+
+def test_bad_inputs_become_rejects_with_plain_reasons_and_the_run_goes_on(seeds_dir, db_path, settings):
+    bad = seeds_dir / "bad"
+    bad.mkdir()
+    (bad / "empty.txt").write_bytes(b"")
+    (bad / "binary.txt").write_bytes(bytes(range(256)) * 4)
+    (bad / "short.txt").write_text("A headline\n\nToo short to be an article.")
+    (bad / "nav.html").write_text("<html><body><nav><a href='/'>Home</a></nav><script>x()</script></body></html>")
+    (bad / "lines.jsonl").write_text(
+        "{broken json\n" + json.dumps({"id": "no-text", "title": "t"}) + "\n" + json.dumps({"id": "ok", "text": BODY}) + "\n"
+    )
+    report = ingest([str(seeds_dir)], settings, db_path)
+    assert report.inputs == 5 + 7
+    assert report.new_articles == 6 and report.rejects == 6
+    assert report.balanced
+    reasons = {r["ref"]: (r["stage"], r["reason"]) for r in table(db_path, "SELECT * FROM rejects")}
+    assert reasons["bad/empty.txt"] == ("read", "empty file")
+    assert reasons["bad/binary.txt"][1] == "binary data, not text"
+    assert reasons["bad/short.txt"][0] == "extract" and "too short" in reasons["bad/short.txt"][1]
+    assert reasons["bad/nav.html"][0] == "extract" and "article" in reasons["bad/nav.html"][1]
+    assert reasons["bad/lines.jsonl:1"] == ("read", "line is not valid JSON")
+    assert reasons["bad/lines.jsonl:2"] == ("extract", "record has no 'text' field")
+
+
+def test_rejects_are_not_duplicated_by_a_rerun(seeds_dir, db_path, settings):
+    (seeds_dir / "empty.txt").write_bytes(b"")
+    ingest([str(seeds_dir)], settings, db_path)
+    again = ingest([str(seeds_dir)], settings, db_path)
+    assert again.rejects == 1 and again.balanced
+    assert table(db_path, "SELECT count(*) AS n FROM rejects")[0]["n"] == 1
+
+
+def test_identical_content_under_another_id_is_a_near_duplicate(tmp_path, db_path, settings):
+    path = tmp_path / "a.jsonl"
+    path.write_text(json.dumps({"id": "one", "text": BODY}) + "\n" + json.dumps({"id": "two", "text": BODY}) + "\n")
+    report = ingest([str(path)], settings, db_path)
+    assert report.new_articles == 2 and report.near_duplicates == 1
+    rows = {r["external_id"]: r for r in table(db_path, "SELECT * FROM articles")}
+    assert rows["two"]["duplicate_of"] == rows["one"]["id"]
+    assert rows["one"]["story_id"] == rows["two"]["story_id"]
+
+
+def test_runs_are_recorded(seeds_dir, db_path, settings):
+    report = ingest([str(seeds_dir)], settings, db_path)
+    [run] = table(db_path, "SELECT * FROM runs")
+    assert run["run_id"] == report.run_id and run["finished_at"] and run["new_articles"] == 5
+
+
+record = st.fixed_dictionaries(
+    {"text": st.one_of(st.text(max_size=300), st.just(BODY), st.integers(), st.none())},
+    optional={"id": st.one_of(st.text(max_size=5), st.integers()), "title": st.one_of(st.text(max_size=20), st.lists(st.integers())),
+              "published": st.one_of(st.text(max_size=25), st.just("2020-01-01"))},
+)
+
+
+@given(st.lists(record, max_size=8))
+@hsettings(max_examples=40, deadline=None)
+def test_no_stage_loses_a_record(records):
+    from pipeline.settings import Settings
+
+    raws = [RawDocument(ref=f"r:{i}", kind="record", fields=r) for i, r in enumerate(records)]
+    batch = prepare_batch(raws, Settings())
+    assert len(batch.prepared) + len(batch.rejected) == len(raws) == batch.inputs

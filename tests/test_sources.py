@@ -1,0 +1,99 @@
+"""Reading inputs: files and directories, refs, JSON Lines line by line, bad files as rejects."""
+
+import gzip
+import json
+
+from pipeline.models import RawDocument, Rejected
+from pipeline.settings import IngestSettings
+from pipeline.sources import decode_text, discover, gunzip_capped
+
+SETTINGS = IngestSettings()
+
+
+def test_directories_are_read_recursively_with_relative_refs(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "one.txt").write_text("Title\n\nBody")
+    (tmp_path / "a" / "b" / "two.html").write_text("<html></html>")
+    (tmp_path / "a" / ".hidden.txt").write_text("x")
+    refs = [doc.ref for doc in discover([str(tmp_path / "a")], SETTINGS)]
+    assert refs == ["b/two.html", "one.txt"]
+
+
+def test_jsonl_lines_become_records_and_bad_lines_rejects(tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_text(
+        json.dumps({"id": "a1", "text": "hello"}) + "\n"
+        "\n"
+        "{not json\n"
+        "[1, 2]\n"
+        + json.dumps({"text": "second"}) + "\n"
+    )
+    docs = list(discover([str(path)], SETTINGS))
+    kinds = [(type(d).__name__, d.ref) for d in docs]
+    given = str(path)
+    assert kinds == [
+        ("RawDocument", f"{given}:1"),
+        ("Rejected", f"{given}:3"),
+        ("Rejected", f"{given}:4"),
+        ("RawDocument", f"{given}:5"),
+    ]
+    assert docs[1].reason == "line is not valid JSON"
+    assert "not an object" in docs[2].reason
+    assert docs[0].fields["id"] == "a1"
+
+
+def test_gzipped_jsonl_is_streamed(tmp_path):
+    path = tmp_path / "in.jsonl.gz"
+    with gzip.open(path, "wt") as handle:
+        for i in range(3):
+            handle.write(json.dumps({"id": str(i), "text": "t"}) + "\n")
+    assert [d.fields["id"] for d in discover([str(path)], SETTINGS)] == ["0", "1", "2"]
+
+
+def test_empty_missing_and_unsupported_files_are_rejects(tmp_path):
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    (tmp_path / "notes.docx").write_bytes(b"PK")
+    docs = list(discover([str(tmp_path), str(tmp_path / "missing.txt")], SETTINGS))
+    assert all(isinstance(d, Rejected) for d in docs)
+    reasons = {d.ref: d.reason for d in docs}
+    assert reasons["empty.txt"] == "empty file"
+    assert reasons["empty.jsonl"] == "empty file"
+    assert reasons["notes.docx"].startswith("unsupported file type")
+    assert reasons[str(tmp_path / "missing.txt")] == "no such file or directory"
+
+
+def test_oversized_file_is_rejected_unread(tmp_path):
+    path = tmp_path / "big.txt"
+    path.write_bytes(b"word " * 1000)
+    [doc] = discover([str(path)], IngestSettings(max_file_bytes=100))
+    assert isinstance(doc, Rejected) and "cap" in doc.reason
+
+
+def test_gzip_bomb_stops_at_the_cap():
+    bomb = gzip.compress(b"\0" * 5_000_000)
+    try:
+        gunzip_capped(bomb, 1_000_000)
+    except Exception as exc:  # noqa: BLE001 - the type is checked below
+        assert type(exc).__name__ == "TooLargeError"
+    else:
+        raise AssertionError("a gzip bomb was decompressed past the cap")
+
+
+def test_decoding_accepts_utf8_utf16_latin1_and_refuses_binary():
+    assert decode_text("café".encode("utf-8")) == "café"
+    assert decode_text("café".encode("utf-16")) == "café"
+    assert decode_text("café".encode("latin-1")) == "café"
+    try:
+        decode_text(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 10)
+    except Exception as exc:  # noqa: BLE001
+        assert type(exc).__name__ == "DecodeError"
+    else:
+        raise AssertionError("binary data decoded as text")
+
+
+def test_text_files_are_raw_documents(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text("hello")
+    [doc] = discover([str(path)], SETTINGS)
+    assert isinstance(doc, RawDocument) and doc.kind == "text" and doc.body == b"hello"

@@ -1,0 +1,85 @@
+"""Story assignment: near-duplicates, same-story joins, look-alikes apart, canonical choice."""
+
+import json
+import random
+
+from pipeline.ingest import ingest
+from pipeline.store import open_store
+from pipeline.stories import Member, canonical_member
+
+SEED_FILES = ["000_fcabe1ee31422c0a.txt", "001_b6e53b65f60d6b35.txt", "002_9b09696b92a8c3a1.txt",
+              "003_983031de6f07e060.txt", "004_b8829e27ab2bd9c2.txt"]
+
+
+def rows(db, sql, params=()):
+    store = open_store(db)
+    try:
+        return list(store.db.query(sql, params))
+    finally:
+        store.close()
+
+
+def edited(text: str, fraction: float, rng: random.Random) -> str:
+    """`text` with about `fraction` of its words replaced, as a light copy-edit would."""
+    words = text.split()
+    for index in rng.sample(range(len(words)), int(len(words) * fraction)):
+        words[index] = rng.choice(["reportedly", "officials", "Tuesday", "meanwhile", "statement"])
+    return " ".join(words)
+
+
+def test_the_five_seeds_form_one_story(seeds_dir, db_path, settings):
+    ingest([str(seeds_dir)], settings, db_path)
+    stories = rows(db_path, "SELECT id, article_count FROM stories")
+    assert [s["article_count"] for s in stories] == [5]
+    assert rows(db_path, "SELECT count(*) AS n FROM articles WHERE duplicate_of IS NOT NULL")[0]["n"] == 0
+
+
+def test_a_reprint_and_a_light_edit_are_near_duplicates_of_the_original(seeds_dir, db_path, settings):
+    original = (seeds_dir / SEED_FILES[4]).read_text()
+    title, body = original.split("\n", 1)
+    rng = random.Random(3)
+    records = [
+        {"id": "wire-copy", "title": title, "text": body, "source": "reprint.example"},
+        {"id": "light-edit", "title": title, "text": edited(body, 0.05, rng), "source": "edit.example"},
+    ]
+    extra = seeds_dir.parent / "copies.jsonl"
+    extra.write_text("".join(json.dumps(r) + "\n" for r in records))
+    ingest([str(seeds_dir)], settings, db_path)
+    ingest([str(extra)], settings, db_path)
+    found = {r["external_id"]: r for r in rows(db_path, "SELECT external_id, duplicate_of, story_id, id FROM articles")}
+    original_id = found[SEED_FILES[4]]["id"]
+    assert found["wire-copy"]["duplicate_of"] == original_id
+    assert found["light-edit"]["duplicate_of"] == original_id
+    assert len({r["story_id"] for r in found.values()}) == 1
+    assert rows(db_path, "SELECT article_count FROM stories")[0]["article_count"] == 7
+
+
+def test_seeds_mixed_into_the_development_corpus_form_exactly_one_story_of_five(seeds_dir, db_path, settings):
+    from pathlib import Path
+
+    corpus = Path(__file__).parent / "data" / "giveme5w1h.jsonl"
+    ingest([str(corpus), str(seeds_dir)], settings, db_path)
+    seed_rows = rows(db_path, "SELECT story_id FROM articles WHERE external_id LIKE '00%.txt'")
+    assert len(seed_rows) == 5
+    [story_id] = {r["story_id"] for r in seed_rows}
+    members = rows(db_path, "SELECT external_id FROM articles WHERE story_id = ?", (story_id,))
+    assert sorted(m["external_id"] for m in members) == sorted(SEED_FILES)
+
+
+def test_canonical_is_the_most_complete_early_original():
+    members = [
+        Member("late-long", day=10, published="x", duplicate_of=None, length=9000),
+        Member("early-short", day=1, published="x", duplicate_of=None, length=1000),
+        Member("early-long", day=2, published="x", duplicate_of=None, length=3000),
+        Member("copy-of-early", day=1, published="x", duplicate_of="early-short", length=5000),
+        Member("early-untitled", day=1, published="x", duplicate_of=None, length=4000, titled=False),
+    ]
+    assert canonical_member(members) == "early-long"
+
+
+def test_undated_originals_count_as_early():
+    members = [
+        Member("dated", day=1, published="x", duplicate_of=None, length=1000),
+        Member("undated", day=None, published=None, duplicate_of=None, length=2000),
+    ]
+    assert canonical_member(members) == "undated"
