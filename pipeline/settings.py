@@ -59,7 +59,7 @@ class MatchingSettings(_Section):
     story_lsh_threshold: float = Field(0.1, gt=0, lt=1)
     story_lsh_weights: tuple[float, float] = (0.1, 0.9)
     # Cosine similarity between an article and a story that verifies the join.
-    story_similarity: float = Field(0.08, gt=0, le=1)
+    story_similarity: float = Field(0.07, gt=0, le=1)
     # Two stories merge when their centroids are at least this similar.
     merge_similarity: float = Field(0.1, gt=0, le=1)
     # Articles further apart than this (in days) from a story's dates are penalised.

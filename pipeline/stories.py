@@ -387,8 +387,10 @@ def _agglomerate(clusters: _Clusters, neighbours: dict[object, set[object]], set
     """Merge the best-linked pair of neighbouring clusters first, while its link clears the threshold."""
 
     def threshold(left: object, right: object) -> float:
-        both_stored = clusters.stored[left] and clusters.stored[right]
-        return settings.merge_similarity if both_stored else settings.story_similarity
+        # An article joins a story at `story_similarity`; two stories (two groups of articles,
+        # stored or formed in this batch) join only at the stricter `merge_similarity`.
+        single = min(clusters.state[left].members, clusters.state[right].members) == 1
+        return settings.story_similarity if single else settings.merge_similarity
 
     heap: list[tuple[float, str, str, object, object, int, int]] = []
 
