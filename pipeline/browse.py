@@ -213,8 +213,10 @@ def metadata(
             tables[name] = {"hidden": True}
         elif name in _TABLES:
             config = dict(_TABLES[name])
-            # Only the columns this database has: an older or newer schema must not show stale ones.
-            config["columns"] = {c: d for c, d in config.get("columns", {}).items() if c in columns}
+            # Only the columns this database has (an older or newer schema must not show stale
+            # ones), in the table's own order, which is how Datasette lists them.
+            described = config.get("columns", {})
+            config["columns"] = {c: described[c] for c in columns if c in described}
             tables[name] = config
     top: dict = {
         "title": "newsdedup stories",
