@@ -135,12 +135,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("text", metavar="TEXT")
     db_option(p)
     p.add_argument("--limit", type=int, default=20)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
 
     p = command("rejects")
     db_option(p)
     p.add_argument("--limit", type=int, default=100)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
 
     p = command("browse")
     db_option(p)

@@ -147,3 +147,25 @@ def test_full_text_search_finds_articles(client):
     assert {r["source"] for r in rows} == {"Harbor Wire", "Riverside Gazette", "Valley Daily"}
     stories = client.get("/stories/stories_matching.json?search=library&_shape=array").json
     assert [s["title"] for s in stories] == ["Library to open on Sundays again"]
+
+
+def test_live_mode_reads_a_database_while_a_writer_holds_it_open(tmp_path: Path, story_db: Path, meta):
+    from datasette.utils.testing import TestClient
+
+    path = tmp_path / "stories.db"
+    path.write_bytes(story_db.read_bytes())
+    writer = open_store(path)
+    try:
+        with writer.transaction():
+            writer.conn.execute("UPDATE stories SET title = 'Renamed while browsing' WHERE id = 3")
+        assert browse.wal_in_use(path)
+        datasette = browse.datasette_instance(path, meta, live=True)
+        try:
+            assert datasette.databases["stories"].is_mutable
+            rows = TestClient(datasette).get("/stories/stories.json?id=3&_shape=array").json
+            assert rows[0]["title"] == "Renamed while browsing"  # the change still in the WAL is seen
+        finally:
+            for database in datasette.databases.values():
+                database.close()
+    finally:
+        writer.close()
