@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from datasette.plugins import pm
+from datasette.utils import tilde_encode
 from markupsafe import escape
 
 from .errors import UsageError
@@ -170,6 +170,8 @@ _QUERIES = {
 
 
 def _register_plugin() -> None:
+    from datasette.plugins import pm
+
     from . import datasette_plugin
 
     if not pm.is_registered(datasette_plugin):
@@ -232,7 +234,7 @@ def metadata(
     name = database_name(db_path)
     top["databases"] = {
         name: {
-            "description_html": _START_HTML.format(db=escape(name), search=escape(_SEARCH_COLUMNS)),
+            "description_html": _START_HTML.format(db=escape(tilde_encode(name)), search=escape(_SEARCH_COLUMNS)),
             "tables": tables,
             "queries": _QUERIES,
         }
@@ -291,7 +293,7 @@ def datasette_instance(db_path: Path, meta: dict, live: bool = False):
 
 def url_for(options: BrowseOptions) -> str:
     """Where the database's page will be."""
-    return f"http://{HOST}:{options.port}/{database_name(options.db_path)}"
+    return f"http://{HOST}:{options.port}/{tilde_encode(database_name(options.db_path))}"
 
 
 def serve(options: BrowseOptions, meta: dict, on_start: Callable[[str], None] | None = None) -> None:
