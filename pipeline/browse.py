@@ -264,12 +264,6 @@ class BrowseOptions:
     live: bool = False  # read a database that is still being written (mode=ro) instead of immutable
 
 
-def wal_in_use(db_path: Path) -> bool:
-    """True when a write-ahead log holds changes not yet in the main file (an ingest may be running)."""
-    wal = Path(f"{db_path}-wal")
-    return wal.exists() and wal.stat().st_size > 0
-
-
 def datasette_instance(db_path: Path, meta: dict, live: bool = False):
     """A started Datasette app object serving one story database read-only, with newsdedup's plugin."""
     import asyncio

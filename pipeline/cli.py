@@ -353,7 +353,7 @@ def cmd_browse(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from . import browse
-    from .store import columns_read_only
+    from .store import columns_read_only, has_unmerged_writes
 
     path = Path(_db(args))
     meta = browse.metadata(
@@ -365,7 +365,7 @@ def cmd_browse(args: argparse.Namespace) -> int:
     if args.print_metadata:
         print(json.dumps(meta, indent=2, ensure_ascii=False))
         return 0
-    live = args.live or browse.wal_in_use(path)
+    live = args.live or has_unmerged_writes(path)
     if live and not args.live:
         print("newsdedup browse: the database has unmerged writes (an ingest may be running); "
               "opening it live", file=sys.stderr)
@@ -411,7 +411,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 HANDLERS = {
     "ingest": cmd_ingest, "stories": cmd_stories, "show": cmd_show, "search": cmd_search,
-    "rejects": cmd_rejects, "eval": cmd_eval, "browse": cmd_browse, "export": cmd_export,
+    "rejects": cmd_rejects, "eval": cmd_eval,
+    "browse": cmd_browse, "export": cmd_export,
 }
 
 

@@ -2,9 +2,8 @@
 
 Public tables (documented in the README): articles, stories, rejects, runs; views
 story_overview, story_articles, near_duplicate_pairs and outlet_days; full-text search in
-articles_fts. Tables whose names start
-with an underscore hold matching state (signatures, LSH buckets, story centroids) and are not
-part of the public schema.
+articles_fts. Tables whose names start with an underscore hold matching state (signatures,
+LSH buckets, story centroids) and are not part of the public schema.
 """
 
 from __future__ import annotations
@@ -520,10 +519,17 @@ def open_store(path: str | Path, busy_timeout_s: float = 120.0) -> Store:
     return Store(path, busy_timeout_s)
 
 
+def has_unmerged_writes(path: str | Path) -> bool:
+    """True when the write-ahead log holds changes not yet in the main file (a writer may be active)."""
+    wal = Path(f"{path}-wal")
+    return wal.exists() and wal.stat().st_size > 0
+
+
 def columns_read_only(path: str | Path) -> dict[str, list[str]]:
     """Each table and view of a story database with its columns, read without writing anything.
 
-    Opened immutable, so it creates no -wal or -shm file and works on a read-only copy.
+    Opened immutable (no -wal or -shm file, works on a read-only copy) unless a writer's changes
+    are still in the write-ahead log, which an immutable reader would not see.
 
     Raises:
         StoreError: the file is missing, not a SQLite database, or not a story database.
@@ -531,8 +537,9 @@ def columns_read_only(path: str | Path) -> dict[str, list[str]]:
     path = Path(path)
     if not path.is_file():
         raise StoreError(f"no story database at {path}: run 'newsdedup ingest PATH --db {path}' first")
+    mode = "mode=ro" if has_unmerged_writes(path) else "immutable=1"
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True)
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True)
         try:
             names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name")]
             layout = {name: [r[1] for r in conn.execute(f'PRAGMA table_info("{name}")')] for name in names}
