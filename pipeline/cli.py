@@ -56,6 +56,23 @@ inputs: .txt (first line title, or a 'date YYYY-MM-DD' marker), .html/.htm/.html
   newsdedup rejects
   newsdedup rejects --json""",
     ),
+    "browse": (
+        "Browse the story database in Datasette (read-only, on 127.0.0.1).",
+        """examples:
+  newsdedup browse
+  newsdedup browse --db data/stories.db --port 8002 --no-open
+  newsdedup browse --live      # while an ingest is still writing to the database
+
+Stories, each story's articles, near-duplicate pairs and articles per outlet per day, with
+facets by outlet and date and full-text search over titles and texts. See docs/querying.md.""",
+    ),
+    "export": (
+        "Export stories with their articles as JSON Lines (one story a line) or CSV (one article a row).",
+        """examples:
+  newsdedup export --format jsonl --output stories.jsonl
+  newsdedup export --format csv --no-text > articles.csv
+  newsdedup export --format jsonl --min-size 2 | jq .title""",
+    ),
     "eval": (
         "Score story clustering against a labelled corpus (JSON Lines with a 'story' field).",
         """examples:
@@ -118,12 +135,32 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("text", metavar="TEXT")
     db_option(p)
     p.add_argument("--limit", type=int, default=20)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
 
     p = command("rejects")
     db_option(p)
     p.add_argument("--limit", type=int, default=100)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
+
+    p = command("browse")
+    db_option(p)
+    p.add_argument("--port", type=int, default=8001, help="port on 127.0.0.1 (default 8001; 0 picks a free one)")
+    p.add_argument("--no-open", action="store_true", help="do not open a web browser")
+    p.add_argument("--live", action="store_true",
+                   help="read a database that may still be written to (default: immutable, fastest)")
+    p.add_argument("--source", default=None, help="where the articles came from, shown on every page")
+    p.add_argument("--source-url", default=None, help="a link for --source")
+    p.add_argument("--license", default=None, help="the articles' licence, shown on every page")
+    p.add_argument("--license-url", default=None, help="a link for --license")
+    p.add_argument("--print-metadata", action="store_true",
+                   help="print the Datasette metadata as JSON and exit (for 'datasette -m')")
+
+    p = command("export")
+    db_option(p)
+    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="jsonl (default) or csv")
+    p.add_argument("--output", "-o", default=None, metavar="FILE", help="write here instead of standard output")
+    p.add_argument("--min-size", type=int, default=1, help="only stories with at least this many articles")
+    p.add_argument("--no-text", action="store_true", help="leave out the article texts")
 
     p = command("eval")
     p.add_argument("corpus", metavar="CORPUS.jsonl")
@@ -312,6 +349,54 @@ def cmd_rejects(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_browse(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import browse
+    from .store import columns_read_only, has_unmerged_writes
+
+    path = Path(_db(args))
+    meta = browse.metadata(
+        path, columns_read_only(path),
+        source=args.source or browse.DEFAULT_SOURCE, source_url=args.source_url,
+        license=args.license or browse.DEFAULT_LICENSE,
+        license_url=args.license_url,
+    )
+    if args.print_metadata:
+        print(json.dumps(meta, indent=2, ensure_ascii=False))
+        return 0
+    live = args.live or has_unmerged_writes(path)
+    if live and not args.live:
+        print("newsdedup browse: the database has unmerged writes (an ingest may be running); "
+              "opening it live", file=sys.stderr)
+    options = browse.BrowseOptions(path, args.port or browse.free_port(), open_browser=not args.no_open, live=live)
+    mode = "live, read-only" if live else "immutable, read-only"
+    browse.serve(options, meta, on_start=lambda url: print(
+        f"newsdedup browse: serving {path} ({mode}) at {url}  (Ctrl-C to stop)", flush=True))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import write_stories
+
+    store = _open(args)
+    out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
+    try:
+        stories = (
+            (story, articles) for story, articles in store.stories_with_articles(with_text=not args.no_text)
+            if story["article_count"] >= args.min_size
+        )
+        counts = write_stories(stories, out, args.format, with_text=not args.no_text)
+    finally:
+        store.close()
+        if args.output:
+            out.close()
+    print(f"exported {counts.stories:,} {'story' if counts.stories == 1 else 'stories'}, "
+          f"{counts.articles:,} {'article' if counts.articles == 1 else 'articles'}"
+          + (f" to {args.output}" if args.output else ""), file=sys.stderr)
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from . import evaluate
 
@@ -327,6 +412,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 HANDLERS = {
     "ingest": cmd_ingest, "stories": cmd_stories, "show": cmd_show, "search": cmd_search,
     "rejects": cmd_rejects, "eval": cmd_eval,
+    "browse": cmd_browse, "export": cmd_export,
 }
 
 

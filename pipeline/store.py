@@ -1,9 +1,9 @@
 """The story database: the only module that touches SQLite (through sqlite-utils).
 
 Public tables (documented in the README): articles, stories, rejects, runs; views
-story_overview and story_articles; full-text search in articles_fts. Tables whose names start
-with an underscore hold matching state (signatures, LSH buckets, story centroids) and are not
-part of the public schema.
+story_overview, story_articles, near_duplicate_pairs and outlet_days; full-text search in
+articles_fts. Tables whose names start with an underscore hold matching state (signatures,
+LSH buckets, story centroids) and are not part of the public schema.
 """
 
 from __future__ import annotations
@@ -142,6 +142,31 @@ SELECT
     a.url,
     a.external_id
 FROM articles a JOIN stories s ON s.id = a.story_id;
+CREATE VIEW IF NOT EXISTS near_duplicate_pairs AS
+SELECT
+    d.story_id,
+    d.id AS article_id,
+    d.title,
+    d.source,
+    d.published,
+    d.url,
+    o.id AS original_id,
+    o.title AS original_title,
+    o.source AS original_source,
+    o.published AS original_published,
+    o.url AS original_url,
+    d.content_hash = o.content_hash AS exact_copy
+FROM articles d JOIN articles o ON o.id = d.duplicate_of;
+CREATE VIEW IF NOT EXISTS outlet_days AS
+SELECT
+    coalesce(source, '(no source)') AS outlet,
+    substr(published, 1, 10) AS day,
+    count(*) AS articles,
+    count(DISTINCT story_id) AS stories,
+    count(duplicate_of) AS near_duplicates
+FROM articles
+GROUP BY outlet, day
+ORDER BY day, outlet;
 """
 
 
@@ -472,6 +497,25 @@ class Store:
             )
         )
 
+    def stories_with_articles(self, with_text: bool = True) -> Iterator[tuple[dict, list[dict]]]:
+        """Every story (by id) with its articles, canonical first; streamed, one story in memory at a time."""
+        text_column = ", a.text" if with_text else ""
+        stories = self.db.query("SELECT * FROM story_overview ORDER BY story_id")
+        # Both cursors walk story ids in the same order, so they can be merged without holding either.
+        articles = self.db.query(
+            "SELECT sa.*, a.content_hash, a.extra" + text_column + " FROM story_articles sa "
+            "JOIN articles a ON a.id = sa.article_id "
+            "ORDER BY sa.story_id, sa.is_canonical DESC, sa.similarity DESC, sa.published, sa.article_id"
+        )
+        pending = next(articles, None)
+        for story in stories:
+            members = []
+            while pending is not None and pending["story_id"] <= story["story_id"]:
+                if pending["story_id"] == story["story_id"]:
+                    members.append(pending)
+                pending = next(articles, None)
+            yield story, members
+
     def counts(self) -> dict[str, int]:
         return {
             table: self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
@@ -496,3 +540,36 @@ def open_store(path: str | Path, busy_timeout_s: float = 120.0) -> Store:
         StoreError: the file cannot be opened, is not a story database, or has another schema.
     """
     return Store(path, busy_timeout_s)
+
+
+def has_unmerged_writes(path: str | Path) -> bool:
+    """True when the write-ahead log holds changes not yet in the main file (a writer may be active)."""
+    wal = Path(f"{path}-wal")
+    return wal.exists() and wal.stat().st_size > 0
+
+
+def columns_read_only(path: str | Path) -> dict[str, list[str]]:
+    """Each table and view of a story database with its columns, read without writing anything.
+
+    Opened immutable (no -wal or -shm file, works on a read-only copy) unless a writer's changes
+    are still in the write-ahead log, which an immutable reader would not see.
+
+    Raises:
+        StoreError: the file is missing, not a SQLite database, or not a story database.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"no story database at {path}: run 'newsdedup ingest PATH --db {path}' first")
+    mode = "mode=ro" if has_unmerged_writes(path) else "immutable=1"
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True)
+        try:
+            names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name")]
+            layout = {name: [r[1] for r in conn.execute(f'PRAGMA table_info("{name}")')] for name in names}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} is not a readable SQLite database: {exc}") from None
+    if "_meta" not in layout:
+        raise StoreError(f"{path} is a SQLite database but not a newsdedup story database; choose another with --db")
+    return layout

@@ -46,3 +46,17 @@ def prefect_harness(tmp_path_factory):
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def story_db(tmp_path_factory, settings) -> Path:
+    """data/stories.db built from seeds/ plus tests/data/outlets.jsonl (outlets, dates, a reprint, a reject).
+
+    Shared by the query, export and browse tests, which only read it; commands that use the
+    default database path run with the returned file's grandparent as working directory.
+    """
+    from pipeline.ingest import ingest
+
+    path = tmp_path_factory.mktemp("story-db") / "data" / "stories.db"
+    ingest([str(SEEDS), str(DATA / "outlets.jsonl")], settings, path)
+    return path
