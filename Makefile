@@ -12,6 +12,8 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_LOGGING_EXTRA_LOGGERS := pipeline
 export PREFECT_SERVER_LOGGING_LEVEL ?= WARNING
+# The embedded server takes 10-30 s to start on 2 busy cores; Prefect's default wait is 20 s.
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 
 DB ?= data/stories.db
 
