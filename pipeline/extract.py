@@ -105,12 +105,13 @@ def build_article(
     if not text:
         raise EmptyInputError("no text")
     norm = matching_text(text)
-    count = len(words(norm))
+    title = " ".join(unified(title).split()) if title else None
+    # A wire brief is a headline and two sentences: the headline counts towards its length.
+    count = len(words(norm)) + (len(title.split()) if title else 0)
     if count < settings.min_words:
         raise NoArticleError(
-            f"text too short to be an article: {count} words (ingest.min_words is {settings.min_words})"
+            f"text too short to be an article: {count} words with the title (ingest.min_words is {settings.min_words})"
         )
-    title = " ".join(unified(title).split()) if title else None
     url = canonical_url(url)
     digest = content_hash(norm)
     return Article(

@@ -65,7 +65,7 @@ class MatchingSettings(_Section):
     # Articles further apart than this (in days) from a story's dates are penalised.
     time_window_days: int = Field(3, ge=0)
     # Similarity lost per day outside the window.
-    time_decay_per_day: float = Field(0.0005, ge=0)
+    time_decay_per_day: float = Field(0.0003, ge=0)
 
 
 class StoreSettings(_Section):
