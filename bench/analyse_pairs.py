@@ -1,7 +1,8 @@
 """Pairwise diagnostics on a labelled corpus: how separable same-story and different-story pairs are.
 
-Prints, for the current settings, the distribution of term-vector cosine and salient-term
-Jaccard for same-story pairs and different-story pairs, and the LSH candidate rate of each.
+Prints, for the current settings, the distribution of the verification cosine (background
+weights times corpus IDF) for same-story and different-story pairs, and the share of each that
+the salient-term LSH makes candidates.
 Usage: python bench/analyse_pairs.py tests/data/giveme5w1h.jsonl
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.extract import build_article  # noqa: E402
-from pipeline.fingerprint import cosine, fingerprint  # noqa: E402
+from pipeline.fingerprint import cosine, fingerprint, weighted_vector  # noqa: E402
 from pipeline.settings import load_settings  # noqa: E402
 from pipeline.stories import band_keys, lsh_bands  # noqa: E402
 from pipeline.errors import BadInputError  # noqa: E402
@@ -41,9 +42,14 @@ def main() -> None:
     bands, rows_per_band = lsh_bands(settings.matching.story_lsh_threshold, settings.matching.num_perm,
                                      tuple(settings.matching.story_lsh_weights))
     keys = [set(band_keys(fp.story_hashvalues, bands, rows_per_band)) for _, fp in items]
+    frequencies: dict[str, int] = {}
+    for _, fp in items:
+        for term, _ in fp.terms:
+            frequencies[term] = frequencies.get(term, 0) + 1
+    vectors = [weighted_vector(dict(fp.terms), frequencies, len(items), settings.matching) for _, fp in items]
     same, diff, same_lsh, diff_lsh = [], [], 0, 0
     for (i, (gi, fi)), (j, (gj, fj)) in itertools.combinations(enumerate(items), 2):
-        sim = cosine(dict(fi.terms), dict(fj.terms))
+        sim = cosine(vectors[i], vectors[j])
         hit = bool(keys[i] & keys[j])
         if gi == gj:
             same.append(sim)
@@ -57,7 +63,7 @@ def main() -> None:
           + " ".join(f"{q}:{np.quantile(same, q):.3f}" for q in (0.05, 0.1, 0.25, 0.5)))
     print(f"diff-story pairs {len(diff)}: LSH candidate rate {diff_lsh / len(diff):.4f}; cosine quantiles "
           + " ".join(f"{q}:{np.quantile(diff, q):.3f}" for q in (0.99, 0.999, 0.9999)))
-    for threshold in (0.1, 0.15, 0.2, 0.25, 0.3):
+    for threshold in (0.05, 0.07, 0.1, 0.15, 0.2):
         print(f"  cosine >= {threshold}: same {np.mean(same >= threshold):.3f}  diff {np.mean(diff >= threshold):.5f}")
 
 
