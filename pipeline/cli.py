@@ -272,6 +272,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     try:
         story = store.story(args.story_id)
         if story is None:
+            into = store.merged_into(args.story_id)
+            if into is not None:
+                raise UsageError(f"story {args.story_id} was merged into story {into}: newsdedup show {into}")
             raise UsageError(f"no story {args.story_id} in {store.path} (see: newsdedup stories)")
         members = store.story_members(args.story_id)
         canonical = store.article(story["canonical_article_id"])

@@ -81,6 +81,13 @@ def commit_batch(batch: PreparedBatch, store: Store, settings: Settings, run_id:
         store.save_outcome(fresh, outcome, run_id)
         store.save_rejects(batch.rejected, run_id)
     grown = sorted(outcome.touched - outcome.new_stories)
+    log.info(
+        "batch of %d inputs: %d new articles (%d near-duplicates), %d unchanged, %d rejects; "
+        "%d new stories, %d grown, %d merged",
+        batch.inputs, len(fresh), sum(1 for a in outcome.assignments if a.duplicate_of),
+        len(batch.prepared) - len(fresh), len(batch.rejected), len(outcome.new_stories), len(grown),
+        len(outcome.merges),
+    )
     return SavedBatch(
         inputs=batch.inputs,
         new_articles=len(fresh),

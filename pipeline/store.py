@@ -88,6 +88,12 @@ CREATE TABLE IF NOT EXISTS runs (
     merged_stories INTEGER NOT NULL DEFAULT 0,
     rejects INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS story_merges (
+    absorbed_story_id INTEGER NOT NULL,
+    into_story_id INTEGER NOT NULL,
+    run_id TEXT,
+    at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS _signatures (
     article_id TEXT PRIMARY KEY REFERENCES articles(id),
     scheme TEXT NOT NULL,
@@ -401,6 +407,10 @@ class Store:
             (len(outcome.assignments),),
         )
         for dropped, kept in outcome.merges:
+            self.conn.execute(
+                "INSERT INTO story_merges (absorbed_story_id, into_story_id, run_id, at) VALUES (?, ?, ?, ?)",
+                (dropped, kept, run_id, at),
+            )
             self.conn.execute("UPDATE articles SET story_id = ? WHERE story_id = ?", (kept, dropped))
             self.conn.execute("DELETE FROM _story_state WHERE story_id = ?", (dropped,))
             self.conn.execute("DELETE FROM stories WHERE id = ?", (dropped,))
@@ -472,6 +482,21 @@ class Store:
     def story(self, story_id: int) -> dict | None:
         rows = list(self.db.query("SELECT * FROM story_overview WHERE story_id = ?", [story_id]))
         return rows[0] if rows else None
+
+    def merged_into(self, story_id: int) -> int | None:
+        """The story a merged story now lives in (following chains of merges), None if never merged."""
+        seen = set()
+        current = story_id
+        while current not in seen:
+            seen.add(current)
+            row = self.conn.execute(
+                "SELECT into_story_id FROM story_merges WHERE absorbed_story_id = ? ORDER BY rowid DESC LIMIT 1",
+                (current,),
+            ).fetchone()
+            if row is None:
+                return None if current == story_id else current
+            current = row[0]
+        return current
 
     def story_members(self, story_id: int) -> list[dict]:
         return list(

@@ -83,3 +83,23 @@ def test_undated_originals_count_as_early():
         Member("undated", day=None, published=None, duplicate_of=None, length=2000),
     ]
     assert canonical_member(members) == "undated"
+
+
+def test_a_merge_is_recorded_and_show_points_to_the_surviving_story(tmp_path, db_path, settings, capsys):
+    """Two halves of one story ingested apart, then a bridging article: the stories merge, on record."""
+    from pipeline.cli import main
+    from pipeline.store import open_store
+    from pipeline.stories import BatchOutcome
+
+    store = open_store(db_path)
+    try:
+        with store.transaction():
+            store.conn.execute("INSERT INTO stories (id, created_at, updated_at) VALUES (1, 'x', 'x'), (2, 'x', 'x')")
+            outcome = BatchOutcome(merges=[(2, 1)])
+            store.save_outcome([], outcome, "run-1")
+        assert store.merged_into(2) == 1 and store.merged_into(1) is None
+        assert [r["absorbed_story_id"] for r in store.db.query("SELECT * FROM story_merges")] == [2]
+    finally:
+        store.close()
+    assert main(["show", "2", "--db", str(db_path)]) == 2
+    assert "merged into story 1" in capsys.readouterr().err
