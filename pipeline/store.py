@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -212,6 +213,26 @@ _REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _use_wal(conn: sqlite3.Connection, busy_timeout_s: float) -> None:
+    """Switch to WAL, waiting like any other write when another process holds the lock.
+
+    Switching a new database to WAL needs an exclusive lock, and SQLite answers "database is
+    locked" at once instead of calling the busy handler, so two processes creating one new
+    database would fail without this loop.
+    """
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+    if mode.lower() != "wal":
+        log.warning("SQLite kept journal mode %r (WAL unsupported here); concurrent runs will wait longer", mode)
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
@@ -238,7 +259,7 @@ class Store:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _use_wal(conn, busy_timeout_s)
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA synchronous=NORMAL")
         except (sqlite3.Error, OSError) as exc:
