@@ -35,6 +35,16 @@ def _columns(db: Path, table: str) -> set[str]:
         conn.close()
 
 
+def _run_sql(db: Path, *statements: str) -> None:
+    conn = sqlite3.connect(db)
+    try:
+        for statement in statements:
+            conn.execute(statement)
+        conn.commit()
+    finally:
+        conn.close()
+
+
 def _older_database(path: Path, settings, tmp_path: Path) -> Path:
     """A real story database taken back to a fake "version 0" whose rejects table has no `input`."""
     (tmp_path / "a.txt").write_text("Museum reopens\n" + BODY)
@@ -103,31 +113,21 @@ def test_a_failing_migration_leaves_the_database_as_it_was(tmp_path, settings, m
 
 def test_newer_schema_is_refused(db_path):
     open_store(db_path).close()
-    conn = sqlite3.connect(db_path)
-    conn.execute("UPDATE _meta SET value = '99' WHERE key = 'schema_version'")
-    conn.commit()
-    conn.close()
+    _run_sql(db_path, "UPDATE _meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(StoreError, match="schema version 99, newer than this newsdedup understands"):
         open_store(db_path)
 
 
 def test_a_database_missing_a_column_is_refused_not_misread(db_path):
     open_store(db_path).close()
-    conn = sqlite3.connect(db_path)
-    conn.execute("DROP VIEW story_articles")
-    conn.execute("ALTER TABLE articles DROP COLUMN similarity")
-    conn.commit()
-    conn.close()
+    _run_sql(db_path, "DROP VIEW story_articles", "ALTER TABLE articles DROP COLUMN similarity")
     with pytest.raises(StoreError, match=r"claims schema version 1 but has no column articles\.similarity"):
         open_store(db_path)
 
 
 def test_other_sqlite_files_and_non_databases_are_refused(tmp_path):
     other = tmp_path / "other.db"
-    conn = sqlite3.connect(other)
-    conn.execute("CREATE TABLE people (name TEXT)")
-    conn.commit()
-    conn.close()
+    _run_sql(other, "CREATE TABLE people (name TEXT)")
     with pytest.raises(StoreError, match="not a newsdedup story database"):
         open_store(other)
     text = tmp_path / "notes.db"
