@@ -471,7 +471,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # by another program) is the user's to fix, not a bug: one line, the database exit code.
         if os.environ.get("NEWSDEDUP_DEBUG"):
             raise
-        print(f"newsdedup: error: database error: {exc}", file=sys.stderr)
+        hint = " (another process held it longer than store.busy_timeout_s)" if "locked" in str(exc) else ""
+        print(f"newsdedup: error: database error: {exc}{hint}", file=sys.stderr)
         return StoreError.exit_code
     except KeyboardInterrupt:
         print("newsdedup: interrupted", file=sys.stderr)

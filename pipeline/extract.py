@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from .errors import DecodeError, EmptyInputError, NoArticleError, ParseError, TooLargeError
 from .fingerprint import content_hash
 from .models import Article, RawDocument
-from .normalize import date_marker, matching_text, unified, words
+from .normalize import date_marker, matching_text, unified, without_lone_surrogates, words
 from .settings import IngestSettings
 from .sources import decode_text
 
@@ -243,7 +243,9 @@ def from_record(raw: RawDocument, settings: IngestSettings) -> Article:
         ParseError: a field has the wrong type, or `text` is missing.
         EmptyInputError, NoArticleError.
     """
-    record = raw.fields
+    # Records parsed by sources are clean already; records built elsewhere may not be.
+    record = without_lone_surrogates(dict(raw.fields))
+    assert isinstance(record, dict)
     text = record.get("text")
     if text is None:
         raise ParseError("record has no 'text' field")

@@ -17,6 +17,7 @@ from typing import Iterator
 
 from .errors import BadInputError, DecodeError, EmptyInputError, ParseError, TooLargeError
 from .models import RawDocument, Rejected
+from .normalize import without_lone_surrogates
 from .settings import IngestSettings
 
 log = logging.getLogger(__name__)
@@ -204,20 +205,6 @@ def _jsonl_lines(path: Path, settings: IngestSettings) -> Iterator[tuple[int, by
             yield number, line
 
 
-def _without_lone_surrogates(value: object) -> object:
-    """`value` (parsed JSON) with unpaired UTF-16 surrogate escapes replaced by U+FFFD.
-
-    JSON allows "\\ud800" on its own; Python keeps it, and SQLite cannot store it as UTF-8.
-    """
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-    if isinstance(value, dict):
-        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_lone_surrogates(item) for item in value]
-    return value
-
-
 def parse_record(line: bytes, first: bool = False) -> dict:
     """The JSON object on one JSON Lines line.
 
@@ -243,7 +230,7 @@ def parse_record(line: bytes, first: bool = False) -> dict:
     if not isinstance(record, dict):
         raise ParseError(f"line is JSON but not an object (got {type(record).__name__})")
     if "\\ud" in text.lower():
-        record = _without_lone_surrogates(record)
+        record = without_lone_surrogates(record)
     return record
 
 
