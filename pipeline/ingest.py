@@ -7,7 +7,6 @@ benchmarks; the Prefect flow in flows/ingest.py calls the same two functions as 
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 import uuid
@@ -30,13 +29,25 @@ def batches(
     paths: Sequence[str], settings: Settings, documents: Iterable[RawDocument | Rejected] | None = None
 ) -> Iterator[list[RawDocument | Rejected]]:
     """The inputs under `paths` (or `documents`, when given), read lazily and grouped in
-    batches of `ingest.batch_size`."""
+    batches of `ingest.batch_size` inputs, or fewer when they hold over `ingest.max_batch_bytes`."""
     stream = iter(documents) if documents is not None else sources.discover(list(paths), settings.ingest)
-    while True:
-        chunk = list(itertools.islice(stream, settings.ingest.batch_size))
-        if not chunk:
-            return
+    chunk: list[RawDocument | Rejected] = []
+    size = 0
+    for item in stream:
+        chunk.append(item)
+        size += _raw_size(item)
+        if len(chunk) >= settings.ingest.batch_size or size >= settings.ingest.max_batch_bytes:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
         yield chunk
+
+
+def _raw_size(item: RawDocument | Rejected) -> int:
+    """Roughly how many bytes an input holds in memory until its batch is prepared."""
+    if isinstance(item, Rejected):
+        return 0
+    return len(item.body) + sum(len(value) for value in item.fields.values() if isinstance(value, str))
 
 
 def prepare(raw: RawDocument, settings: Settings) -> Prepared:

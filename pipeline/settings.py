@@ -36,6 +36,9 @@ class IngestSettings(_Section):
     # corpus (23,304 characters). Matching holds ~200 bytes per character while it works
     # (a 20 MB text took 3.4 GB and 49 s), so this cap is what keeps memory bounded.
     max_text_chars: int = Field(200_000, ge=1)
+    # A batch also closes when its raw inputs reach this size: 1,000 files near the 20 MB file
+    # cap would otherwise sit in memory together (20 GB) before the batch is prepared.
+    max_batch_bytes: int = Field(50_000_000, ge=1)
 
 
 class MatchingSettings(_Section):

@@ -284,3 +284,15 @@ def test_a_binary_file_named_jsonl_is_not_a_million_rejects(tmp_path, settings):
     assert report.balanced and report.new_articles == 0
     assert len(rejects) == 1001
     assert any("unreadable lines in a row" in reason for _, reason in rejects.values())
+
+
+def test_batches_close_early_when_their_inputs_are_large(tmp_path, settings):
+    """Memory held by a batch of raw inputs is bounded by bytes, not only by count."""
+    from pipeline.ingest import batches
+
+    for number in range(12):
+        (tmp_path / f"big-{number:02}.txt").write_bytes(b"Headline\n" + b"word " * 200_000)  # 1 MB each
+    small = settings.model_copy(update={"ingest": settings.ingest.model_copy(update={"max_batch_bytes": 3_000_000})})
+    sizes = [len(chunk) for chunk in batches([str(tmp_path)], small)]
+    assert sizes == [3, 3, 3, 3]
+    assert [len(chunk) for chunk in batches([str(tmp_path)], settings)] == [12]  # 50 MB default: one batch
