@@ -27,7 +27,7 @@ from .stories import BatchOutcome, IndexedArticle, Member, StoryState, canonical
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # SQLite's default limit on host parameters in one statement is 32766; stay well below it.
 _CHUNK = 900
 
@@ -197,7 +197,19 @@ END""",
 # it; a version with no path is refused, never read as if it were current. When the schema
 # changes: bump SCHEMA_VERSION, change _SCHEMA for new databases, add the step here, and
 # extend tests/test_schema_migration.py with a database at the old version.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+def _add_browsing_views(conn: sqlite3.Connection) -> None:
+    """Version 2: the near_duplicate_pairs and outlet_days views, which databases made at
+    version 1 before the views existed lack (the README's queries and `browse` read them).
+    Their CREATE statements are taken from _SCHEMA; a later change to either view needs a step
+    of its own that drops and re-creates it."""
+    for statement in _SCHEMA.split(";\n"):
+        if statement.strip().startswith(
+            ("CREATE VIEW IF NOT EXISTS near_duplicate_pairs", "CREATE VIEW IF NOT EXISTS outlet_days")
+        ):
+            conn.execute(statement)
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {2: _add_browsing_views}
 
 # The columns this version reads; a database missing one is refused instead of misread.
 _REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -210,6 +222,10 @@ _REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "_signatures": ("article_id", "story_minhash", "dup_minhash", "terms", "day"),
     "_lsh": ("level", "key", "article_id"),
     "_story_state": ("story_id", "vector_sum", "members"),
+    "story_overview": ("story_id", "title", "article_count", "outlets"),
+    "story_articles": ("story_id", "article_id", "is_canonical", "similarity"),
+    "near_duplicate_pairs": ("story_id", "article_id", "original_id", "exact_copy"),
+    "outlet_days": ("outlet", "day", "articles"),
 }
 
 
@@ -367,7 +383,7 @@ class Store:
             present = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
             absent = [column for column in columns if column not in present]
             if absent:
-                what = f"table {table}" if not present else f"column {table}.{absent[0]}"
+                what = f"table or view {table}" if not present else f"column {table}.{absent[0]}"
                 raise StoreError(
                     f"{self.path} claims schema version {SCHEMA_VERSION} but has no {what}; "
                     "it was damaged or written by other software; re-ingest into a new database"

@@ -78,20 +78,36 @@ def test_current_version_is_recorded(db_path):
 
 def test_older_schema_without_a_migration_is_refused_clearly(tmp_path, settings):
     db = _older_database(tmp_path / "old.db", settings, tmp_path)
-    with pytest.raises(StoreError, match=r"schema version 0, which cannot be migrated to 1 .*re-ingest"):
+    with pytest.raises(StoreError, match=r"schema version 0, which cannot be migrated to \d+ \(no migration to version 1\).*re-ingest"):
         open_store(db)
     assert _version(db) == "0" and "input" not in _columns(db, "rejects")  # untouched
 
 
-def test_older_schema_is_migrated_in_one_step(tmp_path, settings, monkeypatch):
+def test_version_1_database_is_migrated_to_the_current_schema(tmp_path, settings):
+    """A real step: databases made at version 1 before the browsing views existed get them."""
+    db = tmp_path / "v1.db"
+    (tmp_path / "a.txt").write_text("Museum reopens\n" + BODY)
+    ingest([str(tmp_path / "a.txt")], settings, db)
+    _run_sql(db, "DROP VIEW near_duplicate_pairs", "DROP VIEW outlet_days",
+             "UPDATE _meta SET value = '1' WHERE key = 'schema_version'")
+    store = open_store(db)
+    try:
+        assert [row["articles"] for row in store.db.query("SELECT articles FROM outlet_days")] == [1]
+        assert list(store.db.query("SELECT * FROM near_duplicate_pairs")) == []
+    finally:
+        store.close()
+    assert _version(db) == str(SCHEMA_VERSION) == "2"
+
+
+def test_older_schema_is_migrated_step_by_step_in_one_transaction(tmp_path, settings, monkeypatch):
     db = _older_database(tmp_path / "old.db", settings, tmp_path)
-    monkeypatch.setattr(store_module, "MIGRATIONS", {1: _add_input_column})
+    monkeypatch.setattr(store_module, "MIGRATIONS", {**store_module.MIGRATIONS, 1: _add_input_column})
     store = open_store(db)
     try:
         assert store.counts() == {"articles": 1, "stories": 1, "rejects": 1}  # data kept
     finally:
         store.close()
-    assert _version(db) == "1" and "input" in _columns(db, "rejects")
+    assert _version(db) == str(SCHEMA_VERSION) and "input" in _columns(db, "rejects")
     # And it is now a working database: another ingest goes through.
     (tmp_path / "b.txt").write_text("Museum reopens its doors\n" + BODY + " More.")
     report = ingest([str(tmp_path / "b.txt")], settings, db)
@@ -105,7 +121,7 @@ def test_a_failing_migration_leaves_the_database_as_it_was(tmp_path, settings, m
         _add_input_column(conn)
         conn.execute("ALTER TABLE no_such_table ADD COLUMN x")
 
-    monkeypatch.setattr(store_module, "MIGRATIONS", {1: half_done})
+    monkeypatch.setattr(store_module, "MIGRATIONS", {**store_module.MIGRATIONS, 1: half_done})
     with pytest.raises(StoreError, match="migration to schema version 1 failed.*unchanged"):
         open_store(db)
     assert _version(db) == "0" and "input" not in _columns(db, "rejects")
@@ -121,7 +137,7 @@ def test_newer_schema_is_refused(db_path):
 def test_a_database_missing_a_column_is_refused_not_misread(db_path):
     open_store(db_path).close()
     _run_sql(db_path, "DROP VIEW story_articles", "ALTER TABLE articles DROP COLUMN similarity")
-    with pytest.raises(StoreError, match=r"claims schema version 1 but has no column articles\.similarity"):
+    with pytest.raises(StoreError, match=rf"claims schema version {SCHEMA_VERSION} but has no column articles\.similarity"):
         open_store(db_path)
 
 
