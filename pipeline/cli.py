@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 import textwrap
 from typing import Sequence
 
-from .errors import PipelineError, UsageError
+from .errors import PipelineError, StoreError, UsageError
 from .settings import load_settings
 
 EXIT_CODES = """exit codes:
@@ -26,6 +27,7 @@ COMMANDS = {
   newsdedup ingest seeds/
   newsdedup ingest articles.jsonl pages/ --db data/stories.db
   newsdedup ingest big.jsonl.gz --engine local     # no Prefect, fastest for one-off loads
+  newsdedup ingest --retry-rejects                 # replay rejected inputs after fixing them
 
 inputs: .txt (first line title, or a 'date YYYY-MM-DD' marker), .html/.htm/.html.gz
 (trafilatura), .jsonl/.jsonl.gz (one article per line; 'text' required; 'id', 'title',
@@ -110,8 +112,13 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--config", default=None, help="a TOML file overriding config/default.toml")
 
     p = command("ingest")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to ingest")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="files or directories to ingest")
     db_option(p)
+    p.add_argument(
+        "--retry-rejects", action="store_true",
+        help="read every input in the rejects table again (after fixing it): stored ones leave "
+        "the table, still-bad ones stay with their new reason (runs in-process)",
+    )
     p.add_argument(
         "--engine", choices=("prefect", "local"), default="prefect",
         help="prefect: run as a Prefect flow (default; embedded mode when no server is configured); "
@@ -210,6 +217,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     db = args.db or settings.store.db
+    if args.retry_rejects:
+        return _retry_rejects(args, settings, db)
+    if not args.paths:
+        raise UsageError("give at least one PATH to ingest, or --retry-rejects")
     missing = [p for p in args.paths if not os.path.exists(p) and "://" not in p]
     if missing and len(missing) == len(args.paths):
         raise UsageError(f"no such file or directory: {', '.join(missing)}")
@@ -232,16 +243,31 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
         counts = ingest_flow(paths=list(args.paths), db=db, config=args.config)
         lines = [f"{key.replace('_', ' '):<16} {value:,}" for key, value in counts.items()]
+    return _print_summary(args, f"newsdedup ingest {' '.join(args.paths)} -> {db}", lines)
+
+
+def _print_summary(args: argparse.Namespace, heading: str, lines: Sequence[str]) -> int:
     store = _open(args)
     try:
         totals = store.counts()
     finally:
         store.close()
-    print(f"newsdedup ingest {' '.join(args.paths)} -> {db}")
+    print(heading)
     for line in lines:
         print("  " + line)
     print(f"  database now     {totals['articles']:,} articles, {totals['stories']:,} stories, {totals['rejects']:,} rejects")
     return 0
+
+
+def _retry_rejects(args: argparse.Namespace, settings, db: str) -> int:
+    from . import report as reports
+    from .retry import retry_rejects
+
+    if args.paths:
+        raise UsageError("--retry-rejects replays the inputs recorded in the rejects table; give no PATH")
+    _open(args).close()  # a clear error when there is no database yet
+    run = retry_rejects(settings, db)
+    return _print_summary(args, f"newsdedup ingest --retry-rejects -> {db}", reports.summary_lines(run))
 
 
 def cmd_stories(args: argparse.Namespace) -> int:
@@ -443,6 +469,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"newsdedup: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except sqlite3.Error as exc:
+        # A database that goes bad mid-run (disk full, locked past busy_timeout_s, corrupted
+        # by another program) is the user's to fix, not a bug: one line, the database exit code.
+        if os.environ.get("NEWSDEDUP_DEBUG"):
+            raise
+        hint = " (another process held it longer than store.busy_timeout_s)" if "locked" in str(exc) else ""
+        print(f"newsdedup: error: database error: {exc}{hint}", file=sys.stderr)
+        return StoreError.exit_code
     except KeyboardInterrupt:
         print("newsdedup: interrupted", file=sys.stderr)
         return 130

@@ -7,7 +7,6 @@ benchmarks; the Prefect flow in flows/ingest.py calls the same two functions as 
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 import uuid
@@ -26,14 +25,29 @@ from .stories import assign_batch
 log = logging.getLogger(__name__)
 
 
-def batches(paths: Sequence[str], settings: Settings) -> Iterator[list[RawDocument | Rejected]]:
-    """The inputs under `paths`, read lazily and grouped in batches of `ingest.batch_size`."""
-    stream = sources.discover(list(paths), settings.ingest)
-    while True:
-        chunk = list(itertools.islice(stream, settings.ingest.batch_size))
-        if not chunk:
-            return
+def batches(
+    paths: Sequence[str], settings: Settings, documents: Iterable[RawDocument | Rejected] | None = None
+) -> Iterator[list[RawDocument | Rejected]]:
+    """The inputs under `paths` (or `documents`, when given), read lazily and grouped in
+    batches of `ingest.batch_size` inputs, or fewer when they hold over `ingest.max_batch_bytes`."""
+    stream = iter(documents) if documents is not None else sources.discover(list(paths), settings.ingest)
+    chunk: list[RawDocument | Rejected] = []
+    size = 0
+    for item in stream:
+        chunk.append(item)
+        size += _raw_size(item)
+        if len(chunk) >= settings.ingest.batch_size or size >= settings.ingest.max_batch_bytes:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
         yield chunk
+
+
+def _raw_size(item: RawDocument | Rejected) -> int:
+    """Roughly how many bytes an input holds in memory until its batch is prepared."""
+    if isinstance(item, Rejected):
+        return 0
+    return len(item.body) + sum(len(value) for value in item.fields.values() if isinstance(value, str))
 
 
 def prepare(raw: RawDocument, settings: Settings) -> Prepared:
@@ -50,16 +64,29 @@ def prepare_batch(items: Sequence[RawDocument | Rejected], settings: Settings) -
     """Extract and fingerprint a batch; bad inputs become Rejected, so nothing is lost."""
     prepared: list[Prepared] = []
     rejected: list[Rejected] = []
+    accepted: list[tuple[str, str]] = []
     for item in items:
         if isinstance(item, Rejected):
             rejected.append(item)
             continue
+        origin = item.source_path or item.url or ""
         try:
             prepared.append(prepare(item, settings))
         except BadInputError as exc:
-            rejected.append(Rejected(item.ref, extract.STAGE, exc.reason, exc.detail, item.source_path or item.url or ""))
+            rejected.append(Rejected(item.ref, extract.STAGE, exc.reason, exc.detail, origin))
+            continue
+        accepted.extend(resolved_refs(item, origin))
     assert len(prepared) + len(rejected) == len(items), "a stage lost a record"
-    return PreparedBatch(tuple(prepared), tuple(rejected), len(items))
+    return PreparedBatch(tuple(prepared), tuple(rejected), len(items), tuple(accepted))
+
+
+def resolved_refs(item: RawDocument, origin: str) -> list[tuple[str, str]]:
+    """The reject keys an accepted input settles: its own, and for a JSON Lines record also its
+    file's (a file once rejected whole, e.g. as empty, that now has articles in it)."""
+    refs = [(item.ref, origin)]
+    if item.kind == "record" and ":" in item.ref:
+        refs.append((item.ref.rsplit(":", 1)[0], origin))
+    return refs
 
 
 def commit_batch(batch: PreparedBatch, store: Store, settings: Settings, run_id: str | None) -> SavedBatch:
@@ -80,6 +107,7 @@ def commit_batch(batch: PreparedBatch, store: Store, settings: Settings, run_id:
         outcome = assign_batch(fresh, store, settings.matching)
         store.save_outcome(fresh, outcome, run_id)
         store.save_rejects(batch.rejected, run_id)
+        store.forget_rejects(batch.accepted)
     grown = sorted(outcome.touched - outcome.new_stories)
     log.info(
         "batch of %d inputs: %d new articles (%d near-duplicates), %d unchanged, %d rejects; "
@@ -204,13 +232,15 @@ def ingest(
     db_path: str | Path,
     run_id: str | None = None,
     on_batch: Callable[[RunReport], None] | None = None,
+    documents: Iterable[RawDocument | Rejected] | None = None,
 ) -> RunReport:
-    """Ingest `paths` into the story database at `db_path` without Prefect (library use)."""
+    """Ingest `paths` (or already-read `documents`) into the story database at `db_path`
+    without Prefect (library use)."""
     report = RunReport(run_id or new_run_id())
     start_run(report, db_path, settings)
     store = open_store(db_path, settings.store.busy_timeout_s)
     try:
-        for chunk in timed_iter(batches(paths, settings), report, "read"):
+        for chunk in timed_iter(batches(paths, settings, documents), report, "read"):
             started = time.perf_counter()
             prepared = prepare_batch(chunk, settings)
             report.time("prepare", time.perf_counter() - started)

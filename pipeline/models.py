@@ -98,3 +98,6 @@ class PreparedBatch:
     prepared: tuple[Prepared, ...]
     rejected: tuple[Rejected, ...]
     inputs: int
+    # (ref, input) of every input that became an article (new or already stored): earlier
+    # rejects of these inputs are resolved and leave the rejects table.
+    accepted: tuple[tuple[str, str], ...] = ()

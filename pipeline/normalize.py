@@ -52,6 +52,21 @@ _DATE_MARKER = re.compile(r"^\s*date\s+(\d{4}-\d{2}-\d{2})\b\s*(.*)$", re.IGNORE
 _WORD = re.compile(r"[^\W_]+(?:['.-][^\W_]+)*")
 
 
+def without_lone_surrogates(value: object) -> object:
+    """`value` (a string, or parsed JSON) with unpaired UTF-16 surrogates replaced by U+FFFD.
+
+    JSON allows "\\ud800" on its own and Python keeps it, but it is not a character: it
+    cannot be encoded as UTF-8, so SQLite and hashing would fail on it.
+    """
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {without_lone_surrogates(k): without_lone_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_lone_surrogates(item) for item in value]
+    return value
+
+
 def unified(text: str) -> str:
     """`text` in NFKC with one form of quotes, dashes and spaces; letters and case unchanged."""
     text = unicodedata.normalize("NFKC", text)

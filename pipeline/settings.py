@@ -32,6 +32,13 @@ class IngestSettings(_Section):
     max_line_bytes: int = Field(5_000_000, ge=1)
     # Decompressed size cap for .gz inputs (gzip bombs expand 1000x).
     max_decompressed_bytes: int = Field(100_000_000, ge=1)
+    # A longer extracted text is rejected: ten times the longest article in the development
+    # corpus (23,304 characters). Matching holds ~200 bytes per character while it works
+    # (a 20 MB text took 3.4 GB and 49 s), so this cap is what keeps memory bounded.
+    max_text_chars: int = Field(200_000, ge=1)
+    # A batch also closes when its raw inputs reach this size: 1,000 files near the 20 MB file
+    # cap would otherwise sit in memory together (20 GB) before the batch is prepared.
+    max_batch_bytes: int = Field(50_000_000, ge=1)
 
 
 class MatchingSettings(_Section):

@@ -10,12 +10,14 @@ import gzip
 import io
 import json
 import logging
+import os
 import zlib
 from pathlib import Path
 from typing import Iterator
 
 from .errors import BadInputError, DecodeError, EmptyInputError, ParseError, TooLargeError
 from .models import RawDocument, Rejected
+from .normalize import without_lone_surrogates
 from .settings import IngestSettings
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,9 @@ JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
 SUPPORTED = TEXT_SUFFIXES + HTML_SUFFIXES + JSONL_SUFFIXES
 # cp1252 leaves these five bytes undefined: a file that needs them is not Windows/Latin-1 text.
 _UNDEFINED_CP1252 = frozenset(b"\x81\x8d\x8f\x90\x9d")
+# A file named .jsonl that is something else (binary, CSV) would otherwise leave one reject per
+# line; after this many unreadable lines in a row the rest is one reject.
+_MAX_BAD_LINES_IN_A_ROW = 1000
 _CONTROL_BYTES = frozenset(range(0, 9)) | frozenset(range(14, 32)) | {11, 12, 127}
 
 
@@ -42,8 +47,31 @@ def kind_of(path: Path) -> str | None:
     return None
 
 
+def _utf16_without_bom(sample: bytes) -> str | None:
+    """"utf-16-le" or "utf-16-be" when `sample` looks like BOM-less UTF-16, else None.
+
+    Latin-script UTF-16 has a NUL in every other byte; binary data has NULs scattered on both
+    sides, so one side must be mostly NUL and the other almost free of them.
+    """
+    if len(sample) < 4:
+        return None
+    even, odd = sample[0::2], sample[1::2]
+    even_nuls, odd_nuls = even.count(0) / len(even), odd.count(0) / max(len(odd), 1)
+    if odd_nuls > 0.6 and even_nuls < 0.05:
+        return "utf-16-le"
+    if even_nuls > 0.6 and odd_nuls < 0.05:
+        return "utf-16-be"
+    return None
+
+
+def _too_many_controls(sample: bytes, per_hundred: int) -> bool:
+    # Real text may carry stray NULs or escapes (normalisation drops them); binary data is full of them.
+    return sum(1 for byte in sample if byte in _CONTROL_BYTES) * 100 > len(sample) * per_hundred
+
+
 def decode_text(data: bytes) -> str:
-    """Text from bytes: UTF-8 (with or without BOM), UTF-16 with a BOM, else Windows-1252.
+    """Text from bytes: UTF-8 (with or without BOM), UTF-16 (with a BOM, or without one when
+    plainly so), else Windows-1252.
 
     Raises:
         DecodeError: the bytes are binary (control bytes, NULs) or in no encoding we accept.
@@ -53,13 +81,24 @@ def decode_text(data: bytes) -> str:
             return data.decode("utf-16")
         except UnicodeDecodeError as exc:
             raise DecodeError("not valid UTF-16 text despite its byte-order mark", str(exc)) from None
+    sample = data[:65536]
+    utf16 = _utf16_without_bom(sample)
+    if utf16:
+        try:
+            return data.decode(utf16)
+        except UnicodeDecodeError:
+            pass  # not UTF-16 after all; the checks below decide
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         utf8_error = str(exc)
-    sample = data[:65536]
-    controls = sum(1 for byte in sample if byte in _CONTROL_BYTES)
-    if b"\x00" in sample or controls > len(sample) // 100:
+    else:
+        # Valid UTF-8 is text by now unless it is mostly control bytes: a lower bar than for
+        # bytes that are not even UTF-8 (below).
+        if _too_many_controls(sample, 10):
+            raise DecodeError("binary data, not text", "valid UTF-8 but full of control characters")
+        return text
+    if b"\x00" in sample or _too_many_controls(sample, 1):
         raise DecodeError("binary data, not text", utf8_error)
     if any(byte in _UNDEFINED_CP1252 for byte in data):
         raise DecodeError("not UTF-8 and not Latin-1/Windows-1252 text", utf8_error)
@@ -83,7 +122,8 @@ def read_capped(path: Path, settings: IngestSettings) -> bytes:
         )
     data = path.read_bytes()
     if path.name.lower().endswith(".gz"):
-        data = gunzip_capped(data, settings.max_decompressed_bytes)
+        # One compressed document may not expand past what it could have been uncompressed.
+        data = gunzip_capped(data, min(settings.max_decompressed_bytes, settings.max_file_bytes))
         if not data:
             raise EmptyInputError("empty file once decompressed")
     return data
@@ -115,68 +155,127 @@ def _files_under(root: Path) -> Iterator[Path]:
 
 
 def _jsonl_lines(path: Path, settings: IngestSettings) -> Iterator[tuple[int, bytes | BadInputError]]:
-    """(line number, raw line) of a JSON Lines file, streamed; an over-long line is an error value."""
-    if path.name.lower().endswith(".gz"):
-        handle: io.BufferedIOBase = gzip.open(path, "rb")  # type: ignore[assignment]
-    else:
-        handle = path.open("rb")
+    """(line number, raw line) of a JSON Lines file, streamed; an over-long line is an error value.
+
+    A plain file is read line by line whatever its size; a .gz file may not expand past
+    ingest.max_decompressed_bytes, counting the lines skipped for being too long, so a gzip
+    bomb costs bounded time as well as bounded memory.
+    """
+    compressed = path.name.lower().endswith(".gz")
+    try:
+        handle: io.BufferedIOBase = gzip.open(path, "rb") if compressed else path.open("rb")  # type: ignore[assignment]
+    except OSError as exc:
+        yield 1, DecodeError("cannot read file", str(exc))
+        return
+    limit = settings.max_decompressed_bytes if compressed else None
     total = 0
+
+    def over_limit() -> bool:
+        return limit is not None and total > limit
+
     with handle:
         number = 0
         while True:
             try:
                 line = handle.readline(settings.max_line_bytes + 1)
+                if not line:
+                    return
+                number += 1
+                total += len(line)
+                if len(line) > settings.max_line_bytes and not line.endswith(b"\n"):
+                    # Skip the rest of the over-long line without holding it in memory.
+                    while line and not line.endswith(b"\n") and not over_limit():
+                        line = handle.readline(settings.max_line_bytes)
+                        total += len(line)
+                    if not over_limit():
+                        yield number, TooLargeError(
+                            f"line is over {settings.max_line_bytes:,} bytes (ingest.max_line_bytes)"
+                        )
+                        continue
             except (OSError, EOFError, zlib.error) as exc:
-                yield number + 1, DecodeError("corrupt or truncated gzip data", str(exc))
+                reason = "corrupt or truncated gzip data" if compressed else "cannot read file"
+                yield number + 1, DecodeError(reason, str(exc))
                 return
-            if not line:
-                return
-            number += 1
-            total += len(line)
-            if total > settings.max_decompressed_bytes:
+            if over_limit():
                 yield number, TooLargeError(
-                    f"file is over {settings.max_decompressed_bytes:,} bytes (ingest.max_decompressed_bytes)"
+                    f"decompresses to more than {limit:,} bytes (ingest.max_decompressed_bytes); "
+                    "the lines before this one were read"
                 )
                 return
-            if len(line) > settings.max_line_bytes and not line.endswith(b"\n"):
-                # Skip the rest of the over-long line without holding it in memory.
-                while line and not line.endswith(b"\n"):
-                    line = handle.readline(settings.max_line_bytes)
-                yield number, TooLargeError(
-                    f"line is over {settings.max_line_bytes:,} bytes (ingest.max_line_bytes)"
-                )
-                continue
             yield number, line
+
+
+def parse_record(line: bytes, first: bool = False) -> dict:
+    """The JSON object on one JSON Lines line.
+
+    UTF-8 is expected; a line in Latin-1/Windows-1252 (or with a UTF-8 BOM on the first line)
+    is read too, rather than losing an article over its encoding.
+
+    Raises:
+        ParseError: the line is not JSON, nests too deeply, or is not an object.
+        DecodeError: the line is binary.
+    """
+    if first:
+        line = line.removeprefix(b"\xef\xbb\xbf")
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        text = decode_text(line)
+    try:
+        record = json.loads(text)
+    except ValueError as exc:
+        raise ParseError("line is not valid JSON", str(exc)[:300]) from None
+    except RecursionError:
+        raise ParseError("line is JSON nested too deeply to read") from None
+    if not isinstance(record, dict):
+        raise ParseError(f"line is JSON but not an object (got {type(record).__name__})")
+    if "\\ud" in text.lower():
+        record = without_lone_surrogates(record)
+    return record
 
 
 def jsonl_documents(path: Path, ref: str, settings: IngestSettings) -> Iterator[RawDocument | Rejected]:
     """One RawDocument per JSON object line of `path`; blank lines are skipped, bad lines rejected."""
-    seen_content = False
+    # A file of only blank lines is one reject; a file with any line in it is accounted for
+    # by its lines, so it is never rejected twice.
+    accounted = False
+    bad_in_a_row = 0
     for number, line in _jsonl_lines(path, settings):
         line_ref = f"{ref}:{number}"
         if isinstance(line, BadInputError):
+            accounted = True
             yield Rejected(line_ref, STAGE, line.reason, line.detail, str(path))
             continue
         if not line.strip():
             continue
-        seen_content = True
+        accounted = True
         try:
-            record = json.loads(line)
-        except (UnicodeDecodeError, ValueError) as exc:
-            yield Rejected(line_ref, STAGE, "line is not valid JSON", str(exc)[:300], str(path))
+            record = parse_record(line, first=number == 1)
+        except BadInputError as exc:
+            bad_in_a_row += 1
+            if bad_in_a_row > _MAX_BAD_LINES_IN_A_ROW:
+                yield Rejected(
+                    line_ref, STAGE,
+                    f"more than {_MAX_BAD_LINES_IN_A_ROW:,} unreadable lines in a row: the rest of the file "
+                    "was not read (is it JSON Lines?)",
+                    exc.reason, str(path),
+                )
+                return
+            yield Rejected(line_ref, STAGE, exc.reason, exc.detail, str(path))
             continue
-        if not isinstance(record, dict):
-            yield Rejected(
-                line_ref, STAGE, f"line is JSON but not an object (got {type(record).__name__})", "", str(path)
-            )
-            continue
+        bad_in_a_row = 0
         yield RawDocument(ref=line_ref, kind="record", fields=record, source_path=str(path))
-    if not seen_content:
-        yield Rejected(ref, STAGE, "empty file", "", str(path))
+    if not accounted:
+        yield Rejected(ref, STAGE, "empty file (only blank lines)", "", str(path))
 
 
 def file_documents(path: Path, ref: str, settings: IngestSettings) -> Iterator[RawDocument | Rejected]:
-    """The raw documents in one file (one, or one per line for JSON Lines)."""
+    """The raw documents in one file (one, or one per line for JSON Lines).
+
+    Each carries the file's absolute path as its input, so `ingest --retry-rejects` can find
+    the file again from any working directory.
+    """
+    path = Path(os.path.abspath(path))
     kind = kind_of(path)
     if kind is None:
         yield Rejected(

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import sqlite_utils
 
@@ -26,7 +27,7 @@ from .stories import BatchOutcome, IndexedArticle, Member, StoryState, canonical
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # SQLite's default limit on host parameters in one statement is 32766; stay well below it.
 _CHUNK = 900
 
@@ -176,6 +177,84 @@ ORDER BY day, outlet;
 """
 
 
+# Full-text search, created with the schema in the same transaction. The statements are
+# those sqlite-utils' enable_fts(["title", "text"], create_triggers=True, tokenize="porter")
+# writes, so sqlite-utils and Datasette detect the index, plus IF NOT EXISTS.
+_FTS_SCHEMA = (
+    """CREATE VIRTUAL TABLE IF NOT EXISTS "articles_fts" USING FTS5 (
+    "title", "text",
+    tokenize='porter',
+    content="articles"
+)""",
+    """CREATE TRIGGER IF NOT EXISTS "articles_ai" AFTER INSERT ON "articles" BEGIN
+  INSERT INTO "articles_fts" (rowid, "title", "text") VALUES (new.rowid, new."title", new."text");
+END""",
+    """CREATE TRIGGER IF NOT EXISTS "articles_ad" AFTER DELETE ON "articles" BEGIN
+  INSERT INTO "articles_fts" ("articles_fts", rowid, "title", "text") VALUES('delete', old.rowid, old."title", old."text");
+END""",
+    """CREATE TRIGGER IF NOT EXISTS "articles_au" AFTER UPDATE ON "articles" BEGIN
+  INSERT INTO "articles_fts" ("articles_fts", rowid, "title", "text") VALUES('delete', old.rowid, old."title", old."text");
+  INSERT INTO "articles_fts" (rowid, "title", "text") VALUES (new.rowid, new."title", new."text");
+END""",
+)
+
+# MIGRATIONS[n] turns a database at schema version n-1 into version n. Store._migrate applies
+# every step from the database's version to SCHEMA_VERSION in the one transaction that opens
+# it; a version with no path is refused, never read as if it were current. When the schema
+# changes: bump SCHEMA_VERSION, change _SCHEMA for new databases, add the step here, and
+# extend tests/test_schema_migration.py with a database at the old version.
+def _add_browsing_views(conn: sqlite3.Connection) -> None:
+    """Version 2: the near_duplicate_pairs and outlet_days views, which databases made at
+    version 1 before the views existed lack (the README's queries and `browse` read them).
+    Their CREATE statements are taken from _SCHEMA; a later change to either view needs a step
+    of its own that drops and re-creates it."""
+    for statement in _SCHEMA.split(";\n"):
+        if statement.strip().startswith(
+            ("CREATE VIEW IF NOT EXISTS near_duplicate_pairs", "CREATE VIEW IF NOT EXISTS outlet_days")
+        ):
+            conn.execute(statement)
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {2: _add_browsing_views}
+
+# The columns this version reads; a database missing one is refused instead of misread.
+_REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "articles": (
+        "id", "external_id", "url", "title", "source", "published", "text", "content_hash",
+        "story_id", "duplicate_of", "similarity", "ingested_at",
+    ),
+    "stories": ("id", "canonical_article_id", "title", "article_count", "first_published", "last_published"),
+    "rejects": ("ref", "stage", "reason", "detail", "input", "run_id", "at"),
+    "_signatures": ("article_id", "story_minhash", "dup_minhash", "terms", "day"),
+    "_lsh": ("level", "key", "article_id"),
+    "_story_state": ("story_id", "vector_sum", "members"),
+    "story_overview": ("story_id", "title", "article_count", "outlets"),
+    "story_articles": ("story_id", "article_id", "is_canonical", "similarity"),
+    "near_duplicate_pairs": ("story_id", "article_id", "original_id", "exact_copy"),
+    "outlet_days": ("outlet", "day", "articles"),
+}
+
+
+def _use_wal(conn: sqlite3.Connection, busy_timeout_s: float) -> None:
+    """Switch to WAL, waiting like any other write when another process holds the lock.
+
+    Switching a new database to WAL needs an exclusive lock, and SQLite answers "database is
+    locked" at once instead of calling the busy handler, so two processes creating one new
+    database would fail without this loop.
+    """
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+    if mode.lower() != "wal":
+        log.warning("SQLite kept journal mode %r (WAL unsupported here); concurrent runs will wait longer", mode)
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
@@ -202,7 +281,7 @@ class Store:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _use_wal(conn, busy_timeout_s)
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA synchronous=NORMAL")
         except (sqlite3.Error, OSError) as exc:
@@ -214,38 +293,107 @@ class Store:
     # -- schema -------------------------------------------------------------------------------
 
     def _ensure_schema(self) -> None:
+        """Create the schema in a new database, migrate an older one, refuse anything else.
+
+        The common case (the current version) is one read without a lock. Creating and
+        migrating happen under the write lock, re-checked there, so two processes opening a
+        new database at once cannot both create it (the FTS table would be created twice).
+        """
         try:
             tables = set(self.db.table_names())
+            if tables and self._schema_version(tables) == SCHEMA_VERSION and "articles_fts" in tables:
+                self._check_columns()
+                return
+            with self.transaction():
+                tables = set(self.db.table_names())
+                version = self._schema_version(tables)
+                if version is None:
+                    self._create_schema()
+                elif version != SCHEMA_VERSION:
+                    self._migrate(version)
+                if "articles_fts" not in set(self.db.table_names()):
+                    # Databases of the first release built the index after the schema, outside
+                    # its transaction; a crash in between left them without one.
+                    for statement in _FTS_SCHEMA:
+                        self.conn.execute(statement)
+                    self.conn.execute("INSERT INTO articles_fts (articles_fts) VALUES ('rebuild')")
+            self._check_columns()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a readable SQLite database: {exc}") from None
-        if tables and "_meta" not in tables:
+
+    def _schema_version(self, tables: set[str]) -> int | None:
+        """The recorded schema version; None for an empty file (a new database).
+
+        Raises:
+            StoreError: another program's SQLite database, or no version recorded.
+        """
+        if not tables:
+            return None
+        if "_meta" not in tables:
             raise StoreError(
                 f"{self.path} is a SQLite database but not a newsdedup story database; "
                 "choose another path with --db"
             )
-        if "_meta" in tables:
-            row = self.conn.execute("SELECT value FROM _meta WHERE key = 'schema_version'").fetchone()
-            version = int(row[0]) if row else 0
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} has schema version {version}, newer than this newsdedup "
-                    f"understands ({SCHEMA_VERSION}); upgrade newsdedup"
-                )
-            if version == SCHEMA_VERSION:
-                return
+        row = self.conn.execute("SELECT value FROM _meta WHERE key = 'schema_version'").fetchone()
+        try:
+            return int(row[0]) if row else 0
+        except ValueError:
+            raise StoreError(f"{self.path} records a schema version of {row[0]!r}, which is not a number") from None
+
+    def _create_schema(self) -> None:
+        for statement in [*_SCHEMA.split(";\n"), *_FTS_SCHEMA]:
+            if statement.strip():
+                self.conn.execute(statement)
+        self._set_version(SCHEMA_VERSION)
+
+    def _set_version(self, version: int) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO _meta (key, value) VALUES ('schema_version', ?)", (str(version),)
+        )
+
+    def _migrate(self, version: int) -> None:
+        """Bring a database at `version` to SCHEMA_VERSION, one step at a time (inside the
+        caller's transaction, so a failed step leaves the database as it was).
+
+        Raises:
+            StoreError: the database is newer than this code, or no migration path exists.
+        """
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this newsdedup "
+                f"understands ({SCHEMA_VERSION}); upgrade newsdedup"
+            )
+        missing = [step for step in range(version + 1, SCHEMA_VERSION + 1) if step not in MIGRATIONS]
+        if missing:
             raise StoreError(
                 f"{self.path} has schema version {version}, which cannot be migrated to "
-                f"{SCHEMA_VERSION}; re-ingest into a new database"
+                f"{SCHEMA_VERSION} (no migration to version {missing[0]}); re-ingest into a new database"
             )
-        with self.transaction():
-            for statement in _SCHEMA.split(";\n"):
-                if statement.strip():
-                    self.conn.execute(statement)
-            self.conn.execute(
-                "INSERT OR REPLACE INTO _meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
-        if not self.db["articles_fts"].exists():
-            self.db["articles"].enable_fts(["title", "text"], create_triggers=True, tokenize="porter")
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            log.info("migrating %s from schema version %d to %d", self.path, step - 1, step)
+            try:
+                MIGRATIONS[step](self.conn)
+            except sqlite3.Error as exc:
+                raise StoreError(
+                    f"{self.path}: migration to schema version {step} failed ({exc}); the database is unchanged"
+                ) from None
+            self._set_version(step)
+
+    def _check_columns(self) -> None:
+        """Refuse a database whose tables lack columns this version reads, rather than misread it.
+
+        Raises:
+            StoreError: a table or column is missing.
+        """
+        for table, columns in _REQUIRED_COLUMNS.items():
+            present = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+            absent = [column for column in columns if column not in present]
+            if absent:
+                what = f"table or view {table}" if not present else f"column {table}.{absent[0]}"
+                raise StoreError(
+                    f"{self.path} claims schema version {SCHEMA_VERSION} but has no {what}; "
+                    "it was damaged or written by other software; re-ingest into a new database"
+                )
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -355,6 +503,15 @@ class Store:
     def forget_rejects(self, refs: Sequence[tuple[str, str]]) -> None:
         """Remove reject rows for inputs that have now been stored."""
         self.conn.executemany("DELETE FROM rejects WHERE ref = ? AND input = ?", refs)
+
+    def reject_keys(self) -> list[tuple[str, str]]:
+        """(ref, input) of every recorded reject, oldest first: what `ingest --retry-rejects` replays."""
+        return [(ref, input) for ref, input in self.conn.execute("SELECT ref, input FROM rejects ORDER BY id")]
+
+    def reject_keys_of_run(self, run_id: str) -> set[tuple[str, str]]:
+        """(ref, input) of the rejects recorded (or recorded again) by one run."""
+        rows = self.conn.execute("SELECT ref, input FROM rejects WHERE run_id = ?", (run_id,))
+        return {(ref, input) for ref, input in rows}
 
     def save_outcome(self, prepared: Sequence[Prepared], outcome: BatchOutcome, run_id: str | None) -> None:
         """Write a batch's articles, signatures, LSH keys and story changes (inside `transaction()`)."""

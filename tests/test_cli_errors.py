@@ -1,0 +1,117 @@
+"""Errors a user can act on: one readable line on stderr, no traceback, the documented exit code."""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _newsdedup(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("NEWSDEDUP_")}
+    environment.update(PYTHONPATH=str(ROOT), **(env or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args], env=environment, capture_output=True, text=True,
+        timeout=300, cwd=cwd,
+    )
+
+
+def _one_line_error(result: subprocess.CompletedProcess, code: int, *phrases: str) -> None:
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("newsdedup: error: "), result.stderr
+    for phrase in phrases:
+        assert phrase in lines[0], lines[0]
+
+
+@pytest.fixture
+def story_db(tmp_path: Path, seeds_dir: Path) -> Path:
+    db = tmp_path / "stories.db"
+    result = _newsdedup("ingest", str(seeds_dir), "--db", str(db), "--engine", "local", "--quiet")
+    assert result.returncode == 0, result.stderr
+    return db
+
+
+def test_exit_codes_are_documented_in_help():
+    help_text = _newsdedup("--help").stdout
+    for code, meaning in ((0, "success"), (2, "usage error"), (3, "configuration error"), (4, "database error")):
+        assert re.search(rf"^\s+{code}\s+{meaning}", help_text, re.MULTILINE), code
+
+
+def test_missing_input_file(tmp_path):
+    result = _newsdedup("ingest", str(tmp_path / "nope.jsonl"), "--db", str(tmp_path / "s.db"), "--engine", "local")
+    _one_line_error(result, 2, "no such file or directory", "nope.jsonl")
+
+
+def test_missing_database_for_a_read_command(tmp_path):
+    result = _newsdedup("stories", "--db", str(tmp_path / "none.db"))
+    _one_line_error(result, 2, "no story database at", "newsdedup ingest")
+
+
+def test_database_that_is_not_a_database(tmp_path, seeds_dir):
+    junk = tmp_path / "junk.db"
+    junk.write_text("not sqlite at all\n" * 200)
+    for args in (("stories",), ("ingest", str(seeds_dir), "--engine", "local")):
+        _one_line_error(_newsdedup(*args, "--db", str(junk)), 4, str(junk), "not a database")
+
+
+def test_database_path_that_is_a_directory(tmp_path, seeds_dir):
+    result = _newsdedup("ingest", str(seeds_dir), "--db", str(tmp_path), "--engine", "local")
+    _one_line_error(result, 4, "cannot open the story database")
+
+
+def test_database_of_a_newer_schema(story_db):
+    conn = sqlite3.connect(story_db)
+    conn.execute("UPDATE _meta SET value = '7' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    _one_line_error(_newsdedup("stories", "--db", str(story_db)), 4, "schema version 7", "upgrade newsdedup")
+
+
+def test_database_locked_longer_than_the_busy_timeout(story_db, seeds_dir):
+    holder = sqlite3.connect(story_db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        result = _newsdedup(
+            "ingest", str(seeds_dir), "--db", str(story_db), "--engine", "local",
+            env={"NEWSDEDUP_STORE__BUSY_TIMEOUT_S": "0.5"},
+        )
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    _one_line_error(result, 4, "database is locked", "store.busy_timeout_s")
+
+
+def test_unknown_configuration_key(tmp_path, seeds_dir):
+    config = tmp_path / "bad.toml"
+    config.write_text("[ingest]\nbatch_sise = 10\n")
+    result = _newsdedup("ingest", str(seeds_dir), "--config", str(config), "--db", str(tmp_path / "s.db"))
+    _one_line_error(result, 3, "ingest.batch_sise", "Extra inputs are not permitted", str(config))
+
+
+def test_configuration_value_of_the_wrong_type_from_the_environment(tmp_path, seeds_dir):
+    result = _newsdedup(
+        "ingest", str(seeds_dir), "--db", str(tmp_path / "s.db"), env={"NEWSDEDUP_INGEST__BATCH_SIZE": "lots"}
+    )
+    _one_line_error(result, 3, "ingest.batch_size")
+
+
+def test_configuration_file_missing_or_not_toml(tmp_path, seeds_dir):
+    _one_line_error(
+        _newsdedup("ingest", str(seeds_dir), "--config", str(tmp_path / "none.toml")), 3, "configuration file not found"
+    )
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[ingest\nbatch_size = \n")
+    _one_line_error(_newsdedup("ingest", str(seeds_dir), "--config", str(broken)), 3, "not valid TOML")
+
+
+def test_unknown_story(story_db):
+    _one_line_error(_newsdedup("show", "999", "--db", str(story_db)), 2, "no story 999")
