@@ -204,13 +204,18 @@ END""",
 # changes: bump SCHEMA_VERSION, change _SCHEMA for new databases, add the step here, and
 # extend tests/test_schema_migration.py with a database at the old version.
 def _add_browsing_views(conn: sqlite3.Connection) -> None:
-    """Version 2: the near_duplicate_pairs and outlet_days views, which databases made at
-    version 1 before the views existed lack (the README's queries and `browse` read them).
-    Their CREATE statements are taken from _SCHEMA; a later change to either view needs a step
+    """Version 2: the near_duplicate_pairs and outlet_days views, the story_merges record and
+    the corpus term statistics (_term_df), which databases made at version 1 may lack.
+    Their CREATE statements are taken from _SCHEMA; a later change to any of them needs a step
     of its own that drops and re-creates it."""
     for statement in _SCHEMA.split(";\n"):
         if statement.strip().startswith(
-            ("CREATE VIEW IF NOT EXISTS near_duplicate_pairs", "CREATE VIEW IF NOT EXISTS outlet_days")
+            (
+                "CREATE VIEW IF NOT EXISTS near_duplicate_pairs",
+                "CREATE VIEW IF NOT EXISTS outlet_days",
+                "CREATE TABLE IF NOT EXISTS story_merges",
+                "CREATE TABLE IF NOT EXISTS _term_df",
+            )
         ):
             conn.execute(statement)
 
@@ -228,6 +233,8 @@ _REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "_signatures": ("article_id", "story_minhash", "dup_minhash", "terms", "day"),
     "_lsh": ("level", "key", "article_id"),
     "_story_state": ("story_id", "vector_sum", "members"),
+    "_term_df": ("term", "df"),
+    "story_merges": ("absorbed_story_id", "into_story_id", "run_id", "at"),
     "story_overview": ("story_id", "title", "article_count", "outlets"),
     "story_articles": ("story_id", "article_id", "is_canonical", "similarity"),
     "near_duplicate_pairs": ("story_id", "article_id", "original_id", "exact_copy"),
