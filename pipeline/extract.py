@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from .errors import DecodeError, EmptyInputError, NoArticleError, ParseError, TooLargeError
 from .fingerprint import content_hash
 from .models import Article, RawDocument
-from .normalize import date_marker, matching_text, unified, without_lone_surrogates, words
+from .normalize import date_marker, display_text, matching_text, without_lone_surrogates, words
 from .settings import IngestSettings
 from .sources import decode_text
 
@@ -118,12 +118,12 @@ def build_article(
     """
     # Checked before and after unification: NFKC may lengthen a text (up to 18x for some characters).
     _check_length(text, settings)
-    text = unified(text).strip()
+    text = display_text(text)
     if not text:
         raise EmptyInputError("no text")
     _check_length(text, settings)
     norm = matching_text(text)
-    title = " ".join(unified(title).split()) if title else None
+    title = " ".join(display_text(title).split()) if title else None
     # A wire brief is a headline and two sentences: the headline counts towards its length.
     count = len(words(norm)) + (len(title.split()) if title else 0)
     if count < settings.min_words:
@@ -154,7 +154,7 @@ def from_text(raw: RawDocument, settings: IngestSettings) -> Article:
     """
     body = raw.body if isinstance(raw.body, str) else decode_text(raw.body)
     _check_length(body, settings)
-    lines = unified(body).split("\n")
+    lines = display_text(body).split("\n")
     while lines and not lines[0].strip():
         lines.pop(0)
     if not lines:

@@ -20,7 +20,7 @@ import xxhash
 from datasketch import MinHash
 
 from .models import Article, Fingerprint
-from .normalize import words
+from .normalize import unified, words
 from .settings import MatchingSettings
 
 # A word's background weight is how rare it is in general English: wordfreq's Zipf scale runs
@@ -165,7 +165,7 @@ def term_scores(title: str | None, norm_text: str, settings: MatchingSettings) -
     single writer that knows them.
     """
     counts: dict[str, float] = {}
-    for text, amount in ((norm_text, 1.0), ((title or "").casefold(), settings.title_boost)):
+    for text, amount in ((norm_text, 1.0), (unified(title or "").casefold(), settings.title_boost)):
         for word in words(text):
             term = term_of(word)
             if term is not None:

@@ -20,6 +20,7 @@ _QUOTES = str.maketrans(
 )
 # Control characters (but not newline and tab) and zero-width characters carry no words.
 _INVISIBLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u2060\ufeff]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SPACES = re.compile(r"[^\S\n]+")
 _BLANK_LINES = re.compile(r"\n{2,}")
 
@@ -65,6 +66,15 @@ def without_lone_surrogates(value: object) -> object:
     if isinstance(value, list):
         return [without_lone_surrogates(item) for item in value]
     return value
+
+
+def display_text(text: str) -> str:
+    """The text as published, for people: quotes, dashes and letters untouched; only control
+    characters, stray surrogates and mixed line endings cleaned, and blank runs collapsed."""
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    text = "\n".join(line.rstrip() for line in text.split("\n"))
+    return _BLANK_LINES.sub("\n\n", text).strip()
 
 
 def unified(text: str) -> str:

@@ -105,7 +105,7 @@ def test_every_hostile_file_is_stored_or_rejected_with_a_reason(tmp_path, settin
     assert set(articles) | set(rejects) == set(FILES)
     # Decoded, not mangled: accents survive, and NUL/control characters never reach the text.
     assert "Caf\u00e9" in articles["latin1.txt"]
-    assert '"We won"' in articles["cp1252-quotes.txt"]  # curly quotes decoded (then unified), no mojibake
+    assert "\u201cWe won\u201d" in articles["cp1252-quotes.txt"]  # curly quotes decoded and kept, no mojibake
     for name in ("utf16-bom.txt", "utf16le-no-bom.txt", "utf16be-no-bom.txt"):
         assert articles[name].endswith("caf\u00e9") and "\x00" not in articles[name]
     assert "\x00" not in articles["nul-and-controls.txt"] and "\x07" not in articles["nul-and-controls.txt"]
@@ -181,7 +181,7 @@ def test_hostile_json_lines(tmp_path, settings):
     assert repeats == 1 and report.unchanged == 1
     assert changed == (2, 1)
     assert "\ufffd" in articles["lone-surrogate"] and "\x00" not in articles["nul-in-json"]
-    assert '"quoted" caf\u00e9' in articles["cp1252-line"]
+    assert "\u201cquoted\u201d caf\u00e9" in articles["cp1252-line"]
     for expected in ("bom-first-line", "after-the-junk", "repeat-same", "lone-surrogate"):
         assert expected in articles
     assert consistency_problems(db) == []

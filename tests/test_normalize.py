@@ -60,3 +60,9 @@ def test_date_marker_gives_the_date_and_the_rest_of_the_line():
 
 def test_words_keep_inner_apostrophes_and_hyphens():
     assert normalize.words("trump's run-off in the u.s. senate") == ["trump's", "run-off", "in", "the", "u.s", "senate"]
+
+
+def test_display_text_keeps_what_was_published():
+    published = "\u201cNothing could be further from the truth,\u201d he said \u2014 twice.\r\n\r\n\r\nNext\x00 line"
+    shown = normalize.display_text(published)
+    assert shown == "\u201cNothing could be further from the truth,\u201d he said \u2014 twice.\n\nNext line"
