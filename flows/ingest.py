@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 
 from prefect import flow, get_run_logger, task
@@ -9,8 +10,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from pipeline import ingest, report
-from pipeline.models import PreparedBatch, RawDocument, Rejected
+from prefect.tasks import exponential_backoff
+
+from pipeline import ingest, report, web
+from pipeline.errors import TransientFetchError
+from pipeline.models import FeedEntry, Fetched, PreparedBatch, RawDocument, Rejected
 from pipeline.settings import Settings, load_settings
 from pipeline.store import SavedBatch, open_store
 
@@ -31,6 +35,46 @@ def commit_task(batch: PreparedBatch, db: str, settings: Settings, run_id: str) 
     return ingest.commit_batch_to(batch, db, settings, run_id)
 
 
+def _transient(task, task_run, state) -> bool:
+    """Retry a fetch only when it failed in a way that may pass (timeouts, 5xx, refused connections)."""
+    try:
+        state.result()
+    except TransientFetchError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+# Network stages: their own tasks, retried with backoff (retries and delay from settings.fetch).
+@task(name="fetch-listing", cache_policy=NO_CACHE, retry_condition_fn=_transient)
+def fetch_listing_task(url: str, etag: str | None, last_modified: str | None, settings: Settings) -> Fetched:
+    return web.get_listing(url, etag, last_modified, settings)
+
+
+@task(name="fetch-page", cache_policy=NO_CACHE, retry_condition_fn=_transient)
+def fetch_page_task(entry: FeedEntry, settings: Settings) -> RawDocument | Rejected:
+    return web.fetch_page(entry, settings)
+
+
+def _web_batches(locations: list[str], kind: str | None, settings: Settings, crawl: web.CrawlState):
+    retry = {"retries": settings.fetch.retries, "retry_delay_seconds": exponential_backoff(settings.fetch.retry_delay_s)}
+    listing_task = fetch_listing_task.with_options(**retry)
+    page_task = fetch_page_task.with_options(**retry)
+
+    def get(url: str, etag: str | None, modified: str | None) -> Fetched:
+        return listing_task(url, etag, modified, settings)
+
+    for chunk in web.batched(web.expand(locations, kind, settings, crawl, get), settings.ingest.batch_size):
+        yield web.fetch_chunk(
+            chunk,
+            submit=lambda entry: page_task.submit(entry, settings),
+            result_of=lambda future: future.result(raise_on_failure=False),
+            state=crawl,
+            attempts=settings.fetch.retries + 1,
+        )
+
+
 @task(name="publish-summary", cache_policy=NO_CACHE)
 def summary_task(run: ingest.RunReport, db: str) -> str:
     totals, stories, rejects = ingest.run_overview(run, db)
@@ -49,20 +93,33 @@ def summary_task(run: ingest.RunReport, db: str) -> str:
 
 
 @flow(name="newsdedup-ingest", log_prints=False)
-def ingest_flow(paths: list[str], db: str = "data/stories.db", config: str | None = None) -> dict[str, int]:
-    """Ingest files and directories into the story database at `db`."""
+def ingest_flow(
+    paths: list[str], db: str = "data/stories.db", config: str | None = None, kind: str | None = None
+) -> dict[str, int]:
+    """Ingest files, directories, page/feed/sitemap URLs and feed/sitemap files into the database at `db`.
+
+    `kind` ("feed", "sitemap" or "page") says what the URLs are; by default each response tells.
+    """
     logger = get_run_logger()
     settings = load_settings(config)
     run = ingest.RunReport(str(flow_run.id or ingest.new_run_id())[:12])
     ingest.start_run(run, db, settings)
+    local, remote = web.split_locations(paths, kind)
+    crawl = web.CrawlState(db, settings.store.busy_timeout_s)
+    chunks = ingest.batches(local, settings)
+    if remote:
+        chunks = itertools.chain(chunks, _web_batches(remote, kind, settings, crawl))
     pending: deque = deque()
-    for chunk in ingest.batches(paths, settings):
+    for chunk in chunks:
         pending.append(prepare_task.submit(chunk, settings))
         if len(pending) >= _PREPARE_AHEAD:
             run.add(commit_task(pending.popleft().result(), db, settings, run.run_id))
             logger.info("%s inputs so far, %s new articles", run.inputs, run.new_articles)
     while pending:
         run.add(commit_task(pending.popleft().result(), db, settings, run.run_id))
+    if remote:
+        crawl.save_validators()
+        run.add_crawl(crawl)
     ingest.finish_run(run, db, settings)
     summary_task(run, db)
     for line in report.summary_lines(run):

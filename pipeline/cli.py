@@ -22,16 +22,23 @@ EXIT_CODES = """exit codes:
 
 COMMANDS = {
     "ingest": (
-        "Ingest articles from files and directories into the story database.",
+        "Ingest articles from files, directories, page URLs, feeds and sitemaps into the story database.",
         """examples:
   newsdedup ingest seeds/
   newsdedup ingest articles.jsonl pages/ --db data/stories.db
   newsdedup ingest big.jsonl.gz --engine local     # no Prefect, fastest for one-off loads
   newsdedup ingest --retry-rejects                 # replay rejected inputs after fixing them
+  newsdedup ingest https://example.org/feed.xml    # a feed: its pages are fetched and stored
+  newsdedup ingest https://example.org/sitemap.xml.gz --kind sitemap
+  newsdedup ingest saved-feed.rss sitemap.xml      # feed and sitemap files; their links are fetched
 
 inputs: .txt (first line title, or a 'date YYYY-MM-DD' marker), .html/.htm/.html.gz
 (trafilatura), .jsonl/.jsonl.gz (one article per line; 'text' required; 'id', 'title',
-'url', 'source', 'published' optional). Directories are searched recursively.""",
+'url', 'source', 'published' optional). Directories are searched recursively.
+Web: http(s) URLs of pages, RSS/Atom/RDF/JSON feeds and sitemaps (gzipped too), and feed or
+sitemap files (.xml .rss .atom .rdf .json, .gz). Fetching is polite and bounded (robots.txt,
+per-host delay, timeouts, size caps; see [fetch] in config/default.toml); URLs already stored
+are not fetched again, and a feed that has not changed costs one conditional request.""",
     ),
     "stories": (
         "List stories: id, size, canonical title, outlets, dates.",
@@ -125,6 +132,10 @@ def _parser() -> argparse.ArgumentParser:
         "local: plain in-process loop",
     )
     p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.add_argument(
+        "--kind", choices=("feed", "sitemap", "page"), default=None,
+        help="what the URLs and .xml files are (default: told by each response or file)",
+    )
 
     p = command("stories")
     db_option(p)
@@ -235,14 +246,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
 
-        run = ingest(args.paths, settings, db, on_batch=progress)
+        run = ingest(args.paths, settings, db, on_batch=progress, kind=args.kind)
         counts = run.counts()
         lines = reports.summary_lines(run)
     else:
         from flows.ingest import ingest_flow
 
-        counts = ingest_flow(paths=list(args.paths), db=db, config=args.config)
+        counts = ingest_flow(paths=list(args.paths), db=db, config=args.config, kind=args.kind)
         lines = [f"{key.replace('_', ' '):<16} {value:,}" for key, value in counts.items()]
+        lines += reports.web_nothing_new(counts)
     return _print_summary(args, f"newsdedup ingest {' '.join(args.paths)} -> {db}", lines)
 
 

@@ -57,3 +57,32 @@ class NoArticleError(BadInputError):
 
 class TooLargeError(BadInputError):
     """The input is larger than the configured cap."""
+
+
+class FetchRefusedError(BadInputError):
+    """A URL newsdedup will not fetch: another scheme, a private address, robots.txt, too many redirects."""
+
+
+class HttpStatusError(BadInputError):
+    """The server answered with a status that will not change on retry (4xx, or a 5xx after retries)."""
+
+
+class ContentTypeError(BadInputError):
+    """The response is not of a type this source kind can read (a PDF where a page was expected)."""
+
+
+class TransientFetchError(Exception):
+    """A fetch failed in a way that may pass: a timeout, a 5xx, a refused connection.
+
+    Not a BadInputError: the caller retries (Prefect task retries), and only when retries
+    are exhausted turns it into a reject with `fetch.unreachable`.
+    """
+
+    def __init__(self, url: str, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {url}")
+        self.url = url
+        self.reason = reason
+        self.detail = detail
+
+    def __reduce__(self):  # picklable with all three arguments (Prefect may serialise task errors)
+        return (type(self), (self.url, self.reason, self.detail))

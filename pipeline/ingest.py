@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from . import extract, sources
+from . import extract, sources, web
 from .errors import BadInputError
 from .fingerprint import fingerprint
 from .models import Prepared, PreparedBatch, RawDocument, Rejected
@@ -26,11 +26,25 @@ log = logging.getLogger(__name__)
 
 
 def batches(
-    paths: Sequence[str], settings: Settings, documents: Iterable[RawDocument | Rejected] | None = None
+    paths: Sequence[str],
+    settings: Settings,
+    documents: Iterable[RawDocument | Rejected] | None = None,
+    crawl: web.CrawlState | None = None,
+    kind: str | None = None,
 ) -> Iterator[list[RawDocument | Rejected]]:
     """The inputs under `paths` (or `documents`, when given), read lazily and grouped in
-    batches of `ingest.batch_size` inputs, or fewer when they hold over `ingest.max_batch_bytes`."""
-    stream = iter(documents) if documents is not None else sources.discover(list(paths), settings.ingest)
+    batches of `ingest.batch_size` inputs, or fewer when they hold over `ingest.max_batch_bytes`.
+
+    URLs and feed or sitemap files among `paths` are fetched in-process (pipeline/web.py) when
+    `crawl` is given; `kind` says what they are.
+    """
+    if documents is not None:
+        stream: Iterator[RawDocument | Rejected] = iter(documents)
+    else:
+        local, remote = web.split_locations(paths, kind) if crawl is not None else (list(paths), [])
+        stream = itertools.chain(
+            sources.discover(local, settings.ingest), web.documents(remote, kind, settings, crawl) if remote else ()
+        )
     chunk: list[RawDocument | Rejected] = []
     size = 0
     for item in stream:
@@ -144,6 +158,11 @@ class RunReport:
     merged: list[tuple[int, int]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     batches: int = 0
+    web_sources: bool = False
+    pages_fetched: int = 0
+    listings_fetched: int = 0
+    known_urls: int = 0
+    not_modified: list[str] = field(default_factory=list)
 
     def add(self, saved: SavedBatch) -> None:
         self.batches += 1
@@ -160,6 +179,16 @@ class RunReport:
             self.grown_stories.discard(dropped)
         self.grown_stories -= self.new_stories
 
+    def add_crawl(self, crawl: web.CrawlState) -> None:
+        """Count a run's web fetching; URLs skipped as already stored count as unchanged inputs."""
+        self.web_sources = True
+        self.pages_fetched += crawl.pages
+        self.listings_fetched += crawl.listings
+        self.known_urls += crawl.known
+        self.inputs += crawl.known
+        self.unchanged += crawl.known
+        self.not_modified.extend(crawl.not_modified)
+
     def time(self, stage: str, seconds: float) -> None:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
@@ -173,6 +202,11 @@ class RunReport:
             "grown_stories": len(self.grown_stories),
             "merged_stories": len(self.merged),
             "rejects": self.rejects,
+            **(
+                {"pages_fetched": self.pages_fetched, "known_urls_skipped": self.known_urls,
+                 "listings_not_modified": len(self.not_modified)}
+                if self.web_sources else {}
+            ),
         }
 
     @property
@@ -233,14 +267,19 @@ def ingest(
     run_id: str | None = None,
     on_batch: Callable[[RunReport], None] | None = None,
     documents: Iterable[RawDocument | Rejected] | None = None,
+    kind: str | None = None,
 ) -> RunReport:
-    """Ingest `paths` (or already-read `documents`) into the story database at `db_path`
-    without Prefect (library use)."""
+    """Ingest `paths` (files, directories, URLs, feeds, sitemaps; or already-read `documents`)
+    into the story database at `db_path` without Prefect (library use).
+
+    `kind` ("feed", "sitemap", "page") says what the URLs are; by default the response tells.
+    """
     report = RunReport(run_id or new_run_id())
     start_run(report, db_path, settings)
     store = open_store(db_path, settings.store.busy_timeout_s)
+    crawl = web.CrawlState(db_path, settings.store.busy_timeout_s)
     try:
-        for chunk in timed_iter(batches(paths, settings, documents), report, "read"):
+        for chunk in timed_iter(batches(paths, settings, documents, crawl, kind), report, "read"):
             started = time.perf_counter()
             prepared = prepare_batch(chunk, settings)
             report.time("prepare", time.perf_counter() - started)
@@ -251,6 +290,9 @@ def ingest(
                 on_batch(report)
     finally:
         store.close()
+    crawl.save_validators()
+    if documents is None and web.split_locations(paths, kind)[1]:
+        report.add_crawl(crawl)
     finish_run(report, db_path, settings)
     return report
 

@@ -101,3 +101,44 @@ class PreparedBatch:
     # (ref, input) of every input that became an article (new or already stored): earlier
     # rejects of these inputs are resolved and leave the rejects table.
     accepted: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class FeedEntry:
+    """One link found in a feed or sitemap (or a page URL given directly), before it is fetched.
+
+    `published` and `title` come from the feed; the page's own date wins when it has one.
+    """
+
+    url: str
+    title: str | None = None
+    published: str | None = None
+    listing: str | None = None  # the feed or sitemap it was found in
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """One HTTP response that passed every check: final URL after redirects, decoded body.
+
+    `not_modified` is set when a conditional request came back 304 (then `body` is empty).
+    """
+
+    url: str
+    requested_url: str
+    status: int
+    body: bytes
+    content_type: str | None = None
+    charset: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    not_modified: bool = False
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a feed or sitemap lists: page entries, and (for a sitemap index) further sitemaps."""
+
+    kind: str  # "rss", "atom", "rdf", "json", "sitemap" or "sitemapindex"
+    entries: tuple[FeedEntry, ...] = ()
+    sitemaps: tuple[str, ...] = ()
+    title: str | None = None

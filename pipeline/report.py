@@ -23,6 +23,8 @@ def summary_lines(report: RunReport, totals: dict[str, int] | None = None) -> li
     ]
     if report.new_articles == 0 and report.rejects == 0 and report.inputs:
         lines.append("nothing new: every input was already stored")
+    if report.web_sources:
+        lines.extend(web_lines(report))
     if report.seconds:
         total = sum(report.seconds.values())
         stages = ", ".join(f"{stage} {seconds:.2f}s" for stage, seconds in report.seconds.items())
@@ -37,6 +39,35 @@ def summary_lines(report: RunReport, totals: dict[str, int] | None = None) -> li
     if not report.balanced:
         lines.append("WARNING: inputs != new + unchanged + rejects; please report this as a bug")
     return lines
+
+
+def web_lines(report: RunReport) -> list[str]:
+    """What a run fetched from the web, and whether it found anything new there."""
+    lines = [
+        f"fetched          {_plural(report.pages_fetched, 'page')}, "
+        f"{_plural(report.listings_fetched, 'feed or sitemap request')}"
+        + (f" ({len(report.not_modified):,} not modified)" if report.not_modified else ""),
+        f"known URLs       {report.known_urls:,}  (already stored, not fetched again)",
+    ]
+    if report.pages_fetched == 0:
+        why = []
+        if report.not_modified:
+            why.append(f"{_plural(len(report.not_modified), 'source')} not modified since the last run")
+        if report.known_urls:
+            why.append(f"{_plural(report.known_urls, 'listed URL')} already stored")
+        lines.append("fetched nothing new" + (f": {'; '.join(why)}" if why else ""))
+    return lines
+
+
+def web_nothing_new(counts: dict[str, int]) -> list[str]:
+    """The "fetched nothing new" line for a run's counts (as a flow returns them), if it applies."""
+    if counts.get("pages_fetched", 1) != 0:
+        return []
+    report = RunReport("")
+    report.pages_fetched = 0
+    report.known_urls = counts.get("known_urls_skipped", 0)
+    report.not_modified = [""] * counts.get("listings_not_modified", 0)
+    return web_lines(report)[-1:]
 
 
 def summary_markdown(
@@ -56,10 +87,17 @@ def summary_markdown(
         f"| new stories | {len(report.new_stories):,} |",
         f"| grown stories | {len(report.grown_stories):,} |",
         f"| merged stories | {len(report.merged):,} |",
+        *(
+            [f"| pages fetched | {report.pages_fetched:,} |", f"| known URLs skipped | {report.known_urls:,} |",
+             f"| feeds/sitemaps not modified | {len(report.not_modified):,} |"]
+            if report.web_sources else []
+        ),
         "",
         f"Database now: {totals['articles']:,} articles in {totals['stories']:,} stories; "
         f"{totals['rejects']:,} rejects.",
     ]
+    if report.web_sources and report.pages_fetched == 0:
+        lines += ["", web_lines(report)[-1] + "."]
     if report.seconds:
         lines += ["", "## Time per stage", "", "| stage | seconds |", "|---|---:|"]
         lines += [f"| {stage} | {seconds:.2f} |" for stage, seconds in report.seconds.items()]

@@ -635,6 +635,50 @@ class Store:
             ),
         )
 
+    # -- fetching state (pipeline/web.py) ---------------------------------------------------------
+
+    def known_urls(self, urls: Iterable[str]) -> set[str]:
+        """The URLs among `urls` already stored as an article, or fetched and found to hold none.
+
+        A URL counts as known under its canonical form (`articles.url`) or as the input it was
+        fetched from (`articles.external_id`, a reject's `ref`), since a page's canonical link
+        may differ from the link a feed gives.
+        """
+        wanted = sorted(set(urls))
+        found: set[str] = set()
+        for chunk in self._chunks(wanted):
+            marks = ",".join("?" * len(chunk))
+            for sql in (
+                f"SELECT url FROM articles WHERE url IN ({marks})",
+                f"SELECT external_id FROM articles WHERE external_id IN ({marks})",
+                f"SELECT ref FROM rejects WHERE stage = 'extract' AND ref IN ({marks})",
+            ):
+                found.update(row[0] for row in self.conn.execute(sql, list(chunk)))
+        return found
+
+    def _ensure_listing_state(self) -> None:
+        # Created on first use rather than in _SCHEMA, so databases made before it need no migration.
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS _listing_state (url TEXT PRIMARY KEY, etag TEXT, "
+            "last_modified TEXT, checked_at TEXT NOT NULL)"
+        )
+
+    def listing_validators(self, url: str) -> tuple[str | None, str | None]:
+        """The ETag and Last-Modified a feed or sitemap last answered with, for a conditional GET."""
+        if "_listing_state" not in self.db.table_names():
+            return None, None
+        row = self.conn.execute("SELECT etag, last_modified FROM _listing_state WHERE url = ?", [url]).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    def save_listing_validators(self, validators: dict[str, tuple[str | None, str | None]]) -> None:
+        """Remember each listing's ETag and Last-Modified (inside `transaction()`)."""
+        self._ensure_listing_state()
+        at = now_iso()
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO _listing_state (url, etag, last_modified, checked_at) VALUES (?, ?, ?, ?)",
+            [(url, etag, modified, at) for url, (etag, modified) in sorted(validators.items())],
+        )
+
     # -- reads for people ----------------------------------------------------------------------
 
     def stories(self, limit: int | None = None) -> list[dict]:

@@ -1,0 +1,349 @@
+"""Web sources: page URLs, feeds and sitemaps (fetched or from files) to raw documents.
+
+The work is split so that a runner can put network I/O in retryable tasks and keep parsing
+apart: `expand` turns locations into `FeedEntry`s (fetching listings through the `get` it is
+given), `fetch_page` fetches one entry, `outcome` turns a fetch that kept failing into a
+reject. `documents` runs all of it in-process with its own retries, for library use and the
+`--engine local` path. Entries whose URL is already stored are skipped before any fetch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+from . import feeds, fetch
+from .errors import BadInputError, ContentTypeError, TransientFetchError
+from .extract import canonical_url
+from .models import FeedEntry, Fetched, Listing, RawDocument, Rejected
+from .settings import PROJECT_ROOT, Settings, SourceConfig
+from .sources import read_capped
+from .store import open_store
+
+log = logging.getLogger(__name__)
+
+STAGE_FEED = feeds.STAGE
+STAGE_FETCH = fetch.STAGE
+LISTING_SUFFIXES = (".xml", ".xml.gz", ".rss", ".atom", ".rdf", ".json", ".json.gz")
+HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+# Types a server may send for a page it did not label well; the bytes then decide.
+_UNLABELLED_TYPES = frozenset({"application/octet-stream", "text/plain"})
+_ACCEPT_PAGE = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"
+_ACCEPT_LISTING = (
+    "application/rss+xml,application/atom+xml,application/feed+json,application/xml;q=0.9,"
+    "text/xml;q=0.9,application/json;q=0.8,text/html;q=0.5,*/*;q=0.1"
+)
+WEB_KINDS = ("feed", "sitemap", "page")
+
+# (url, etag, last_modified) -> the response; raises BadInputError or TransientFetchError.
+Getter = Callable[[str, "str | None", "str | None"], Fetched]
+
+
+def is_url(location: str) -> bool:
+    """True for anything with a scheme (http, https, and schemes that will be refused)."""
+    return "://" in location
+
+
+def is_listing_file(location: str) -> bool:
+    return location.lower().endswith(LISTING_SUFFIXES)
+
+
+def split_locations(paths: Sequence[str], kind: str | None = None) -> tuple[list[str], list[str]]:
+    """(files and directories for `sources.discover`, URLs and feed/sitemap files for `expand`)."""
+    local: list[str] = []
+    web: list[str] = []
+    for path in paths:
+        if is_url(path) or (kind in ("feed", "sitemap")) or (kind is None and is_listing_file(path)):
+            web.append(path)
+        else:
+            local.append(path)
+    return local, web
+
+
+def source_location(source: SourceConfig) -> str:
+    """Where a configured source is: its URL, or its path resolved against the project."""
+    if is_url(source.location) or Path(source.location).is_absolute():
+        return source.location
+    return str(PROJECT_ROOT / source.location)
+
+
+@dataclass
+class CrawlState:
+    """What a run over web sources remembers: known URLs, listing validators, counts."""
+
+    db_path: str | Path
+    busy_timeout_s: float = 120.0
+    pages: int = 0  # page fetches attempted
+    listings: int = 0  # feed and sitemap fetches answered (304s included)
+    known: int = 0
+    not_modified: list[str] = field(default_factory=list)
+    validators: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    _seen: set[str] = field(default_factory=set)
+
+    def _store(self):
+        return open_store(self.db_path, self.busy_timeout_s)
+
+    def listing_validators(self, url: str) -> tuple[str | None, str | None]:
+        store = self._store()
+        try:
+            return store.listing_validators(url)
+        finally:
+            store.close()
+
+    def fresh(self, entries: Iterable[FeedEntry]) -> list[FeedEntry]:
+        """The entries worth fetching: canonical URLs, not seen earlier in this run, not stored."""
+        candidates: list[FeedEntry] = []
+        for entry in entries:
+            url = canonical_url(entry.url) or entry.url.strip()
+            if url in self._seen:
+                continue
+            self._seen.add(url)
+            candidates.append(FeedEntry(url, entry.title, entry.published, entry.listing))
+        store = self._store()
+        try:
+            known = store.known_urls(e.url for e in candidates)
+        finally:
+            store.close()
+        self.known += sum(1 for e in candidates if e.url in known)
+        return [e for e in candidates if e.url not in known]
+
+    def save_validators(self) -> None:
+        """Remember the validators of every listing read in full (call once the run's batches are stored)."""
+        kept = {url: pair for url, pair in self.validators.items() if any(pair)}
+        if not kept:
+            return
+        store = self._store()
+        try:
+            with store.transaction():
+                store.save_listing_validators(kept)
+        finally:
+            store.close()
+
+
+def listing_from(fetched: Fetched, settings: Settings) -> Listing:
+    """The feed or sitemap in a response.
+
+    Raises:
+        BadInputError: see feeds.listing.
+    """
+    return feeds.listing(
+        fetched.body, charset=fetched.charset, url=fetched.url,
+        max_decompressed_bytes=settings.ingest.max_decompressed_bytes,
+    )
+
+
+def is_html(fetched: Fetched) -> bool:
+    """True when a response is an HTML page, by its type or, when unlabelled, by its first bytes."""
+    if fetched.content_type in HTML_TYPES:
+        return True
+    if fetched.content_type is None or fetched.content_type in _UNLABELLED_TYPES:
+        return feeds.looks_like_html(fetched.body)
+    return False
+
+
+def page_document(fetched: Fetched, entry: FeedEntry) -> RawDocument:
+    """The raw HTML document of a fetched page, carrying the feed's title and date as fallbacks.
+
+    Raises:
+        ContentTypeError: the response is not an HTML page.
+    """
+    if not is_html(fetched):
+        raise ContentTypeError(
+            f"not an HTML page (content type {fetched.content_type or 'unknown'})", fetched.url
+        )
+    hints = {"published": entry.published, "title": entry.title, "listing": entry.listing}
+    return RawDocument(
+        ref=entry.url, kind="html", body=fetched.body, url=fetched.url,
+        fields={key: value for key, value in hints.items() if value},
+    )
+
+
+def fetch_page(entry: FeedEntry, settings: Settings) -> RawDocument | Rejected:
+    """The page an entry links to, or the reason it cannot be had.
+
+    Raises:
+        TransientFetchError: the fetch may succeed later; retry it, then call `outcome`.
+    """
+    try:
+        fetched = fetch.fetch(entry.url, settings.fetch, accept=_ACCEPT_PAGE)
+        return page_document(fetched, entry)
+    except BadInputError as exc:
+        return Rejected(entry.url, STAGE_FETCH, exc.reason, exc.detail, entry.listing or entry.url)
+
+
+def get_listing(url: str, etag: str | None, last_modified: str | None, settings: Settings) -> Fetched:
+    """A conditional GET of a feed or sitemap (the `Getter` the runners wrap in retries)."""
+    return fetch.fetch(url, settings.fetch, etag=etag, last_modified=last_modified, accept=_ACCEPT_LISTING)
+
+
+def outcome(entry: FeedEntry, result: object, attempts: int) -> RawDocument | Rejected:
+    """A page fetch's final result: the document or reject, or a reject for a fetch that kept failing.
+
+    Any other exception is a bug and is raised again.
+    """
+    if isinstance(result, (RawDocument, Rejected)):
+        return result
+    if isinstance(result, TransientFetchError):
+        rejected = fetch.unreachable(entry.url, result, attempts)
+        return Rejected(rejected.ref, rejected.stage, rejected.reason, rejected.detail, entry.listing or entry.url)
+    if isinstance(result, BaseException):
+        raise result
+    raise TypeError(f"unexpected fetch result {type(result).__name__}")
+
+
+def _listing_rejected(location: str, exc: BadInputError) -> Rejected:
+    return Rejected(location, STAGE_FEED, exc.reason, exc.detail, location)
+
+
+def _expand_listing(
+    listing: Listing, location: str, settings: Settings, state: CrawlState, get: Getter, depth: int
+) -> Iterator[FeedEntry | RawDocument | Rejected]:
+    yield from state.fresh(listing.entries)
+    for sitemap_url in listing.sitemaps:
+        if depth >= settings.fetch.max_sitemap_depth:
+            yield Rejected(
+                sitemap_url, STAGE_FEED,
+                f"sitemap nested deeper than {settings.fetch.max_sitemap_depth} levels (fetch.max_sitemap_depth)",
+                "", location,
+            )
+            continue
+        yield from _expand_url(sitemap_url, "sitemap", settings, state, get, depth + 1)
+
+
+def _expand_url(
+    url: str, kind: str | None, settings: Settings, state: CrawlState, get: Getter, depth: int = 0
+) -> Iterator[FeedEntry | RawDocument | Rejected]:
+    url = canonical_url(url) or url.strip()
+    if kind == "page":
+        yield from state.fresh([FeedEntry(url)])
+        return
+    if kind is None and not state.fresh([FeedEntry(url)]):
+        return  # an ad-hoc page URL already stored; feeds and sitemaps are never stored as articles
+    etag, modified = state.listing_validators(url)
+    try:
+        fetched = get(url, etag, modified)
+    except TransientFetchError as exc:
+        yield outcome(FeedEntry(url), exc, settings.fetch.retries + 1)
+        return
+    except BadInputError as exc:
+        yield Rejected(url, STAGE_FETCH, exc.reason, exc.detail, url)
+        return
+    if kind is None and not fetched.not_modified and is_html(fetched):
+        state.pages += 1
+        yield page_document(fetched, FeedEntry(url))
+        return
+    state.listings += 1
+    if fetched.not_modified:
+        state.not_modified.append(url)
+        return
+    try:
+        listing = listing_from(fetched, settings)
+    except BadInputError as exc:
+        yield _listing_rejected(url, exc)
+        return
+    state.validators[url] = (fetched.etag, fetched.last_modified)
+    yield from _expand_listing(listing, url, settings, state, get, depth)
+
+
+def _expand_file(
+    path: str, settings: Settings, state: CrawlState, get: Getter
+) -> Iterator[FeedEntry | RawDocument | Rejected]:
+    try:
+        data = read_capped(Path(path), settings.ingest)
+        listing = feeds.listing(data, max_decompressed_bytes=settings.ingest.max_decompressed_bytes)
+    except BadInputError as exc:
+        yield _listing_rejected(path, exc)
+        return
+    except OSError as exc:
+        yield Rejected(path, STAGE_FEED, "cannot read file", str(exc), path)
+        return
+    yield from _expand_listing(listing, path, settings, state, get, depth=0)
+
+
+def expand(
+    locations: Sequence[str], kind: str | None, settings: Settings, state: CrawlState, get: Getter
+) -> Iterator[FeedEntry | RawDocument | Rejected]:
+    """The page entries to fetch for `locations` (URLs, feed and sitemap files), known URLs left out.
+
+    `kind` ("feed", "sitemap", "page" or None to tell by the response) applies to every
+    location. An ad-hoc URL that turns out to be an HTML page comes back as its RawDocument
+    at once, so it is not fetched twice. Listings that cannot be read come back as Rejected.
+    """
+    for location in locations:
+        if is_url(location):
+            yield from _expand_url(location, kind, settings, state, get)
+        else:
+            yield from _expand_file(location, settings, state, get)
+
+
+def retrying(call: Callable[[], object], settings: Settings) -> object:
+    """`call()`, retried on TransientFetchError with exponential backoff; the last error is returned."""
+    delay = settings.fetch.retry_delay_s
+    for attempt in range(settings.fetch.retries + 1):
+        try:
+            return call()
+        except TransientFetchError as exc:
+            if attempt == settings.fetch.retries:
+                return exc
+            log.info("retrying in %.1fs: %s", delay, exc)
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+def _retrying_get(settings: Settings) -> Getter:
+    def get(url: str, etag: str | None, modified: str | None) -> Fetched:
+        result = retrying(lambda: get_listing(url, etag, modified, settings), settings)
+        if isinstance(result, BaseException):
+            raise result
+        return result  # type: ignore[return-value]
+
+    return get
+
+
+def documents(
+    locations: Sequence[str], kind: str | None, settings: Settings, state: CrawlState
+) -> Iterator[RawDocument | Rejected]:
+    """Every raw document from web `locations`, fetched in this process one at a time, with retries."""
+    for item in expand(locations, kind, settings, state, _retrying_get(settings)):
+        if isinstance(item, FeedEntry):
+            state.pages += 1
+            yield outcome(item, retrying(lambda: fetch_page(item, settings), settings), settings.fetch.retries + 1)
+        else:
+            yield item
+
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    """`items` in lists of `size`, lazily."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def fetch_chunk(
+    chunk: Sequence[FeedEntry | RawDocument | Rejected],
+    submit: Callable[[FeedEntry], object],
+    result_of: Callable[[object], object],
+    state: CrawlState,
+    attempts: int,
+) -> list[RawDocument | Rejected]:
+    """Every entry of `chunk` fetched through `submit` (all started before any is awaited), in order.
+
+    `result_of(handle)` gives a fetch's result, or the exception it ended with; a runner
+    passes its own task submission here (Prefect futures in flows/ingest.py).
+    """
+    handles = [submit(item) if isinstance(item, FeedEntry) else None for item in chunk]
+    state.pages += sum(1 for handle in handles if handle is not None)
+    results: list[RawDocument | Rejected] = []
+    for item, handle in zip(chunk, handles):
+        if isinstance(item, FeedEntry):
+            results.append(outcome(item, result_of(handle), attempts))
+        else:
+            results.append(item)
+    assert len(results) == len(chunk), "a fetch lost a record"
+    return results
