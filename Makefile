@@ -17,7 +17,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 
 DB ?= data/stories.db
 
-.PHONY: help install system-deps run test test-fast eval bench clean
+.PHONY: help install system-deps run test test-fast eval eval-extraction bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ test-fast: $(STAMP) ## the tests that need no server or browser
 
 eval: $(STAMP) ## story clustering quality on the development corpus
 	$(BIN)/newsdedup eval tests/data/giveme5w1h.jsonl
+
+eval-extraction: $(STAMP) ## token P/R/F1 of stored text on the 181-page HTML set (docs/extraction.md)
+	$(BIN)/python bench/extraction_eval.py --baseline
 
 clean: ## remove the virtualenv, the database and Prefect's local state
 	rm -rf $(VENV) data/stories.db* .prefect .pytest_cache

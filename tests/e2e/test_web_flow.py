@@ -1,0 +1,92 @@
+"""The ingest flow and the `newsdedup ingest URL` command on a feed served from 127.0.0.1."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.store import open_store
+from tests.localweb import LocalWeb, Route
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+HTML = ROOT / "tests" / "data" / "html" / "html"
+TEST_CONFIG = str(ROOT / "config" / "test.toml")
+
+
+def eval_page(number: int) -> bytes:
+    return gzip.decompress(sorted(HTML.glob("*.html.gz"))[number].read_bytes())
+
+
+def feed_of(links: list[str]) -> bytes:
+    items = "".join(f"<item><title>Item {n}</title><link>{link}</link></item>" for n, link in enumerate(links))
+    return f'<?xml version="1.0"?><rss version="2.0"><channel><title>Local</title>{items}</channel></rss>'.encode()
+
+
+def table(db: Path, sql: str) -> list[dict]:
+    store = open_store(db)
+    try:
+        return list(store.db.query(sql))
+    finally:
+        store.close()
+
+
+def test_flow_fetches_in_retried_tasks_and_a_second_run_fetches_nothing(prefect_harness, db_path):
+    from flows.ingest import ingest_flow
+
+    with LocalWeb() as web:
+        pages = [web.add(f"/news/{n}.html", eval_page(20 + n)) for n in range(3)]
+        web.add("/news/down.html", "down", status=503)
+        feed_body = feed_of(pages + [web.url("/news/down.html")])
+        calls = []
+
+        def flaky_feed(handler) -> None:
+            # The first answer is a 503: the listing task's retry must get the feed.
+            calls.append(1)
+            if len(calls) == 1:
+                handler._send(Route(b"busy", status=503, content_type="text/plain"))
+            else:
+                handler._send(Route(feed_body, content_type="application/rss+xml", etag='"v1"'))
+
+        web.routes["/feed.xml"] = flaky_feed
+        feed = web.url("/feed.xml")
+
+        first = ingest_flow(paths=[feed], db=str(db_path), config=TEST_CONFIG)
+        assert first["new_articles"] == 3 and first["rejects"] == 1 and first["pages_fetched"] == 4
+        assert len(calls) == 2
+        assert len(web.hits("/news/down.html")) == 4  # 1 + fetch.retries, by Prefect task retries
+        reject = table(db_path, "SELECT * FROM rejects")[0]
+        assert reject["reason"] == "server answered HTTP 503 Service Unavailable (gave up after 4 attempts)"
+        assert reject["input"] == feed
+
+        second = ingest_flow(paths=[feed], db=str(db_path), config=TEST_CONFIG)
+        assert second["pages_fetched"] == 0 and second["new_articles"] == 0
+        assert second["listings_not_modified"] == 1
+        assert all(len(web.hits(f"/news/{n}.html")) == 1 for n in range(3))
+    assert table(db_path, "SELECT count(*) AS n FROM articles")[0]["n"] == 3
+
+
+def test_cli_ingests_a_feed_url_and_says_when_a_second_run_fetched_nothing_new(tmp_path):
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect"), NEWSDEDUP_CONFIG=TEST_CONFIG)
+    db = tmp_path / "stories.db"
+    with LocalWeb() as web:
+        pages = [web.add(f"/a/{n}.html", eval_page(30 + n)) for n in range(3)]
+        feed = web.add("/feed.xml", feed_of(pages), content_type="application/rss+xml",
+                       last_modified="Tue, 19 Nov 2019 10:00:00 GMT")
+        command = [sys.executable, "-m", "pipeline.cli", "ingest", feed, "--db", str(db)]
+        first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert first.returncode == 0, first.stderr[-2000:]
+        assert "new articles     3" in first.stdout
+        second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert second.returncode == 0, second.stderr[-2000:]
+        assert "fetched nothing new: 1 source not modified since the last run" in second.stdout
+        assert "new articles     0" in second.stdout
+        assert web.hits("/feed.xml")[-1].headers["if-modified-since"] == "Tue, 19 Nov 2019 10:00:00 GMT"
+    stories = table(db, "SELECT count(*) AS n FROM stories")[0]["n"]
+    assert table(db, "SELECT count(*) AS n FROM articles")[0]["n"] == 3 and stories >= 1

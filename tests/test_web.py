@@ -1,0 +1,281 @@
+"""Web sources end to end in-process: feeds, sitemaps and pages from 127.0.0.1 into the story database."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline import report, web
+from pipeline.ingest import ingest
+from pipeline.models import FeedEntry
+from pipeline.settings import SourceConfig
+from pipeline.store import open_store
+from tests.localweb import LocalWeb
+
+pytestmark = pytest.mark.slow  # each test starts an HTTP server
+
+DATA = Path(__file__).resolve().parent / "data"
+HTML = DATA / "html" / "html"
+FEEDS = DATA / "feeds"
+NAV_ONLY = "<html><head><title>Home</title></head><body><nav><a href='/'>Home</a> <a href='/a'>About</a></nav></body></html>"
+
+
+def eval_page(number: int) -> bytes:
+    return gzip.decompress(sorted(HTML.glob("*.html.gz"))[number].read_bytes())
+
+
+def rss(items: list[tuple[str, str]], pub_date: str = "Mon, 18 Nov 2019 09:00:00 GMT") -> str:
+    body = "".join(
+        f"<item><title>{title}</title><link>{link}</link><pubDate>{pub_date}</pubDate></item>" for title, link in items
+    )
+    return f'<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel><title>Local news</title>{body}</channel></rss>'
+
+
+def quick(settings, **fetch_changes):
+    return settings.model_copy(update={"fetch": settings.fetch.model_copy(update=fetch_changes)})
+
+
+def rows(db: Path, sql: str) -> list[dict]:
+    store = open_store(db)
+    try:
+        return list(store.db.query(sql))
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def webserver():
+    with LocalWeb() as server:
+        yield server
+
+
+def test_a_feed_with_every_kind_of_bad_link_stores_the_good_pages_and_rejects_the_rest(webserver, settings, db_path):
+    w = webserver
+    w.add("/news/one.html", eval_page(0))
+    w.add("/news/two-moved.html", status=301, headers={"Location": "/news/two.html"}, content_type=None)
+    w.add("/news/two.html", eval_page(1))
+    w.add("/news/broken.html", "server trouble", status=500)
+    w.add("/news/slow.html", eval_page(2), delay_s=1.0)
+    w.add("/news/loop-a.html", status=302, headers={"Location": "/news/loop-b.html"}, content_type=None)
+    w.add("/news/loop-b.html", status=302, headers={"Location": "/news/loop-a.html"}, content_type=None)
+    w.add("/news/report.pdf", b"%PDF-1.4 not a page", content_type="application/pdf")
+    w.add("/news/huge.html", b"<html><body>" + b"x" * 3_000_000 + b"</body></html>")
+    w.add("/news/nav.html", NAV_ONLY)
+    w.add("/robots.txt", "User-agent: *\nDisallow: /private/\n", content_type="text/plain")
+    w.add("/private/secret.html", eval_page(3))
+    links = [
+        ("One", w.url("/news/one.html")),
+        ("Two", w.url("/news/two-moved.html")),
+        ("Missing", w.url("/news/missing.html")),
+        ("Broken", w.url("/news/broken.html")),
+        ("Slow", w.url("/news/slow.html")),
+        ("Loop", w.url("/news/loop-a.html")),
+        ("PDF", w.url("/news/report.pdf")),
+        ("Huge", w.url("/news/huge.html")),
+        ("Nav", w.url("/news/nav.html")),
+        ("Metadata", "http://169.254.169.254/latest/meta-data"),
+        ("Local file", "file:///etc/passwd"),
+        ("Robots", w.url("/private/secret.html")),
+    ]
+    feed = w.add("/feed.xml", rss(links), content_type="application/rss+xml", etag='"v1"')
+    run_settings = quick(settings, read_timeout_s=0.3, max_bytes=2_000_000)
+
+    run = ingest([feed], run_settings, db_path)
+
+    assert run.balanced and run.inputs == len(links)
+    assert run.new_articles == 2 and run.rejects == len(links) - 2
+    reasons = {row["ref"].rsplit("/", 1)[-1]: (row["stage"], row["reason"]) for row in rows(db_path, "SELECT * FROM rejects")}
+    assert reasons["missing.html"] == ("fetch", "server answered HTTP 404 Not Found")
+    assert reasons["broken.html"] == ("fetch", "server answered HTTP 500 Internal Server Error (gave up after 4 attempts)")
+    assert reasons["slow.html"] == ("fetch", "timed out (gave up after 4 attempts)")
+    assert reasons["loop-a.html"] == ("fetch", "redirect loop")
+    assert reasons["report.pdf"] == ("fetch", "not an HTML page (content type application/pdf)")
+    assert reasons["huge.html"][1].startswith("response is 3,000,") and "cap" in reasons["huge.html"][1]
+    assert reasons["nav.html"][0] == "extract"
+    assert "private, loopback or link-local" in reasons["meta-data"][1]
+    assert reasons["passwd"][1] == "only http and https URLs are fetched, not file"
+    assert reasons["secret.html"] == ("fetch", "robots.txt disallows fetching this URL")
+    assert len(w.hits("/news/broken.html")) == 4  # 1 + fetch.retries
+    assert not w.hits("/private/secret.html")
+    stored = rows(db_path, "SELECT external_id, url, title FROM articles ORDER BY external_id")
+    assert [row["external_id"] for row in stored] == [w.url("/news/one.html"), w.url("/news/two-moved.html")]
+
+
+def test_a_second_run_on_an_unchanged_feed_fetches_nothing_new(webserver, settings, db_path):
+    pages = [webserver.add(f"/a/{n}.html", eval_page(n)) for n in range(3)]
+    feed = webserver.add("/feed.xml", rss([(f"Item {n}", url) for n, url in enumerate(pages)]),
+                         content_type="application/rss+xml", etag='"v1"')
+    first = ingest([feed], settings, db_path)
+    assert first.new_articles == 3 and first.pages_fetched == 3
+    stories = rows(db_path, "SELECT count(*) AS n FROM stories")[0]["n"]
+
+    second = ingest([feed], settings, db_path)
+    lines = report.summary_lines(second)
+    assert second.pages_fetched == 0 and second.new_articles == 0 and second.not_modified == [feed]
+    assert "fetched nothing new: 1 source not modified since the last run" in lines
+    assert webserver.hits("/feed.xml")[-1].headers["if-none-match"] == '"v1"'
+    assert all(len(webserver.hits(f"/a/{n}.html")) == 1 for n in range(3))
+    assert rows(db_path, "SELECT count(*) AS n FROM articles")[0]["n"] == 3
+    assert rows(db_path, "SELECT count(*) AS n FROM stories")[0]["n"] == stories
+
+    # The feed changes (and has no validators now): only the new link is fetched.
+    new_page = webserver.add("/a/new.html", eval_page(4))
+    webserver.add("/feed.xml", rss([("New", new_page)] + [(f"Item {n}", url) for n, url in enumerate(pages)]),
+                  content_type="application/rss+xml")
+    third = ingest([feed], settings, db_path)
+    assert (third.pages_fetched, third.known_urls, third.new_articles) == (1, 3, 1)
+    assert third.balanced and third.unchanged == 3
+    assert all(len(webserver.hits(f"/a/{n}.html")) == 1 for n in range(3))
+
+
+def test_known_urls_are_not_fetched_even_without_validators(webserver, settings, db_path):
+    page = webserver.add("/page.html", eval_page(5))
+    assert ingest([page], settings, db_path).new_articles == 1
+    again = ingest([page], settings, db_path)
+    assert (again.pages_fetched, again.known_urls, again.unchanged) == (0, 1, 1)
+    assert "fetched nothing new: 1 listed URL already stored" in report.summary_lines(again)
+    assert len(webserver.hits("/page.html")) == 1
+
+
+def test_the_page_date_wins_over_the_feed_date_and_the_feed_date_fills_in(webserver, settings, db_path):
+    dated = webserver.add("/dated.html", eval_page(0))  # the WSJ page says 2019-11-19
+    undated_html = (
+        "<html><head><title>Undated</title></head><body><article><h1>Undated report</h1>"
+        + "".join(f"<p>Paragraph {n} of a report that carries no date of its own, only words about the council vote and the budget.</p>" for n in range(8))
+        + "</article></body></html>"
+    )
+    undated = webserver.add("/undated.html", undated_html)
+    feed = webserver.add("/feed.xml", rss([("Dated", dated), ("Feed title", undated)], "Wed, 02 Jan 2019 10:00:00 GMT"),
+                         content_type="application/rss+xml")
+    ingest([feed], settings, db_path)
+    by_ref = {row["external_id"]: row for row in rows(db_path, "SELECT * FROM articles")}
+    assert by_ref[dated]["published"].startswith("2019-11-19")
+    assert by_ref[undated]["published"] == "2019-01-02T10:00:00"
+
+
+@pytest.mark.parametrize(
+    "fixture, content_type, title",
+    [
+        ("miniflux/encoding_WINDOWS-1251.xml", "application/rss+xml", "Цитата #17703"),
+        ("miniflux/encoding_WINDOWS-1251.xml", "text/xml; charset=utf-8", "Цитата #17703"),  # mislabelled
+        ("miniflux/encoding_ISO-8859-1.xml", "application/rss+xml", None),
+        ("miniflux/no_encoding_ISO-8859-1.xml", "text/xml; charset=iso-8859-1", None),
+        ("miniflux/no_encoding_ISO-8859-1.xml", "application/octet-stream", None),
+        ("rss-parser/guardian.rss", "application/rss+xml; charset=utf-8", "Trump State of the Union address promised unity but emphasized discord"),
+    ],
+)
+def test_real_feeds_served_in_their_encodings_list_readable_titles(webserver, settings, db_path, fixture, content_type, title):
+    url = webserver.add("/feed", (FEEDS / fixture).read_bytes(), content_type=content_type)
+    state = web.CrawlState(db_path)
+    entries = [item for item in web.expand([url], None, settings, state, lambda u, e, m: web.get_listing(u, e, m, settings))]
+    assert entries and all(isinstance(entry, FeedEntry) for entry in entries)
+    titles = [entry.title or "" for entry in entries]
+    assert not any("\ufffd" in t or "Ã" in t for t in titles)
+    if title:
+        assert entries[0].title == title
+    assert state.listings == 1 and state.pages == 0
+
+
+@pytest.mark.parametrize(
+    "body, content_type, stage, words",
+    [
+        ((FEEDS / "rss-parser/unrecognized.rss").read_bytes(), "application/rss+xml", "feed", "not well-formed"),
+        ((FEEDS / "rss-parser/incomplete-fields.atom").read_bytes(), "application/atom+xml", "feed", "lists no links"),
+        (b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;">]>'
+         b'<rss version="2.0"><channel><item><title>&b;</title><link>http://127.0.0.1/x</link></item></channel></rss>',
+         "application/rss+xml", "feed", "entities"),
+        (b'{"version": "https://jsonfeed.org/version/1.1", "items": [{"url": ', "application/feed+json", "feed", "not valid JSON"),
+        (b"", "application/rss+xml", "feed", "empty"),
+    ],
+    ids=["malformed", "no-links", "entity-expansion", "broken-json", "empty"],
+)
+def test_a_broken_feed_is_a_reject_and_the_run_goes_on(webserver, settings, db_path, body, content_type, stage, words):
+    bad = webserver.add("/bad-feed", body, content_type=content_type)
+    good = webserver.add("/page.html", eval_page(6))
+    run = ingest([bad, good], settings, db_path)
+    assert run.new_articles == 1 and run.rejects == 1 and run.balanced
+    reject = rows(db_path, "SELECT * FROM rejects")[0]
+    assert reject["stage"] == stage and words in reject["reason"] and reject["ref"] == bad
+
+
+def test_a_feed_that_keeps_failing_is_rejected_after_its_retries(webserver, settings, db_path):
+    feed = webserver.add("/feed.xml", "down", status=503, content_type="text/plain")
+    run = ingest([feed], settings, db_path)
+    assert run.rejects == 1 and run.balanced
+    assert rows(db_path, "SELECT reason FROM rejects")[0]["reason"].endswith("(gave up after 4 attempts)")
+    assert len(webserver.hits("/feed.xml")) == 4
+
+
+def test_a_sitemap_index_with_a_gzipped_sitemap(webserver, settings, db_path):
+    pages = [webserver.add(f"/s/{n}.html", eval_page(10 + n)) for n in range(2)]
+    urlset = ('<?xml version="1.0" encoding="UTF-8"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+              + "".join(f"<url><loc>{url}</loc></url>" for url in pages) + "</urlset>")
+    child = webserver.add("/sitemap-1.xml.gz", gzip.compress(urlset.encode()), content_type="application/gzip")
+    index = webserver.add(
+        "/sitemap.xml",
+        f'<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><sitemap><loc>{child}</loc></sitemap>'
+        f"<sitemap><loc>{webserver.url('/sitemap-missing.xml')}</loc></sitemap></sitemapindex>",
+        content_type="application/xml",
+    )
+    run = ingest([index], settings, db_path, kind="sitemap")
+    assert run.new_articles == 2 and run.rejects == 1 and run.balanced
+    assert rows(db_path, "SELECT reason FROM rejects")[0]["reason"] == "server answered HTTP 404 Not Found"
+
+
+def test_a_sitemap_index_pointing_at_itself_stops_at_the_depth_cap(webserver, settings, db_path):
+    index = webserver.url("/sitemap.xml")
+    webserver.add("/sitemap.xml", f'<sitemapindex><sitemap><loc>{index}</loc></sitemap></sitemapindex>',
+                  content_type="application/xml")
+    run = ingest([index], settings, db_path, kind="sitemap")
+    assert run.rejects == 1 and run.balanced
+    assert "nested deeper than 3 levels" in rows(db_path, "SELECT reason FROM rejects")[0]["reason"]
+    assert len(webserver.hits("/sitemap.xml")) == 4
+
+
+def test_feed_and_sitemap_files_on_disk(webserver, settings, db_path, tmp_path):
+    page = webserver.add("/p.html", eval_page(7))
+    feed_file = tmp_path / "saved.rss"
+    feed_file.write_text(rss([("Saved", page)]), encoding="utf-8")
+    sitemap_file = tmp_path / "sitemap.xml.gz"
+    sitemap_file.write_bytes(gzip.compress(
+        f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>{webserver.url("/q.html")}</loc></url></urlset>'.encode()
+    ))
+    webserver.add("/q.html", eval_page(8))
+    broken = tmp_path / "broken.atom"
+    broken.write_bytes((FEEDS / "rss-parser/missing-fields.atom").read_bytes())
+    run = ingest([str(feed_file), str(sitemap_file), str(broken)], settings, db_path)
+    assert run.new_articles == 2 and run.rejects == 1 and run.balanced
+    assert rows(db_path, "SELECT ref FROM rejects")[0]["ref"] == str(broken)
+
+
+def test_an_ad_hoc_page_url_is_fetched_once_and_a_non_page_rejected(webserver, settings, db_path):
+    page = webserver.add("/story", eval_page(9))
+    image = webserver.add("/photo.png", b"\x89PNG\r\n\x1a\n....", content_type="image/png")
+    run = ingest([page, image], settings, db_path, kind="page")
+    assert run.new_articles == 1 and run.rejects == 1
+    assert len(webserver.hits("/story")) == 1
+    assert rows(db_path, "SELECT reason FROM rejects")[0]["reason"] == "not an HTML page (content type image/png)"
+
+
+def test_locations_split_between_files_and_web():
+    local, remote = web.split_locations(["seeds/", "a.jsonl", "https://x.test/feed", "feed.rss", "map.xml.gz", "p.html"])
+    assert local == ["seeds/", "a.jsonl", "p.html"]
+    assert remote == ["https://x.test/feed", "feed.rss", "map.xml.gz"]
+    assert web.split_locations(["odd-feed.txt"], kind="feed") == ([], ["odd-feed.txt"])
+
+
+def test_configured_sources_resolve_their_location():
+    feed = SourceConfig(name="f", kind="feed", location="https://example.org/feed.xml")
+    directory = SourceConfig(name="d", kind="directory", location="seeds/")
+    assert web.source_location(feed) == "https://example.org/feed.xml"
+    assert Path(web.source_location(directory)).is_dir()
+
+
+def test_run_counts_report_web_fetching(webserver, settings, db_path):
+    page = webserver.add("/page.html", eval_page(11))
+    counts = ingest([page], settings, db_path).counts()
+    assert counts["pages_fetched"] == 1 and counts["known_urls_skipped"] == 0
+    json.dumps(counts)  # a flow returns these; they must serialise
