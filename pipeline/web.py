@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
+from urllib.parse import urlsplit
 
 from . import feeds, fetch
 from .errors import BadInputError, ContentTypeError, TransientFetchError
-from .extract import canonical_url
 from .models import FeedEntry, Fetched, Listing, RawDocument, Rejected
 from .settings import PROJECT_ROOT, Settings, SourceConfig
 from .sources import read_capped
@@ -43,6 +43,23 @@ WEB_KINDS = ("feed", "sitemap", "page")
 Getter = Callable[[str, "str | None", "str | None"], Fetched]
 
 
+def link_key(url: str) -> str:
+    """The form of a link used to fetch it and to know it again: courlan-normalised, no fragment.
+
+    courlan's non-strict mode drops tracking parameters (utm_*, fbclid, session ids) but keeps
+    the rest; strict mode also drops parameters such as `?article=55`, which would make every
+    article of such a site one URL.
+    """
+    url = url.strip()
+    try:
+        from courlan import normalize_url
+
+        url = normalize_url(url) or url
+    except Exception:  # courlan raises assorted errors on odd URLs; the plain form is still usable
+        pass
+    return urlsplit(url)._replace(fragment="").geturl()
+
+
 def is_url(location: str) -> bool:
     """True for anything with a scheme (http, https, and schemes that will be refused)."""
     return "://" in location
@@ -54,6 +71,7 @@ def is_listing_file(location: str) -> bool:
 
 def split_locations(paths: Sequence[str], kind: str | None = None) -> tuple[list[str], list[str]]:
     """(files and directories for `sources.discover`, URLs and feed/sitemap files for `expand`)."""
+    kind = kind if kind in WEB_KINDS else None  # "directory" and "file" sources read as files do
     local: list[str] = []
     web: list[str] = []
     for path in paths:
@@ -98,7 +116,7 @@ class CrawlState:
         """The entries worth fetching: canonical URLs, not seen earlier in this run, not stored."""
         candidates: list[FeedEntry] = []
         for entry in entries:
-            url = canonical_url(entry.url) or entry.url.strip()
+            url = link_key(entry.url)
             if url in self._seen:
                 continue
             self._seen.add(url)
@@ -217,7 +235,7 @@ def _expand_listing(
 def _expand_url(
     url: str, kind: str | None, settings: Settings, state: CrawlState, get: Getter, depth: int = 0
 ) -> Iterator[FeedEntry | RawDocument | Rejected]:
-    url = canonical_url(url) or url.strip()
+    url = link_key(url)
     if kind == "page":
         yield from state.fresh([FeedEntry(url)])
         return
@@ -273,6 +291,7 @@ def expand(
     location. An ad-hoc URL that turns out to be an HTML page comes back as its RawDocument
     at once, so it is not fetched twice. Listings that cannot be read come back as Rejected.
     """
+    kind = kind if kind in WEB_KINDS else None
     for location in locations:
         if is_url(location):
             yield from _expand_url(location, kind, settings, state, get)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Callable
 
 
@@ -120,3 +122,22 @@ class LocalWeb:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+EVAL_HTML = Path(__file__).resolve().parent / "data" / "html" / "html"
+
+
+def eval_page(number: int) -> bytes:
+    """The HTML of the `number`th page of the extraction evaluation set (real news pages to serve)."""
+    return gzip.decompress(sorted(EVAL_HTML.glob("*.html.gz"))[number].read_bytes())
+
+
+def db_rows(db: str | Path, sql: str) -> list[dict]:
+    """The rows a query returns from the story database at `db`."""
+    from pipeline.store import open_store
+
+    store = open_store(db)
+    try:
+        return list(store.db.query(sql))
+    finally:
+        store.close()

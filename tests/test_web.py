@@ -12,19 +12,14 @@ from pipeline import report, web
 from pipeline.ingest import ingest
 from pipeline.models import FeedEntry
 from pipeline.settings import SourceConfig
-from pipeline.store import open_store
-from tests.localweb import LocalWeb
+from tests.localweb import LocalWeb, eval_page
+from tests.localweb import db_rows as rows
 
 pytestmark = pytest.mark.slow  # each test starts an HTTP server
 
 DATA = Path(__file__).resolve().parent / "data"
-HTML = DATA / "html" / "html"
 FEEDS = DATA / "feeds"
 NAV_ONLY = "<html><head><title>Home</title></head><body><nav><a href='/'>Home</a> <a href='/a'>About</a></nav></body></html>"
-
-
-def eval_page(number: int) -> bytes:
-    return gzip.decompress(sorted(HTML.glob("*.html.gz"))[number].read_bytes())
 
 
 def rss(items: list[tuple[str, str]], pub_date: str = "Mon, 18 Nov 2019 09:00:00 GMT") -> str:
@@ -36,14 +31,6 @@ def rss(items: list[tuple[str, str]], pub_date: str = "Mon, 18 Nov 2019 09:00:00
 
 def quick(settings, **fetch_changes):
     return settings.model_copy(update={"fetch": settings.fetch.model_copy(update=fetch_changes)})
-
-
-def rows(db: Path, sql: str) -> list[dict]:
-    store = open_store(db)
-    try:
-        return list(store.db.query(sql))
-    finally:
-        store.close()
 
 
 @pytest.fixture
@@ -279,3 +266,9 @@ def test_run_counts_report_web_fetching(webserver, settings, db_path):
     counts = ingest([page], settings, db_path).counts()
     assert counts["pages_fetched"] == 1 and counts["known_urls_skipped"] == 0
     json.dumps(counts)  # a flow returns these; they must serialise
+
+
+def test_link_keys_drop_tracking_but_keep_what_names_the_article():
+    assert web.link_key("https://x.org/news.php?article=55&utm_source=rss#top") == "https://x.org/news.php?article=55"
+    assert web.link_key(" https://EXAMPLE.org:443/a?fbclid=zz ") == "https://example.org/a"
+    assert web.link_key("file:///etc/passwd") == "file:///etc/passwd"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 import subprocess
 import sys
@@ -10,31 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.store import open_store
-from tests.localweb import LocalWeb, Route
+from tests.localweb import LocalWeb, Route, eval_page
+from tests.localweb import db_rows as table
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-HTML = ROOT / "tests" / "data" / "html" / "html"
 TEST_CONFIG = str(ROOT / "config" / "test.toml")
-
-
-def eval_page(number: int) -> bytes:
-    return gzip.decompress(sorted(HTML.glob("*.html.gz"))[number].read_bytes())
 
 
 def feed_of(links: list[str]) -> bytes:
     items = "".join(f"<item><title>Item {n}</title><link>{link}</link></item>" for n, link in enumerate(links))
     return f'<?xml version="1.0"?><rss version="2.0"><channel><title>Local</title>{items}</channel></rss>'.encode()
-
-
-def table(db: Path, sql: str) -> list[dict]:
-    store = open_store(db)
-    try:
-        return list(store.db.query(sql))
-    finally:
-        store.close()
 
 
 def test_flow_fetches_in_retried_tasks_and_a_second_run_fetches_nothing(prefect_harness, db_path):
@@ -57,13 +43,18 @@ def test_flow_fetches_in_retried_tasks_and_a_second_run_fetches_nothing(prefect_
         web.routes["/feed.xml"] = flaky_feed
         feed = web.url("/feed.xml")
 
-        first = ingest_flow(paths=[feed], db=str(db_path), config=TEST_CONFIG)
-        assert first["new_articles"] == 3 and first["rejects"] == 1 and first["pages_fetched"] == 4
+        missing_feed = web.url("/no-such-feed.xml")
+
+        first = ingest_flow(paths=[feed, missing_feed], db=str(db_path), config=TEST_CONFIG)
+        assert first["new_articles"] == 3 and first["rejects"] == 2 and first["pages_fetched"] == 4
         assert len(calls) == 2
         assert len(web.hits("/news/down.html")) == 4  # 1 + fetch.retries, by Prefect task retries
-        reject = table(db_path, "SELECT * FROM rejects")[0]
-        assert reject["reason"] == "server answered HTTP 503 Service Unavailable (gave up after 4 attempts)"
-        assert reject["input"] == feed
+        assert len(web.hits("/no-such-feed.xml")) == 1  # a 404 is not retried
+        reasons = {row["ref"]: row for row in table(db_path, "SELECT * FROM rejects")}
+        down = reasons[web.url("/news/down.html")]
+        assert down["reason"] == "server answered HTTP 503 Service Unavailable (gave up after 4 attempts)"
+        assert down["input"] == feed
+        assert reasons[missing_feed]["reason"] == "server answered HTTP 404 Not Found"
 
         second = ingest_flow(paths=[feed], db=str(db_path), config=TEST_CONFIG)
         assert second["pages_fetched"] == 0 and second["new_articles"] == 0
