@@ -195,13 +195,15 @@ def from_html(raw: RawDocument, settings: IngestSettings) -> Article:
     head = data[:1024].lstrip()
     if head.startswith(_BINARY_MAGIC) or b"\x00" in data[:4096]:
         raise DecodeError("not an HTML page (binary content)")
-    document = _trafilatura_document(data, raw.url, settings.html_favor_precision)
+    # Text already decoded (a fetched page whose charset the server gave) goes in as text.
+    page = raw.body if isinstance(raw.body, str) else data
+    document = _trafilatura_document(page, raw.url, settings.html_favor_precision)
     if settings.html_favor_precision and (
         document is None or len(words(matching_text(document.text or ""))) < settings.min_words
     ):
         # Precision mode sometimes cuts a short article below the article threshold; the
         # default mode then keeps it (one such page in the evaluation set, docs/extraction.md).
-        document = _trafilatura_document(data, raw.url, False) or document
+        document = _trafilatura_document(page, raw.url, False) or document
     if document is None or not (document.text or "").strip():
         raise NoArticleError("no article text found in the HTML page")
     if _prose_share(document.text) < _MIN_PROSE_SHARE:
@@ -224,7 +226,7 @@ def from_html(raw: RawDocument, settings: IngestSettings) -> Article:
     )
 
 
-def _trafilatura_document(data: bytes, url: str | None, favor_precision: bool):
+def _trafilatura_document(data: bytes | str, url: str | None, favor_precision: bool):
     """trafilatura's document for an HTML page (None when it finds nothing); kept inside this module.
 
     Raises:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +164,33 @@ def is_html(fetched: Fetched) -> bool:
     return False
 
 
+_META_CHARSET = re.compile(rb"<meta[^>]+charset", re.IGNORECASE)
+
+
+def page_text(fetched: Fetched) -> str | bytes:
+    """A page's text as the HTML standard orders the clues: byte-order mark, HTTP charset, then the page.
+
+    Bytes with a BOM or a `<meta charset>`, or valid UTF-8, go to trafilatura as they are;
+    bytes with none of these are Windows-1252 (a superset of Latin-1), which is what such
+    pages nearly always are, rather than left to a guess that reads French as Central European.
+    """
+    body = fetched.body
+    if body.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):
+        return body
+    if fetched.charset:
+        try:
+            return body.decode(fetched.charset)
+        except (LookupError, UnicodeDecodeError):
+            pass  # a wrong label: fall through to what the page says
+    if _META_CHARSET.search(body[:4096]):
+        return body
+    try:
+        body.decode("utf-8")
+        return body
+    except UnicodeDecodeError:
+        return body.decode("cp1252", errors="replace")
+
+
 def page_document(fetched: Fetched, entry: FeedEntry) -> RawDocument:
     """The raw HTML document of a fetched page, carrying the feed's title and date as fallbacks.
 
@@ -175,7 +203,7 @@ def page_document(fetched: Fetched, entry: FeedEntry) -> RawDocument:
         )
     hints = {"published": entry.published, "title": entry.title, "listing": entry.listing}
     return RawDocument(
-        ref=entry.url, kind="html", body=fetched.body, url=fetched.url,
+        ref=entry.url, kind="html", body=page_text(fetched), url=fetched.url,
         fields={key: value for key, value in hints.items() if value},
     )
 

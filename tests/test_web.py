@@ -272,3 +272,39 @@ def test_link_keys_drop_tracking_but_keep_what_names_the_article():
     assert web.link_key("https://x.org/news.php?article=55&utm_source=rss#top") == "https://x.org/news.php?article=55"
     assert web.link_key(" https://EXAMPLE.org:443/a?fbclid=zz ") == "https://example.org/a"
     assert web.link_key("file:///etc/passwd") == "file:///etc/passwd"
+
+
+FRENCH = "".join(
+    f"<p>Le président a déclaré à la presse, pour la {n}e fois, que les élèves réussiront grâce à leur "
+    "générosité et à leur curiosité, même après l'été.</p>" for n in range(2, 8)
+)
+RUSSIAN = "".join(
+    f"<p>Президент заявил журналистам в {n}-й раз, что школьники добьются успеха благодаря щедрости и "
+    "любопытству даже после лета.</p>" for n in range(2, 8)
+)
+
+
+def page_html(body: str, meta: str = "", declaration: str = "", title: str = "Élection") -> str:
+    return f"{declaration}<html><head>{meta}<title>{title}</title></head><body><article><h1>{title}</h1>{body}</article></body></html>"
+
+
+@pytest.mark.parametrize(
+    "html, encoding, content_type, expected",
+    [
+        (page_html(FRENCH), "iso-8859-1", "text/html; charset=iso-8859-1", "déclaré à la presse"),
+        (page_html(FRENCH), "iso-8859-1", "text/html", "déclaré à la presse"),  # no label anywhere
+        (page_html(FRENCH, '<meta charset="iso-8859-1">'), "iso-8859-1", "text/html; charset=utf-8", "déclaré à la presse"),  # wrong label
+        (page_html(RUSSIAN, title="Выборы"), "windows-1251", "text/html; charset=windows-1251", "заявил журналистам"),
+        (page_html(RUSSIAN, '<meta http-equiv="Content-Type" content="text/html; charset=windows-1251">', title="Выборы"),
+         "windows-1251", "text/html", "заявил журналистам"),
+        (page_html(FRENCH, declaration='<?xml version="1.0" encoding="iso-8859-1"?>'), "iso-8859-1",
+         "application/xhtml+xml; charset=iso-8859-1", "déclaré à la presse"),
+    ],
+    ids=["latin1-labelled", "latin1-unlabelled", "latin1-mislabelled", "cp1251-labelled", "cp1251-meta", "xhtml-declared"],
+)
+def test_pages_in_other_encodings_are_read_right(webserver, settings, db_path, html, encoding, content_type, expected):
+    page = webserver.add("/page.html", html.encode(encoding), content_type=content_type)
+    run = ingest([page], settings, db_path, kind="page")
+    assert run.new_articles == 1, rows(db_path, "SELECT reason FROM rejects")
+    text = rows(db_path, "SELECT text FROM articles")[0]["text"]
+    assert expected in text and "\ufffd" not in text
