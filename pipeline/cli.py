@@ -119,7 +119,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--config", default=None, help="a TOML file overriding config/default.toml")
 
     p = command("ingest")
-    p.add_argument("paths", nargs="*", metavar="PATH", help="files or directories to ingest")
+    p.add_argument(
+        "paths", nargs="*", metavar="PATH",
+        help="files, directories, page/feed/sitemap URLs, or feed and sitemap files to ingest",
+    )
     db_option(p)
     p.add_argument(
         "--retry-rejects", action="store_true",

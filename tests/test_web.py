@@ -308,3 +308,19 @@ def test_pages_in_other_encodings_are_read_right(webserver, settings, db_path, h
     assert run.new_articles == 1, rows(db_path, "SELECT reason FROM rejects")
     text = rows(db_path, "SELECT text FROM articles")[0]["text"]
     assert expected in text and "\ufffd" not in text
+
+
+def test_cli_local_engine_ingests_a_feed_and_says_when_nothing_is_new(webserver, db_path, capsys):
+    from pipeline.cli import main
+
+    pages = [webserver.add(f"/c/{n}.html", eval_page(40 + n)) for n in range(2)]
+    feed = webserver.add("/feed.xml", rss([(f"C {n}", url) for n, url in enumerate(pages)]),
+                         content_type="application/rss+xml", etag='"c1"')
+    config = str(Path(__file__).resolve().parent.parent / "config" / "test.toml")
+    command = ["ingest", feed, "--db", str(db_path), "--engine", "local", "--config", config, "--quiet"]
+    assert main(command) == 0
+    assert "new articles     2" in capsys.readouterr().out
+    assert main(command) == 0
+    out = capsys.readouterr().out
+    assert "fetched nothing new: 1 source not modified since the last run" in out
+    assert "database now     2 articles" in out
