@@ -13,7 +13,7 @@ import itertools
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 from urllib.parse import urlsplit
@@ -101,7 +101,16 @@ class CrawlState:
     known: int = 0
     not_modified: list[str] = field(default_factory=list)
     validators: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    # A listing with a link that failed for now keeps no validators, or a 304 next time would
+    # hide that link until the listing changes; a sitemap index goes with its sitemaps.
+    incomplete: set[str] = field(default_factory=set)
+    parents: dict[str, str] = field(default_factory=dict)
     _seen: set[str] = field(default_factory=set)
+
+    def failed_for_now(self, listing: str | None) -> None:
+        while listing and listing not in self.incomplete:
+            self.incomplete.add(listing)
+            listing = self.parents.get(listing)
 
     def _store(self):
         return open_store(self.db_path, self.busy_timeout_s)
@@ -132,7 +141,7 @@ class CrawlState:
 
     def save_validators(self) -> None:
         """Remember the validators of every listing read in full (call once the run's batches are stored)."""
-        kept = {url: pair for url, pair in self.validators.items() if any(pair)}
+        kept = {url: pair for url, pair in self.validators.items() if any(pair) and url not in self.incomplete}
         if not kept:
             return
         store = self._store()
@@ -248,7 +257,8 @@ def _listing_rejected(location: str, exc: BadInputError) -> Rejected:
 def _expand_listing(
     listing: Listing, location: str, settings: Settings, state: CrawlState, get: Getter, depth: int
 ) -> Iterator[FeedEntry | RawDocument | Rejected]:
-    yield from state.fresh(listing.entries)
+    # Entries name the listing as it was asked for (not where it redirected), as validators do.
+    yield from state.fresh(replace(entry, listing=location) for entry in listing.entries)
     for sitemap_url in listing.sitemaps:
         if depth >= settings.fetch.max_sitemap_depth:
             yield Rejected(
@@ -257,6 +267,7 @@ def _expand_listing(
                 "", location,
             )
             continue
+        state.parents.setdefault(link_key(sitemap_url), location)
         yield from _expand_url(sitemap_url, "sitemap", settings, state, get, depth + 1)
 
 
@@ -273,6 +284,7 @@ def _expand_url(
     try:
         fetched = get(url, etag, modified)
     except TransientFetchError as exc:
+        state.failed_for_now(state.parents.get(url))
         yield outcome(FeedEntry(url), exc, settings.fetch.retries + 1)
         return
     except BadInputError as exc:
@@ -357,11 +369,13 @@ def documents(
 ) -> Iterator[RawDocument | Rejected]:
     """Every raw document from web `locations`, fetched in this process one at a time, with retries."""
     for item in expand(locations, kind, settings, state, _retrying_get(settings)):
-        if isinstance(item, FeedEntry):
-            state.pages += 1
-            yield outcome(item, retrying(lambda: fetch_page(item, settings), settings), settings.fetch.retries + 1)
-        else:
-            yield item
+        yield from fetch_chunk(
+            [item],
+            submit=lambda entry: retrying(lambda: fetch_page(entry, settings), settings),
+            result_of=lambda result: result,
+            state=state,
+            attempts=settings.fetch.retries + 1,
+        )
 
 
 
@@ -389,7 +403,10 @@ def fetch_chunk(
     results: list[RawDocument | Rejected] = []
     for item, handle in zip(chunk, handles):
         if isinstance(item, FeedEntry):
-            results.append(outcome(item, result_of(handle), attempts))
+            result = result_of(handle)
+            if isinstance(result, TransientFetchError):
+                state.failed_for_now(item.listing)
+            results.append(outcome(item, result, attempts))
         else:
             results.append(item)
     assert len(results) == len(chunk), "a fetch lost a record"

@@ -324,3 +324,18 @@ def test_cli_local_engine_ingests_a_feed_and_says_when_nothing_is_new(webserver,
     out = capsys.readouterr().out
     assert "fetched nothing new: 1 source not modified since the last run" in out
     assert "database now     2 articles" in out
+
+
+def test_a_feed_with_a_link_that_failed_for_now_is_asked_for_in_full_next_time(webserver, settings, db_path):
+    good = webserver.add("/ok.html", eval_page(12))
+    webserver.add("/later.html", "busy", status=503)
+    feed = webserver.add("/feed.xml", rss([("ok", good), ("later", webserver.url("/later.html"))]),
+                         content_type="application/rss+xml", etag='"f1"')
+    first = ingest([feed], settings, db_path)
+    assert first.new_articles == 1 and first.rejects == 1
+    webserver.add("/later.html", eval_page(13))  # the server recovers; the feed itself has not changed
+    second = ingest([feed], settings, db_path)
+    assert "if-none-match" not in webserver.hits("/feed.xml")[-1].headers
+    assert (second.new_articles, second.known_urls) == (1, 1)
+    third = ingest([feed], settings, db_path)
+    assert third.not_modified == [feed]
