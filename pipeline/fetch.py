@@ -266,7 +266,7 @@ def _status_error(url: str, response: httpx.Response) -> None:
     phrase = f"HTTP {status} {response.reason_phrase}".strip()
     if status >= 500 or status in _TRANSIENT_STATUSES:
         raise TransientFetchError(url, f"server answered {phrase}")
-    if status >= 400 or status < 200 or status == 304:
+    if status >= 300 or status < 200:  # a redirect without a Location, or a 304 we did not ask for
         raise HttpStatusError(f"server answered {phrase}", url)
 
 

@@ -92,6 +92,12 @@ def test_redirects_are_followed_and_checked_hop_by_hop(web):
     assert fetched.requested_url == web.url("/old")
 
 
+def test_a_redirect_without_a_location_is_an_error(web):
+    web.add("/nowhere", b"moved", status=302, content_type="text/plain")
+    with pytest.raises(HttpStatusError, match="HTTP 302"):
+        fetch.fetch(web.url("/nowhere"), limits())
+
+
 def test_a_redirect_loop_is_refused(web):
     web.add("/a", status=302, headers={"Location": "/b"}, content_type=None)
     web.add("/b", status=302, headers={"Location": "/a"}, content_type=None)
