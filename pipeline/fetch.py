@@ -78,6 +78,18 @@ def _allowed(host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address, 
     return False
 
 
+def _refuse_unless_public(url: str, host: str, address_text: str, settings: FetchSettings) -> None:
+    address = ipaddress.ip_address(address_text.split("%")[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    if not address.is_global and not _allowed(host, address, settings.allow_private_hosts):
+        raise FetchRefusedError(
+            f"refusing to fetch from a private, loopback or link-local address ({host} is {address}); "
+            "allow it in fetch.allow_private_hosts if you mean it",
+            url,
+        )
+
+
 def check_address(url: str, settings: FetchSettings) -> None:
     """Refuse a URL whose host resolves to a private, loopback, link-local or reserved address.
 
@@ -95,15 +107,19 @@ def check_address(url: str, settings: FetchSettings) -> None:
     except (socket.gaierror, UnicodeError, OSError) as exc:
         raise FetchRefusedError(f"cannot resolve host {host}", str(exc)) from None
     for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        if not address.is_global and not _allowed(host, address, settings.allow_private_hosts):
-            raise FetchRefusedError(
-                f"refusing to fetch from a private, loopback or link-local address ({host} is {address}); "
-                "allow it in fetch.allow_private_hosts if you mean it",
-                url,
-            )
+        _refuse_unless_public(url, host, str(info[4][0]), settings)
+
+
+def _check_peer(url: str, response: httpx.Response, settings: FetchSettings) -> None:
+    """Refuse a response that came from a private address after all.
+
+    The HTTP client resolves the host again; a DNS answer that changed since check_address
+    (DNS rebinding) is caught here, before any of the body is read.
+    """
+    stream = response.extensions.get("network_stream")
+    peer = stream.get_extra_info("server_addr") if stream is not None else None
+    if peer:
+        _refuse_unless_public(url, urlsplit(url).hostname or "", str(peer[0]), settings)
 
 
 # -- politeness ----------------------------------------------------------------------------------
@@ -299,6 +315,7 @@ def _get(
         with _gate(host, settings.per_domain_concurrency).turn(delay):
             try:
                 with client.stream("GET", url, headers=headers) as response:
+                    _check_peer(url, response, settings)
                     location = response.headers.get("location")
                     if response.status_code in _REDIRECTS and location:
                         url = str(response.url.join(location))

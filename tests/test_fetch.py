@@ -247,3 +247,12 @@ def test_unreachable_reject_names_the_attempts():
 
 def test_fetch_section_defaults_match_default_toml():
     assert load_settings(environ={}).fetch == FetchSettings()
+
+
+def test_the_address_actually_connected_to_is_checked_too(web, monkeypatch):
+    # Stands in for DNS rebinding: the pre-connection check sees a public answer, the
+    # connection goes to 127.0.0.1, which this configuration does not allow.
+    url = web.add("/page.html", PAGE)
+    monkeypatch.setattr(fetch, "check_address", lambda url, settings: None)
+    with pytest.raises(FetchRefusedError, match="private, loopback or link-local"):
+        fetch.fetch(url, limits(allow_private_hosts=(), respect_robots=False))
