@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 from urllib.parse import urlsplit
 
 from . import feeds, fetch
-from .errors import BadInputError, ContentTypeError, TransientFetchError
+from .errors import BadInputError, ContentTypeError, TooLargeError, TransientFetchError
 from .models import FeedEntry, Fetched, Listing, RawDocument, Rejected
 from .settings import PROJECT_ROOT, Settings, SourceConfig
 from .sources import read_capped
@@ -158,10 +158,12 @@ def listing_from(fetched: Fetched, settings: Settings) -> Listing:
     Raises:
         BadInputError: see feeds.listing.
     """
-    return feeds.listing(
-        fetched.body, charset=fetched.charset, url=fetched.url,
-        max_decompressed_bytes=settings.ingest.max_decompressed_bytes,
-    )
+    # A gzipped sitemap is a response like any other: fetch.max_bytes caps what it expands to.
+    cap = settings.fetch.max_bytes
+    try:
+        return feeds.listing(fetched.body, charset=fetched.charset, url=fetched.url, max_decompressed_bytes=cap)
+    except TooLargeError:
+        raise TooLargeError(f"decompresses to more than {cap:,} bytes (fetch.max_bytes)", fetched.url) from None
 
 
 def is_html(fetched: Fetched) -> bool:

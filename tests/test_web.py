@@ -339,3 +339,12 @@ def test_a_feed_with_a_link_that_failed_for_now_is_asked_for_in_full_next_time(w
     assert (second.new_articles, second.known_urls) == (1, 1)
     third = ingest([feed], settings, db_path)
     assert third.not_modified == [feed]
+
+
+def test_a_gzip_bomb_sitemap_served_as_a_file_is_refused(webserver, settings, db_path):
+    bomb = gzip.compress(b"<urlset>" + b" " * 20_000_000 + b"</urlset>")
+    sitemap = webserver.add("/sitemap.xml.gz", bomb, content_type="application/gzip")
+    run = ingest([sitemap], quick(settings, max_bytes=1_000_000), db_path, kind="sitemap")
+    assert run.rejects == 1 and run.balanced
+    reject = rows(db_path, "SELECT stage, reason FROM rejects")[0]
+    assert reject["stage"] == "feed" and reject["reason"] == "decompresses to more than 1,000,000 bytes (fetch.max_bytes)"
