@@ -136,8 +136,11 @@ class CrawlState:
             known = store.known_urls(e.url for e in candidates)
         finally:
             store.close()
-        self.known += sum(1 for e in candidates if e.url in known)
-        return [e for e in candidates if e.url not in known]
+        fresh = [e for e in candidates if e.url not in known]
+        self.known += len(candidates) - len(fresh)
+        if len(fresh) < len(candidates):
+            log.info("%d of %d links already stored, not fetched again", len(candidates) - len(fresh), len(candidates))
+        return fresh
 
     def save_validators(self) -> None:
         """Remember the validators of every listing read in full (call once the run's batches are stored)."""
@@ -298,6 +301,7 @@ def _expand_url(
         return
     state.listings += 1
     if fetched.not_modified:
+        log.info("not modified since the last run: %s", url)
         state.not_modified.append(url)
         return
     try:
