@@ -245,9 +245,6 @@ def test_unreachable_reject_names_the_attempts():
     assert (rejected.stage, rejected.reason) == ("fetch", "timed out (gave up after 4 attempts)")
 
 
-def test_fetch_section_defaults_match_default_toml():
-    assert load_settings(environ={}).fetch == FetchSettings()
-
 
 def test_the_address_actually_connected_to_is_checked_too(web, monkeypatch):
     # Stands in for DNS rebinding: the pre-connection check sees a public answer, the
