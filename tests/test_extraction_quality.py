@@ -36,3 +36,16 @@ def test_every_page_is_stored_or_rejected_and_mean_f1_meets_the_target(capsys):
     assert result["stored"] + result["rejected"] == 181 and result["unaccounted"] == []
     assert all(reason for reason in result["rejects"].values())
     assert result["pipeline"]["mean_f1"] >= 0.94
+
+
+def test_precision_mode_never_keeps_only_a_fragment():
+    # The Barron's page of the evaluation set: precision mode keeps 24 words, the default mode 486.
+    import gzip
+
+    from pipeline.extract import from_html
+    from pipeline.models import RawDocument
+    from pipeline.settings import Settings
+
+    page = next((ROOT / "tests" / "data" / "html" / "html").glob("f8ff621a*.html.gz"))
+    raw = RawDocument(ref="barrons", kind="html", body=gzip.decompress(page.read_bytes()))
+    assert len(from_html(raw, Settings().ingest).text.split()) > 400
