@@ -71,6 +71,7 @@ def _web_batches(locations: list[str], kind: str | None, settings: Settings, cra
             result_of=lambda future: future.result(raise_on_failure=False),
             state=crawl,
             attempts=settings.fetch.retries + 1,
+            in_flight=settings.fetch.max_in_flight,
         )
 
 

@@ -105,6 +105,9 @@ class FetchSettings(_Section):
     # Politeness per host: at most this many requests at once, this many seconds apart
     # (a robots.txt Crawl-delay raises the delay, up to max_crawl_delay_s).
     per_domain_concurrency: int = Field(2, ge=1)
+    # Page fetches under way at once across all hosts (each holds a worker thread, mostly
+    # waiting on the network or its host's turn): enough for 8 hosts at full concurrency.
+    max_in_flight: int = Field(16, ge=1)
     per_domain_delay_s: float = Field(1.0, ge=0)
     max_crawl_delay_s: float = Field(30.0, ge=0)
     respect_robots: bool = True

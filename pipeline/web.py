@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import deque
 import re
 import time
 from dataclasses import dataclass, field, replace
@@ -398,22 +399,32 @@ def fetch_chunk(
     result_of: Callable[[object], object],
     state: CrawlState,
     attempts: int,
+    in_flight: int = 1,
 ) -> list[RawDocument | Rejected]:
-    """Every entry of `chunk` fetched through `submit` (all started before any is awaited), in order.
+    """Every entry of `chunk` fetched through `submit`, at most `in_flight` at a time, results in order.
 
     `result_of(handle)` gives a fetch's result, or the exception it ended with; a runner
     passes its own task submission here (Prefect futures in flows/ingest.py).
     """
-    handles = [submit(item) if isinstance(item, FeedEntry) else None for item in chunk]
-    state.pages += sum(1 for handle in handles if handle is not None)
-    results: list[RawDocument | Rejected] = []
-    for item, handle in zip(chunk, handles):
-        if isinstance(item, FeedEntry):
-            result = result_of(handle)
-            if isinstance(result, TransientFetchError):
-                state.failed_for_now(item.listing)
-            results.append(outcome(item, result, attempts))
-        else:
-            results.append(item)
-    assert len(results) == len(chunk), "a fetch lost a record"
-    return results
+    results: list[RawDocument | Rejected | None] = [None] * len(chunk)
+    pending: deque[tuple[int, FeedEntry, object]] = deque()
+
+    def settle() -> None:
+        index, entry, handle = pending.popleft()
+        result = result_of(handle)
+        if isinstance(result, TransientFetchError):
+            state.failed_for_now(entry.listing)
+        results[index] = outcome(entry, result, attempts)
+
+    for index, item in enumerate(chunk):
+        if not isinstance(item, FeedEntry):
+            results[index] = item
+            continue
+        if len(pending) >= max(in_flight, 1):
+            settle()
+        state.pages += 1
+        pending.append((index, item, submit(item)))
+    while pending:
+        settle()
+    assert all(result is not None for result in results), "a fetch lost a record"
+    return results  # type: ignore[return-value]

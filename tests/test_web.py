@@ -348,3 +348,27 @@ def test_a_gzip_bomb_sitemap_served_as_a_file_is_refused(webserver, settings, db
     assert run.rejects == 1 and run.balanced
     reject = rows(db_path, "SELECT stage, reason FROM rejects")[0]
     assert reject["stage"] == "feed" and reject["reason"] == "decompresses to more than 1,000,000 bytes (fetch.max_bytes)"
+
+
+def test_fetches_in_flight_are_bounded_and_results_keep_their_order(webserver, settings, db_path):
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    pages = [webserver.add(f"/slow/{n}.html", eval_page(50 + n), delay_s=0.3) for n in range(4)]
+    chunk = [FeedEntry(url) for url in pages]
+    run_settings = quick(settings, per_domain_concurrency=10)
+
+    def timed(in_flight: int) -> tuple[float, list]:
+        state = web.CrawlState(db_path)
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            started = time.monotonic()
+            results = web.fetch_chunk(
+                chunk, submit=lambda entry: pool.submit(web.fetch_page, entry, run_settings),
+                result_of=lambda future: future.result(), state=state, attempts=1, in_flight=in_flight,
+            )
+            return time.monotonic() - started, results
+
+    two_at_a_time, results = timed(2)
+    four_at_a_time, _ = timed(4)
+    assert [doc.ref for doc in results] == pages
+    assert two_at_a_time >= 0.58 and four_at_a_time < 0.55
