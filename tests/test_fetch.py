@@ -253,3 +253,14 @@ def test_the_address_actually_connected_to_is_checked_too(web, monkeypatch):
     monkeypatch.setattr(fetch, "check_address", lambda url, settings: None)
     with pytest.raises(FetchRefusedError, match="private, loopback or link-local"):
         fetch.fetch(url, limits(allow_private_hosts=(), respect_robots=False))
+
+
+def test_a_robots_crawl_delay_raises_the_per_host_delay(web):
+    web.add("/robots.txt", "User-agent: *\nCrawl-delay: 1\n", content_type="text/plain")
+    web.add("/a", PAGE)
+    web.add("/b", PAGE)
+    settings = limits(per_domain_delay_s=0.0)
+    fetch.fetch(web.url("/a"), settings)
+    fetch.fetch(web.url("/b"), settings)
+    assert web.hits("/b")[0].at - web.hits("/a")[0].at >= 0.95
+    assert fetch.fetch(web.url("/a"), limits(max_crawl_delay_s=0.0)).status == 200  # capped by max_crawl_delay_s
