@@ -7,6 +7,7 @@ benchmarks; the Prefect flow in flows/ingest.py calls the same two functions as 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import uuid
