@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from . import ingest, sources
+from . import ingest, sources, web
 from .models import RawDocument, Rejected
 from .settings import IngestSettings, Settings
 from .store import open_store
@@ -66,9 +67,15 @@ def retry_rejects(
         keys = store.reject_keys()
     finally:
         store.close()
+    # Rejects whose input is a URL (pages, feeds, sitemaps) are fetched again, even when known.
+    urls = sorted({origin for _, origin in keys if web.is_url(origin)})
+    crawl = web.CrawlState(db_path, settings.store.busy_timeout_s, refetch=frozenset(urls))
+    documents = itertools.chain(
+        retry_documents([key for key in keys if not web.is_url(key[1])], settings.ingest),
+        web.documents(urls, None, settings, crawl),
+    )
     report = ingest.ingest(
-        [], settings, db_path, run_id=ingest.new_run_id(), on_batch=on_batch,
-        documents=retry_documents(keys, settings.ingest),
+        [], settings, db_path, run_id=ingest.new_run_id(), on_batch=on_batch, documents=documents,
     )
     store = open_store(db_path, settings.store.busy_timeout_s)
     try:

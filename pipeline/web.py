@@ -106,6 +106,8 @@ class CrawlState:
     # hide that link until the listing changes; a sitemap index goes with its sitemaps.
     incomplete: set[str] = field(default_factory=set)
     parents: dict[str, str] = field(default_factory=dict)
+    # Links fetched even when known: rejected pages replayed by `ingest --retry-rejects`.
+    refetch: frozenset[str] = frozenset()
     _seen: set[str] = field(default_factory=set)
 
     def failed_for_now(self, listing: str | None) -> None:
@@ -134,7 +136,7 @@ class CrawlState:
             candidates.append(FeedEntry(url, entry.title, entry.published, entry.listing))
         store = self._store()
         try:
-            known = store.known_urls(e.url for e in candidates)
+            known = store.known_urls(e.url for e in candidates) - self.refetch
         finally:
             store.close()
         fresh = [e for e in candidates if e.url not in known]
@@ -220,6 +222,9 @@ def page_document(fetched: Fetched, entry: FeedEntry) -> RawDocument:
     return RawDocument(
         ref=entry.url, kind="html", body=page_text(fetched), url=fetched.url,
         fields={key: value for key, value in hints.items() if value},
+        # The URL is the input: what `ingest --retry-rejects` fetches again, and the key under
+        # which a page now stored settles its earlier reject.
+        source_path=entry.url,
     )
 
 
@@ -233,7 +238,7 @@ def fetch_page(entry: FeedEntry, settings: Settings) -> RawDocument | Rejected:
         fetched = fetch.fetch(entry.url, settings.fetch, accept=_ACCEPT_PAGE)
         return page_document(fetched, entry)
     except BadInputError as exc:
-        return Rejected(entry.url, STAGE_FETCH, exc.reason, exc.detail, entry.listing or entry.url)
+        return Rejected(entry.url, STAGE_FETCH, exc.reason, exc.detail, entry.url)
 
 
 def get_listing(url: str, etag: str | None, last_modified: str | None, settings: Settings) -> Fetched:
@@ -249,8 +254,7 @@ def outcome(entry: FeedEntry, result: object, attempts: int) -> RawDocument | Re
     if isinstance(result, (RawDocument, Rejected)):
         return result
     if isinstance(result, TransientFetchError):
-        rejected = fetch.unreachable(entry.url, result, attempts)
-        return Rejected(rejected.ref, rejected.stage, rejected.reason, rejected.detail, entry.listing or entry.url)
+        return fetch.unreachable(entry.url, result, attempts)
     if isinstance(result, BaseException):
         raise result
     raise TypeError(f"unexpected fetch result {type(result).__name__}")
@@ -270,7 +274,7 @@ def _expand_listing(
             yield Rejected(
                 sitemap_url, STAGE_FEED,
                 f"sitemap nested deeper than {settings.fetch.max_sitemap_depth} levels (fetch.max_sitemap_depth)",
-                "", location,
+                f"listed in {location}", sitemap_url,
             )
             continue
         state.parents.setdefault(link_key(sitemap_url), location)

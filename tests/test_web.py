@@ -337,6 +337,7 @@ def test_a_feed_with_a_link_that_failed_for_now_is_asked_for_in_full_next_time(w
     second = ingest([feed], settings, db_path)
     assert "if-none-match" not in webserver.hits("/feed.xml")[-1].headers
     assert (second.new_articles, second.known_urls) == (1, 1)
+    assert rows(db_path, "SELECT count(*) AS n FROM rejects")[0]["n"] == 0  # the stored page's reject is gone
     third = ingest([feed], settings, db_path)
     assert third.not_modified == [feed]
 
@@ -372,3 +373,26 @@ def test_fetches_in_flight_are_bounded_and_results_keep_their_order(webserver, s
     four_at_a_time, _ = timed(4)
     assert [doc.ref for doc in results] == pages
     assert two_at_a_time >= 0.58 and four_at_a_time < 0.55
+
+
+def test_retry_rejects_fetches_rejected_pages_again(webserver, settings, db_path):
+    from pipeline.retry import retry_rejects
+
+    webserver.add("/thin.html", NAV_ONLY)
+    webserver.add("/busy.html", "busy", status=503)
+    good = webserver.add("/good.html", eval_page(14))
+    feed = webserver.add("/feed.xml", rss([("thin", webserver.url("/thin.html")), ("busy", webserver.url("/busy.html")),
+                                           ("good", good)]), content_type="application/rss+xml", etag='"r1"')
+    first = ingest([feed], settings, db_path)
+    assert (first.new_articles, first.rejects) == (1, 2)
+    keys = {(row["ref"], row["input"], row["stage"]) for row in rows(db_path, "SELECT * FROM rejects")}
+    assert keys == {(webserver.url("/thin.html"), webserver.url("/thin.html"), "extract"),
+                    (webserver.url("/busy.html"), webserver.url("/busy.html"), "fetch")}
+
+    # Both pages are fixed on the server; a plain re-run would skip the known thin page.
+    webserver.add("/thin.html", eval_page(15))
+    webserver.add("/busy.html", eval_page(16))
+    again = retry_rejects(settings, db_path)
+    assert (again.new_articles, again.rejects) == (2, 0)
+    assert rows(db_path, "SELECT count(*) AS n FROM rejects")[0]["n"] == 0
+    assert len(webserver.hits("/good.html")) == 1
