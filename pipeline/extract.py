@@ -50,9 +50,11 @@ def canonical_url(url: str | None) -> str | None:
     try:
         from courlan import normalize_url
 
-        return normalize_url(url, strict=True)
+        # Not strict: strict mode drops query parameters that name the article (?article=55).
+        # Tracking parameters go either way; the fragment never names another page.
+        return normalize_url(url, strict=False).split("#", 1)[0]
     except Exception:  # courlan raises assorted errors on odd URLs; the plain form is still usable
-        return url
+        return url.split("#", 1)[0]
 
 
 def iso_date(value: object, now: datetime | None = None) -> str | None:

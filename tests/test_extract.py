@@ -89,3 +89,8 @@ def test_dates_future_and_unreadable_are_dropped():
     assert iso_date("not a date at all") is None
     assert iso_date("March 4, 2021") == "2021-03-04"
     assert canonical_url("ftp://x.org/a") is None
+
+
+def test_query_parameters_that_name_an_article_are_kept():
+    assert canonical_url("https://x.org/news.php?article=55&utm_source=feed#top") == "https://x.org/news.php?article=55"
+    assert canonical_url("https://x.org/news.php?article=55") != canonical_url("https://x.org/news.php?article=56")
