@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections import deque
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from pipeline import ingest, report, web
 from pipeline.errors import TransientFetchError
 from pipeline.models import FeedEntry, Fetched, PreparedBatch, RawDocument, Rejected
-from pipeline.settings import Settings, load_settings
+from pipeline.settings import RunnerSettings, Settings, load_settings
 from pipeline.store import SavedBatch, open_store
 
 # Batches prepared ahead of the writer: enough to keep the workers busy, few enough that a
@@ -90,6 +92,27 @@ def summary_task(run: ingest.RunReport, db: str) -> str:
             description="Stories created or grown by this run",
         )
     return markdown
+
+
+def task_runner_for(runner: RunnerSettings):
+    """The Prefect task runner the settings ask for (prepare tasks run there; commits never do)."""
+    workers = runner.workers or (os.cpu_count() or 1)
+    if runner.kind == "processes":
+        return ProcessPoolTaskRunner(max_workers=workers)
+    if runner.kind == "dask":
+        from prefect_dask import DaskTaskRunner  # imported here: distributed takes a second to import
+
+        if runner.dask_address:
+            return DaskTaskRunner(address=runner.dask_address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True})
+    return ThreadPoolTaskRunner()
+
+
+def with_runner(runner: RunnerSettings | str, dask_address: str = ""):
+    """`ingest_flow` set to prepare its batches on the given runner ("threads", "processes", "dask")."""
+    if isinstance(runner, str):
+        runner = RunnerSettings(kind=runner, dask_address=dask_address)
+    return ingest_flow.with_options(task_runner=task_runner_for(runner))
 
 
 @flow(name="newsdedup-ingest", log_prints=False)

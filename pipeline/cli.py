@@ -31,6 +31,7 @@ COMMANDS = {
   newsdedup ingest https://example.org/feed.xml    # a feed: its pages are fetched and stored
   newsdedup ingest https://example.org/sitemap.xml.gz --kind sitemap
   newsdedup ingest saved-feed.rss sitemap.xml      # feed and sitemap files; their links are fetched
+  newsdedup ingest pages/ --runner dask --dask-address tcp://10.0.0.5:8786
 
 inputs: .txt (first line title, or a 'date YYYY-MM-DD' marker), .html/.htm/.html.gz
 (trafilatura), .jsonl/.jsonl.gz (one article per line; 'text' required; 'id', 'title',
@@ -134,6 +135,15 @@ def _parser() -> argparse.ArgumentParser:
         help="prefect: run as a Prefect flow (default; embedded mode when no server is configured); "
         "local: plain in-process loop",
     )
+    p.add_argument(
+        "--runner", choices=("threads", "processes", "dask"), default=None,
+        help="where the prefect engine prepares batches (default: runner.kind in config, threads); "
+        "assignment and storage always stay in this process",
+    )
+    p.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
+                   help="the Dask scheduler for --runner dask (default: start a local cluster)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="prepare processes (local engine, --runner processes, a local Dask cluster); default: one per core")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.add_argument(
         "--kind", choices=("feed", "sitemap", "page"), default=None,
@@ -249,13 +259,23 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
 
-        run = ingest(args.paths, settings, db, on_batch=progress, kind=args.kind)
+        workers = args.workers if args.workers is not None else (settings.runner.workers or os.cpu_count() or 1)
+        run = ingest(args.paths, settings, db, on_batch=progress, kind=args.kind, workers=workers)
         counts = run.counts()
         lines = reports.summary_lines(run)
     else:
-        from flows.ingest import ingest_flow
+        from flows.ingest import with_runner
 
-        counts = ingest_flow(paths=list(args.paths), db=db, config=args.config, kind=args.kind)
+        runner = settings.runner.model_copy(
+            update={
+                key: value
+                for key, value in (("kind", args.runner), ("dask_address", args.dask_address), ("workers", args.workers))
+                if value is not None
+            }
+        )
+        if args.dask_address and runner.kind != "dask":
+            raise UsageError("--dask-address needs --runner dask")
+        counts = with_runner(runner)(paths=list(args.paths), db=db, config=args.config, kind=args.kind)
         lines = [f"{key.replace('_', ' '):<16} {value:,}" for key, value in counts.items()]
         lines += reports.web_nothing_new(counts)
     return _print_summary(args, f"newsdedup ingest {' '.join(args.paths)} -> {db}", lines)

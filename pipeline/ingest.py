@@ -11,6 +11,7 @@ import itertools
 import logging
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -269,21 +270,22 @@ def ingest(
     on_batch: Callable[[RunReport], None] | None = None,
     documents: Iterable[RawDocument | Rejected] | None = None,
     kind: str | None = None,
+    workers: int = 1,
 ) -> RunReport:
     """Ingest `paths` (files, directories, URLs, feeds, sitemaps; or already-read `documents`)
     into the story database at `db_path` without Prefect (library use).
 
     `kind` ("feed", "sitemap", "page") says what the URLs are; by default the response tells.
+    With `workers` > 1, batches are prepared in that many processes while this process assigns
+    and stores them in input order, so the result is the same as with one worker.
     """
     report = RunReport(run_id or new_run_id())
     start_run(report, db_path, settings)
     store = open_store(db_path, settings.store.busy_timeout_s)
     crawl = web.CrawlState(db_path, settings.store.busy_timeout_s)
     try:
-        for chunk in timed_iter(batches(paths, settings, documents, crawl, kind), report, "read"):
-            started = time.perf_counter()
-            prepared = prepare_batch(chunk, settings)
-            report.time("prepare", time.perf_counter() - started)
+        chunks = timed_iter(batches(paths, settings, documents, crawl, kind), report, "read")
+        for prepared in _prepared_batches(chunks, settings, report, workers):
             started = time.perf_counter()
             report.add(commit_batch(prepared, store, settings, report.run_id))
             report.time("assign+store", time.perf_counter() - started)
@@ -310,3 +312,36 @@ def timed_iter(items: Iterable, report: RunReport, stage: str) -> Iterator:
             return
         report.time(stage, time.perf_counter() - started)
         yield item
+
+
+def _prepared_batches(
+    chunks: Iterable[list[RawDocument | Rejected]], settings: Settings, report: RunReport, workers: int
+) -> Iterator[PreparedBatch]:
+    """Prepared batches in input order: here, or in `workers` processes kept `workers` batches ahead.
+
+    With workers, "prepare" is the time the writer waited for a prepared batch, not CPU time.
+    """
+    if workers <= 1:
+        for chunk in chunks:
+            started = time.perf_counter()
+            prepared = prepare_batch(chunk, settings)
+            report.time("prepare", time.perf_counter() - started)
+            yield prepared
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(prepare_batch, chunk, settings))
+            if len(pending) > workers:
+                yield _waited(pending.popleft(), report)
+        while pending:
+            yield _waited(pending.popleft(), report)
+
+
+def _waited(future, report: RunReport) -> PreparedBatch:
+    started = time.perf_counter()
+    result = future.result()
+    report.time("prepare", time.perf_counter() - started)
+    return result

@@ -122,12 +122,23 @@ class FetchSettings(_Section):
     # e.g. ["127.0.0.1"] or ["10.0.0.0/8"].
     allow_private_hosts: tuple[str, ...] = ()
 
+class RunnerSettings(_Section):
+    # Where the flow's prepare tasks (extraction, fingerprinting) run: "threads" in the flow's
+    # process, "processes" (a local pool: both cores), or "dask" (a Dask cluster at
+    # dask_address, or a local one when it is empty). Story assignment always stays in the
+    # flow's process, one ordered writer.
+    kind: Literal["threads", "processes", "dask"] = "threads"
+    dask_address: str = ""
+    # Worker processes for "processes" and for a local Dask cluster (0: one per core).
+    workers: int = Field(0, ge=0)
+
 
 class Settings(_Section):
     ingest: IngestSettings = IngestSettings()
     matching: MatchingSettings = MatchingSettings()
     store: StoreSettings = StoreSettings()
     fetch: FetchSettings = FetchSettings()
+    runner: RunnerSettings = RunnerSettings()
 
 
 class Schedule(_Section):
