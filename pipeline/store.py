@@ -192,7 +192,9 @@ END""",
     """CREATE TRIGGER IF NOT EXISTS "articles_ad" AFTER DELETE ON "articles" BEGIN
   INSERT INTO "articles_fts" ("articles_fts", rowid, "title", "text") VALUES('delete', old.rowid, old."title", old."text");
 END""",
-    """CREATE TRIGGER IF NOT EXISTS "articles_au" AFTER UPDATE ON "articles" BEGIN
+    # Only title and text feed the index: story refreshes update similarity and story_id on
+    # every batch, and re-indexing unchanged texts was the writer's largest cost.
+    """CREATE TRIGGER IF NOT EXISTS "articles_au" AFTER UPDATE OF "title", "text" ON "articles" BEGIN
   INSERT INTO "articles_fts" ("articles_fts", rowid, "title", "text") VALUES('delete', old.rowid, old."title", old."text");
   INSERT INTO "articles_fts" (rowid, "title", "text") VALUES (new.rowid, new."title", new."text");
 END""",
@@ -559,7 +561,8 @@ class Store:
             signature_rows,
         )
         self.conn.executemany(
-            "INSERT OR IGNORE INTO _lsh (level, key, article_id) VALUES (?, ?, ?)", outcome.band_rows
+            # In key order: neighbouring inserts land on the same B-tree pages.
+            "INSERT OR IGNORE INTO _lsh (level, key, article_id) VALUES (?, ?, ?)", sorted(outcome.band_rows)
         )
         self.conn.executemany(
             "INSERT INTO _term_df (term, df) VALUES (?, ?) ON CONFLICT(term) DO UPDATE SET df = df + excluded.df",
@@ -611,7 +614,8 @@ class Store:
                 else:
                     similarity = round(cosine(json.loads(r[6]), canonical_terms), 4)
                 updates.append((similarity, r[0]))
-            self.conn.executemany("UPDATE articles SET similarity = ? WHERE id = ?", updates)
+            # Most members keep their similarity from batch to batch; rewriting them costs time.
+            self.conn.executemany("UPDATE articles SET similarity = ?1 WHERE id = ?2 AND similarity IS NOT ?1", updates)
             dates = sorted(r[2] for r in rows if r[2])
             self.conn.execute(
                 "UPDATE stories SET canonical_article_id = ?, title = ?, article_count = ?, "
