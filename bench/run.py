@@ -1,0 +1,354 @@
+"""The benchmark behind `make bench`: per-stage throughput and peak memory, against a plain baseline.
+
+Every measurement runs in a child process of its own (`run.py measure NAME ...`), so each
+peak memory figure (ru_maxrss) belongs to that measurement alone and no warm cache leaks from
+one to the next. The parent prints one table and writes bench/results.json.
+
+    python bench/run.py                # 20,000 and 100,000 articles, about 6-10 minutes
+    python bench/run.py --quick        # 2,000 and 5,000 articles, to try the harness
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+CACHE = HERE / ".cache"
+# The incremental test: this many new articles into a database holding the big corpus.
+INCREMENT = 1_000
+HTML_PAGES = 400
+
+
+# -- measurements (each runs in its own child process) ----------------------------------------------
+
+
+def _usage() -> dict:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "cpu_s": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
+        # Linux reports ru_maxrss in KiB; for children it is the largest single child.
+        "peak_mb": me.ru_maxrss / 1024,
+        "worker_peak_mb": kids.ru_maxrss / 1024,
+    }
+
+
+def _settings():
+    from pipeline.settings import load_settings
+
+    return load_settings(environ={})
+
+
+def _documents(corpus: str) -> list:
+    from pipeline import sources
+
+    settings = _settings()
+    return list(sources.discover([corpus], settings.ingest))
+
+
+def measure_stages(corpus: str) -> dict:
+    """read, extract+normalise, fingerprint, assign+store: one core, one stage at a time."""
+    from pipeline import extract
+    from pipeline.fingerprint import fingerprint
+    from pipeline.ingest import commit_batch
+    from pipeline.models import Prepared, PreparedBatch
+    from pipeline.store import open_store
+
+    settings = _settings()
+    size = settings.ingest.batch_size
+    timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+
+    def timed(stage: str, work):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        result = work()
+        timings[stage] = time.perf_counter() - started
+        cpu[stage] = time.process_time() - cpu_started
+        return result
+
+    documents = timed("read", lambda: _documents(corpus))
+    articles = timed("extract+normalise", lambda: [extract.article_from(doc, settings.ingest) for doc in documents])
+    prepared = timed("fingerprint", lambda: [Prepared(a, fingerprint(a, settings.matching)) for a in articles])
+    with tempfile.TemporaryDirectory() as tmp:
+        store = open_store(Path(tmp) / "stories.db")
+
+        def commit_all() -> None:
+            for start in range(0, len(prepared), size):
+                chunk = tuple(prepared[start : start + size])
+                commit_batch(PreparedBatch(chunk, (), len(chunk)), store, settings, "bench")
+
+        timed("assign+store", commit_all)
+        store.close()
+    return {"articles": len(documents), "seconds": timings, "cpu_seconds": cpu, **_usage()}
+
+
+def measure_pipeline(corpus: str, workers: int, db: str | None = None) -> dict:
+    """The whole library pipeline, end to end: read, prepare in `workers` processes, assign, store."""
+    from pipeline.ingest import ingest
+
+    settings = _settings()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = db or str(Path(tmp) / "stories.db")
+        started = time.perf_counter()
+        report = ingest([corpus], settings, path, run_id="bench", workers=workers)
+        seconds = time.perf_counter() - started
+    return {
+        "articles": report.inputs, "seconds": seconds, "stages": report.seconds, "counts": report.counts(),
+        **_usage(),
+    }
+
+
+def measure_baseline(corpus: str) -> dict:
+    """The plain baseline: datasketch defaults per article, MinHashLSH query then insert, sqlite-utils."""
+    import sqlite_utils
+    from datasketch import MinHash, MinHashLSH
+
+    word = re.compile(r"\w+")
+    lsh = MinHashLSH(threshold=0.5, num_perm=128)
+    with tempfile.TemporaryDirectory() as tmp:
+        db = sqlite_utils.Database(Path(tmp) / "baseline.db")
+        table = db["articles"]
+        rows: list[dict] = []
+        started = time.perf_counter()
+        count = 0
+        with open(corpus, encoding="utf-8") as handle:
+            for line in handle:
+                record = json.loads(line)
+                tokens = word.findall(record["text"].lower())
+                shingles = [" ".join(tokens[i : i + 5]).encode("utf-8") for i in range(max(1, len(tokens) - 4))]
+                minhash = MinHash(num_perm=128)
+                minhash.update_batch(shingles)
+                matches = lsh.query(minhash)
+                lsh.insert(record["id"], minhash)
+                rows.append({"id": record["id"], "title": record.get("title"), "text": record["text"],
+                             "duplicate_of": matches[0] if matches else None})
+                count += 1
+                if len(rows) == 100:
+                    table.insert_all(rows, pk="id")
+                    rows = []
+        if rows:
+            table.insert_all(rows, pk="id")
+        seconds = time.perf_counter() - started
+    return {"articles": count, "seconds": seconds, **_usage()}
+
+
+def measure_increment(new: str, db: str | None, repeats: int) -> dict:
+    """Ingest `new` into a copy of `db` (or into an empty database), `repeats` times; the median time."""
+    from pipeline.ingest import ingest
+
+    settings = _settings()
+    times = []
+    for attempt in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "stories.db"
+            if db:
+                shutil.copyfile(db, path)
+            started = time.perf_counter()
+            report = ingest([new], settings, path, run_id=f"inc{attempt}")
+            times.append(time.perf_counter() - started)
+            assert report.new_articles == report.inputs, "the increment overlaps the database"
+    times.sort()
+    return {"articles": report.inputs, "seconds": times[len(times) // 2], "all_seconds": times, **_usage()}
+
+
+def measure_html(pages: str, workers: int) -> dict:
+    """HTML pages through extraction and fingerprinting in `workers` processes (no storage)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from pipeline.ingest import prepare_batch
+
+    settings = _settings()
+    documents = _documents(pages)
+    size = max(1, len(documents) // (workers * 4))
+    chunks = [documents[i : i + size] for i in range(0, len(documents), size)]
+    started = time.perf_counter()
+    with ProcessPoolExecutor(workers) as pool:
+        results = list(pool.map(prepare_batch, chunks, [settings] * len(chunks)))
+    seconds = time.perf_counter() - started
+    ok = sum(len(r.prepared) for r in results)
+    return {"articles": len(documents), "extracted": ok, "seconds": seconds, **_usage()}
+
+
+def measure_prefect(inputs: str, runner: str) -> dict:
+    """Prefect's fixed cost: import, embedded server start and one flow run over a handful of inputs."""
+    started = time.perf_counter()
+    from prefect.testing.utilities import prefect_test_harness
+
+    imported = time.perf_counter() - started
+    from flows.ingest import with_runner
+
+    with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=120):
+        up = time.perf_counter() - started
+        flow_started = time.perf_counter()
+        counts = with_runner(runner)(paths=[inputs], db=str(Path(tmp) / "stories.db"))
+        flow_seconds = time.perf_counter() - flow_started
+    return {"articles": counts["inputs"], "import_s": imported, "server_s": up - imported,
+            "flow_s": flow_seconds, "seconds": flow_seconds, **_usage()}
+
+
+MEASURES = {
+    "stages": lambda a: measure_stages(a[0]),
+    "pipeline": lambda a: measure_pipeline(a[0], int(a[1]), a[2] if len(a) > 2 else None),
+    "baseline": lambda a: measure_baseline(a[0]),
+    "increment": lambda a: measure_increment(a[0], a[1] or None, int(a[2])),
+    "html": lambda a: measure_html(a[0], int(a[1])),
+    "prefect": lambda a: measure_prefect(a[0], a[1]),
+}
+
+
+# -- orchestration ---------------------------------------------------------------------------------
+
+
+def child(name: str, *args: str) -> dict:
+    """Run one measurement in a fresh Python process and return what it reports."""
+    env = dict(os.environ, PYTHONHASHSEED="0", DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    done = subprocess.run(
+        [sys.executable, __file__, "measure", name, *args], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr)
+        raise SystemExit(f"measurement {name} failed")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def corpus_file(articles: int, seed: int = 1) -> Path:
+    """The seeded corpus of `articles` (+ the increment), generated once into bench/.cache."""
+    from generate import corpus, write_jsonl
+
+    path = CACHE / f"corpus-{articles}-s{seed}.jsonl"
+    if not path.exists():
+        write_jsonl(corpus(articles + INCREMENT, seed), path.with_suffix(".tmp"))
+        lines = path.with_suffix(".tmp").read_text(encoding="utf-8").splitlines(keepends=True)
+        (CACHE / f"corpus-{articles}-s{seed}-increment.jsonl").write_text("".join(lines[articles:]), encoding="utf-8")
+        path.write_text("".join(lines[:articles]), encoding="utf-8")
+        path.with_suffix(".tmp").unlink()
+    return path
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    load = os.getloadavg()[0]
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(memory, 1), "python": platform.python_version(),
+            "platform": platform.platform(), "load_at_start": round(load, 2)}
+
+
+def rate(result: dict) -> float:
+    return result["articles"] / result["seconds"] if result["seconds"] else float("inf")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small corpora, to try the harness")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--out", type=Path, default=HERE / "results.json")
+    args = parser.parse_args()
+    small, large = (2_000, 5_000) if args.quick else (20_000, 100_000)
+    began = time.perf_counter()
+    results: dict = {"machine": machine(), "small": small, "large": large, "workers": args.workers}
+
+    def step(label: str) -> None:
+        print(f"[{time.perf_counter() - began:6.0f} s] {label}", file=sys.stderr, flush=True)
+
+    step("corpora")
+    small_corpus, large_corpus = corpus_file(small), corpus_file(large)
+    increment = CACHE / f"corpus-{large}-s1-increment.jsonl"
+    step(f"stages on {small:,}")
+    results["stages"] = child("stages", str(small_corpus))
+    step(f"end to end on {small:,}, {args.workers} workers")
+    results["pipeline_small"] = child("pipeline", str(small_corpus), str(args.workers))
+    step(f"end to end on {small:,} as .txt files")
+    with tempfile.TemporaryDirectory() as tmp:
+        from generate import write_text_files
+
+        records = [json.loads(line) for line in small_corpus.read_text(encoding="utf-8").splitlines()]
+        results["pipeline_text"] = child("pipeline", str(write_text_files(records, Path(tmp) / "txt")), str(args.workers))
+    step(f"baseline on {small:,}")
+    results["baseline"] = child("baseline", str(small_corpus))
+    step(f"end to end on {large:,} (kept for the incremental test)")
+    with tempfile.TemporaryDirectory() as tmp:
+        big_db = str(Path(tmp) / "big.db")
+        results["pipeline_large"] = child("pipeline", str(large_corpus), str(args.workers), big_db)
+        step(f"incremental: {INCREMENT:,} into {large:,} and into an empty database")
+        results["increment_full"] = child("increment", str(increment), big_db, "3")
+        results["increment_empty"] = child("increment", str(increment), "", "3")
+    step(f"HTML: {HTML_PAGES} pages, {args.workers} workers")
+    with tempfile.TemporaryDirectory() as tmp:
+        from generate import write_html_pages
+
+        records = [json.loads(line) for line in small_corpus.read_text(encoding="utf-8").splitlines()[:HTML_PAGES]]
+        pages = write_html_pages(records, Path(tmp) / "html")
+        results["html"] = child("html", str(pages), str(args.workers))
+        results["html_1"] = child("html", str(pages), "1")
+    step("Prefect start-up (seeds/)")
+    results["prefect"] = child("prefect", str(ROOT / "seeds"), "threads")
+    results["total_s"] = time.perf_counter() - began
+    results["load_at_end"] = round(os.getloadavg()[0], 2)
+    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(render(results))
+
+
+def render(r: dict) -> str:
+    stages = r["stages"]
+    n = stages["articles"]
+    lines = [f"newsdedup benchmark: {r['machine']['cores']} cores, {r['machine']['cpu']}, {r['machine']['memory_gb']} GB",
+             "", f"per stage, one core, {n:,} articles (JSON Lines):"]
+    lines.append(f"  {'stage':<20} {'articles/s':>10} {'per CPU-s':>10}")
+    for stage, seconds in stages["seconds"].items():
+        lines.append(f"  {stage:<20} {n / seconds:>10,.0f} {n / stages['cpu_seconds'][stage]:>10,.0f}")
+    lines.append(f"  {'peak memory':<20} {stages['peak_mb']:>10,.0f} MB")
+    small, large, base = r["pipeline_small"], r["pipeline_large"], r["baseline"]
+    ratio = rate(small) / rate(base)
+    inc = r["increment_full"]["seconds"] / r["increment_empty"]["seconds"]
+    lines += [
+        "",
+        f"end to end ({r['workers']} worker processes + the writer):",
+        f"  {r['small']:>7,} articles  {rate(small):>8,.0f} articles/s  ({small['articles'] / small['cpu_s']:,.0f} per CPU-s)"
+        f"  peak {small['peak_mb']:,.0f} MB"
+        f" (+ workers {small['worker_peak_mb']:,.0f} MB each)",
+        f"  {r['large']:>7,} articles  {rate(large):>8,.0f} articles/s  ({large['articles'] / large['cpu_s']:,.0f} per CPU-s)"
+        f"  peak {large['peak_mb']:,.0f} MB"
+        f" (+ workers {large['worker_peak_mb']:,.0f} MB each)",
+        f"  {r['small']:>7,} .txt files {rate(r['pipeline_text']):>7,.0f} articles/s"
+        f"  ({r['pipeline_text']['articles'] / r['pipeline_text']['cpu_s']:,.0f} per CPU-s)",
+        f"  baseline ({r['small']:,})  {rate(base):>8,.0f} articles/s  ({base['articles'] / base['cpu_s']:,.0f} per CPU-s)"
+        f"  peak {base['peak_mb']:,.0f} MB",
+        f"  ratio to baseline         {ratio:.1f}x   (target >= 4x; >= 2,000 articles/s)",
+        "",
+        f"incremental: {INCREMENT:,} new articles into {r['large']:,}: {r['increment_full']['seconds']:.2f} s,"
+        f" into empty: {r['increment_empty']['seconds']:.2f} s, ratio {inc:.2f} (target <= 1.5)",
+        f"HTML: {rate(r['html']):.1f} pages/s on {r['workers']} processes, {rate(r['html_1']):.1f} on one",
+        f"Prefect fixed cost: import {r['prefect']['import_s']:.1f} s, server {r['prefect']['server_s']:.1f} s,"
+        f" a flow over seeds/ {r['prefect']['flow_s']:.1f} s",
+        f"benchmark wall time: {r['total_s'] / 60:.1f} min; load average {r['machine']['load_at_start']} at start,"
+        f" {r['load_at_end']} at end (other work on the machine slows every wall-clock figure)",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "measure":
+        print(json.dumps(MEASURES[sys.argv[2]](sys.argv[3:])))
+    else:
+        sys.path.insert(0, str(HERE))
+        main()
