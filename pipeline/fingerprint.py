@@ -62,6 +62,7 @@ def _term_weight(term: str) -> float:
     return background_weight(term)
 
 
+@functools.lru_cache(maxsize=400_000)
 def term_of(word: str) -> str | None:
     """The matching term for a word token, or None for words too common or short to count."""
     if word.endswith("'s"):
@@ -136,11 +137,9 @@ def shingle_hashes(tokens: list[str], size: int) -> np.ndarray:
         return np.empty(0, dtype=_UINT32)
     if len(tokens) < size:
         return np.array([hash32(" ".join(tokens))], dtype=_UINT32)
-    return np.fromiter(
-        (hash32(" ".join(tokens[i : i + size])) for i in range(len(tokens) - size + 1)),
-        dtype=_UINT32,
-        count=len(tokens) - size + 1,
-    )
+    digest = xxhash.xxh32_intdigest
+    grams = zip(*(tokens[offset:] for offset in range(size)))
+    return np.array([digest(" ".join(gram).encode("utf-8")) for gram in grams], dtype=_UINT32)
 
 
 def shingles(tokens: list[str], size: int) -> frozenset[str]:
@@ -201,7 +200,8 @@ def cosine(left: dict[str, float], right: dict[str, float]) -> float:
     """Cosine similarity of two sparse vectors (0.0 when either is empty)."""
     if len(left) > len(right):
         left, right = right, left
-    dot = sum(weight * right.get(term, 0.0) for term, weight in left.items())
+    # Terms missing on the right would add 0.0; skipping them leaves the sum bit for bit the same.
+    dot = sum(weight * right[term] for term, weight in left.items() if term in right)
     if dot == 0.0:
         return 0.0
     norm_left = math.sqrt(sum(w * w for w in left.values()))
