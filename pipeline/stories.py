@@ -49,13 +49,11 @@ def lsh_bands(threshold: float, num_perm: int, weights: tuple[float, float]) -> 
 
 def band_keys(packed: bytes, bands: int, rows: int) -> list[int]:
     """The LSH bucket keys of a signature: one signed 64-bit key per band (band number mixed in)."""
-    values = hashvalues(packed)
-    keys = []
-    for band in range(bands):
-        chunk = values[band * rows : (band + 1) * rows].tobytes()
-        key = xxhash.xxh64_intdigest(chunk, seed=band)
-        keys.append(key - (1 << 64) if key >= (1 << 63) else key)
-    return keys
+    # Stored signatures are already little-endian uint32 bytes: hash slices of them directly.
+    width = rows * 4
+    digest = xxhash.xxh64_intdigest
+    keys = [digest(packed[band * width : (band + 1) * width], seed=band) for band in range(bands)]
+    return [key - (1 << 64) if key >= (1 << 63) else key for key in keys]
 
 
 def estimated_jaccard(left: bytes, right: bytes) -> float:
@@ -153,7 +151,8 @@ def average_link(left: StoryState, right: StoryState, settings: MatchingSettings
     the two vector sums divided by both sizes: exact average linkage for one sparse dot product.
     """
     small, large = sorted((left.vector_sum, right.vector_sum), key=len)
-    dot = sum(weight * large.get(term, 0.0) for term, weight in small.items())
+    # Terms the larger story lacks would add 0.0; skipping them leaves the sum bit for bit the same.
+    dot = sum(weight * large[term] for term, weight in small.items() if term in large)
     mean = dot / (left.members * right.members)
     return mean - settings.time_decay_per_day * time_gap_days(left, right, settings.time_window_days)
 
