@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import operator
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -196,12 +197,22 @@ def weighted_vector(
     return {term: weight / norm for term, weight in top}
 
 
+def sparse_dot(left: dict[str, float], right: dict[str, float]) -> float:
+    """The dot product of two sparse vectors, summed in `left`'s order.
+
+    The same value, bit for bit, as `sum(w * right.get(t, 0.0) for t, w in left.items())`
+    (absent terms would only add 0.0), with the loops in C: story clustering calls this
+    hundreds of times per article.
+    """
+    shared = list(filter(right.__contains__, left))
+    return sum(map(operator.mul, map(left.__getitem__, shared), map(right.__getitem__, shared)))
+
+
 def cosine(left: dict[str, float], right: dict[str, float]) -> float:
     """Cosine similarity of two sparse vectors (0.0 when either is empty)."""
     if len(left) > len(right):
         left, right = right, left
-    # Terms missing on the right would add 0.0; skipping them leaves the sum bit for bit the same.
-    dot = sum(weight * right[term] for term, weight in left.items() if term in right)
+    dot = sparse_dot(left, right)
     if dot == 0.0:
         return 0.0
     norm_left = math.sqrt(sum(w * w for w in left.values()))

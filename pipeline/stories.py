@@ -24,7 +24,7 @@ import numpy as np
 import xxhash
 from datasketch import MinHashLSH
 
-from .fingerprint import hashvalues, jaccard, shingles, weighted_vector
+from .fingerprint import hashvalues, jaccard, shingles, sparse_dot, weighted_vector
 from .models import Assignment, Prepared
 from .normalize import matching_text, words
 from .settings import MatchingSettings
@@ -151,8 +151,7 @@ def average_link(left: StoryState, right: StoryState, settings: MatchingSettings
     the two vector sums divided by both sizes: exact average linkage for one sparse dot product.
     """
     small, large = sorted((left.vector_sum, right.vector_sum), key=len)
-    # Terms the larger story lacks would add 0.0; skipping them leaves the sum bit for bit the same.
-    dot = sum(weight * large[term] for term, weight in small.items() if term in large)
+    dot = sparse_dot(small, large)
     mean = dot / (left.members * right.members)
     return mean - settings.time_decay_per_day * time_gap_days(left, right, settings.time_window_days)
 
@@ -321,7 +320,7 @@ def assign_batch(batch: Sequence[Prepared], index: StoryIndex, settings: Matchin
         story_id = story_of_root[clusters.find(article_id)]
         state = outcome.states[story_id]
         vector = vectors[article_id]
-        similarity = sum(w * state.vector_sum.get(t, 0.0) for t, w in vector.items()) / state.members
+        similarity = sparse_dot(vector, state.vector_sum) / state.members
         outcome.assignments.append(
             Assignment(
                 article_id, story_id, duplicate_of.get(article_id), round(min(1.0, similarity), 4),
