@@ -55,8 +55,9 @@ eval: $(STAMP) ## story clustering quality on the development corpus
 eval-extraction: $(STAMP) ## token P/R/F1 of stored text on the 181-page HTML set (docs/extraction.md)
 	$(BIN)/python bench/extraction_eval.py --baseline
 
-bench: $(STAMP) ## throughput, peak memory, incremental cost and the datasketch baseline (~10 min; docs/performance.md)
-	$(BIN)/python bench/run.py
+BENCH_LARGE ?= 100000
+bench: $(STAMP) ## throughput, peak memory, incremental cost and the datasketch baseline (docs/performance.md)
+	$(BIN)/python bench/run.py --large $(BENCH_LARGE)
 
 clean: ## remove the virtualenv, the database and Prefect's local state
 	rm -rf $(VENV) data/stories.db* .prefect .pytest_cache
