@@ -143,7 +143,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
                    help="the Dask scheduler for --runner dask (default: start a local cluster)")
     p.add_argument("--workers", type=int, default=None,
-                   help="prepare processes (local engine, --runner processes, a local Dask cluster); default: one per core")
+                   help="prepare processes: for the local engine (default 1), --runner processes and a local "
+                   "Dask cluster (default: runner.workers in config, 0 = one per core)")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.add_argument(
         "--kind", choices=("feed", "sitemap", "page"), default=None,
@@ -259,7 +260,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
 
-        workers = args.workers if args.workers is not None else (settings.runner.workers or os.cpu_count() or 1)
+        # One process unless asked: worker processes hold more batches in memory at once.
+        workers = args.workers if args.workers is not None else 1
         run = ingest(args.paths, settings, db, on_batch=progress, kind=args.kind, workers=workers)
         counts = run.counts()
         lines = reports.summary_lines(run)
