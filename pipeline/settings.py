@@ -69,6 +69,11 @@ class MatchingSettings(_Section):
     # LSH over salient-term sets, tuned for recall: false negatives cost 9x false positives.
     story_lsh_threshold: float = Field(0.1, gt=0, lt=1)
     story_lsh_weights: tuple[float, float] = (0.1, 0.9)
+    # Per LSH key, at most this many stored articles are looked at; and per article, at most
+    # this many candidate stories (those proposed by the most bands) are verified. Both keep
+    # a batch's cost flat as the database grows.
+    story_bucket_cap: int = Field(32, ge=1)
+    story_candidates: int = Field(10, ge=1)
     # Cosine similarity between an article and a story that verifies the join.
     story_similarity: float = Field(0.07, gt=0, le=1)
     # Two stories merge when their centroids are at least this similar.

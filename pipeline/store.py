@@ -444,6 +444,23 @@ class Store:
                 matches.setdefault(key, []).append(article_id)
         return matches
 
+    def story_candidates(self, keys: Sequence[int], per_key: int) -> dict[int, list[int]]:
+        """For each story-level LSH key, the stories of at most `per_key` articles in its bucket.
+
+        The cap keeps a lookup's cost flat as the database grows: a bucket that fills up is one
+        that very common terms land in, and it says little about any one story.
+        """
+        query = (
+            "SELECT a.story_id FROM _lsh l JOIN articles a ON a.id = l.article_id "
+            "WHERE l.level = 'story' AND l.key = ? LIMIT ?"
+        )
+        found: dict[int, list[int]] = {}
+        for key in keys:
+            stories = [row[0] for row in self.conn.execute(query, (key, per_key))]
+            if stories:
+                found[key] = stories
+        return found
+
     def originals_by_content_hash(self, hashes: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}
         for chunk in self._chunks(list(hashes)):

@@ -111,6 +111,8 @@ class StoryIndex(Protocol):
 
     def lsh_matches(self, level: str, keys: Sequence[int]) -> dict[int, list[str]]: ...
 
+    def story_candidates(self, keys: Sequence[int], per_key: int) -> dict[int, list[int]]: ...
+
     def originals_by_content_hash(self, hashes: Sequence[str]) -> dict[str, str]: ...
 
     def indexed_articles(self, article_ids: Iterable[str], with_text: bool) -> dict[str, IndexedArticle]: ...
@@ -236,13 +238,26 @@ def assign_batch(batch: Sequence[Prepared], index: StoryIndex, settings: Matchin
     # Look everything up in the store once, for the whole batch.
     story_keys = {p.article.article_id: band_keys(p.fingerprint.story_hashvalues, story_bands, story_rows) for p in ordered}
     dup_keys = {p.article.article_id: band_keys(p.fingerprint.dup_hashvalues, dup_bands, dup_rows) for p in ordered}
-    stored_story = index.lsh_matches(STORY_LEVEL, sorted({k for keys in story_keys.values() for k in keys}))
+    stored_story = index.story_candidates(
+        sorted({k for keys in story_keys.values() for k in keys}), settings.story_bucket_cap
+    )
     stored_dup = index.lsh_matches(DUP_LEVEL, sorted({k for keys in dup_keys.values() for k in keys}))
     stored_hashes = index.originals_by_content_hash(sorted({p.article.content_hash for p in ordered}))
-    stored_ids = {a for found in stored_story.values() for a in found} | {a for found in stored_dup.values() for a in found}
-    stored_ids |= set(stored_hashes.values())
+    stored_ids = {a for found in stored_dup.values() for a in found} | set(stored_hashes.values())
     known: dict[str, IndexedArticle] = dict(index.indexed_articles(stored_ids, with_text=False))
-    states = index.story_states({a.story_id for a in known.values()})
+    # Each article's candidate stories, by the number of LSH bands that propose them: the true
+    # story shares many bands, a look-alike one or two, so the best few are all worth verifying.
+    candidate_stories: dict[str, list[int]] = {}
+    for article_id, keys in story_keys.items():
+        votes: dict[int, int] = {}
+        for key in keys:
+            for story_id in set(stored_story.get(key, ())):
+                votes[story_id] = votes.get(story_id, 0) + 1
+        ranked = sorted(votes.items(), key=lambda item: (-item[1], item[0]))
+        candidate_stories[article_id] = [story_id for story_id, _ in ranked[: settings.story_candidates]]
+    states = index.story_states(
+        {s for found in candidate_stories.values() for s in found} | {a.story_id for a in known.values()}
+    )
     stored_sizes = {story_id: state.members for story_id, state in states.items()}
 
     batch_story: dict[int, list[str]] = {}
@@ -274,12 +289,14 @@ def assign_batch(batch: Sequence[Prepared], index: StoryIndex, settings: Matchin
 
     neighbours: dict[object, set[object]] = {key: set() for key in clusters.parent}
     for article_id in ids:
+        neighbours[article_id].update(("story", story_id) for story_id in candidate_stories[article_id])
+        votes: dict[str, int] = {}
         for key in story_keys[article_id]:
-            for other in stored_story.get(key, ()):
-                neighbours[article_id].add(("story", known[other].story_id))
             for other in batch_story.get(key, ()):
                 if other != article_id:
-                    neighbours[article_id].add(other)
+                    votes[other] = votes.get(other, 0) + 1
+        ranked = sorted(votes.items(), key=lambda item: (-item[1], item[0]))
+        neighbours[article_id].update(other for other, _ in ranked[: settings.story_candidates])
     for key, linked in list(neighbours.items()):
         for other in linked:
             neighbours[other].add(key)
