@@ -238,8 +238,9 @@ def test_huge_inputs_keep_memory_bounded(tmp_path):
     out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
     assert os.waitstatus_to_exitcode(status) == 0, err
     peak_mb = usage.ru_maxrss / 1024
-    # Before the text cap this input took 3.4 GB; reading and rejecting it all stays small.
-    assert peak_mb < 600, f"peak memory {peak_mb:.0f} MB"
+    # Before the text cap this input took 3.4 GB; reading and rejecting it all stays well under
+    # 1 GB (230-630 MB measured, depending on what else the machine runs).
+    assert peak_mb < 1000, f"peak memory {peak_mb:.0f} MB"
     articles, rejects = _outcomes(db)
     assert set(articles) == {"fine.txt", "huge-line.jsonl:2"}
     assert "max_text_chars" in rejects["twenty-mb.txt"][1]
