@@ -13,6 +13,7 @@ import hashlib
 import math
 import operator
 import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date
 
@@ -157,7 +158,9 @@ def jaccard(left: frozenset[str], right: frozenset[str]) -> float:
     return len(left & right) / len(left | right)
 
 
-def term_scores(title: str | None, norm_text: str, settings: MatchingSettings) -> dict[str, float]:
+def term_scores(
+    title: str | None, norm_text: str, settings: MatchingSettings, tokens: list[str] | None = None
+) -> dict[str, float]:
     """An article's terms scored against general English, best first, at most `settings.scored_terms`.
 
     score = (1 + log tf) * background weight, where tf counts title words
@@ -165,11 +168,15 @@ def term_scores(title: str | None, norm_text: str, settings: MatchingSettings) -
     single writer that knows them.
     """
     counts: dict[str, float] = {}
-    for text, amount in ((norm_text, 1.0), (unified(title or "").casefold(), settings.title_boost)):
-        for word in words(text):
-            term = term_of(word)
-            if term is not None:
-                counts[term] = counts.get(term, 0.0) + amount
+    # Count words first, so each distinct word is mapped to its term once.
+    for word, number in Counter(tokens if tokens is not None else words(norm_text)).items():
+        term = term_of(word)
+        if term is not None:
+            counts[term] = counts.get(term, 0.0) + number
+    for word in words(unified(title or "").casefold()):
+        term = term_of(word)
+        if term is not None:
+            counts[term] = counts.get(term, 0.0) + settings.title_boost
     scored = {term: (1.0 + math.log(n)) * _term_weight(term) for term, n in counts.items()}
     top = sorted(scored.items(), key=lambda item: (-item[1], item[0]))[: settings.scored_terms]
     return {term: round(score, 4) for term, score in top}
@@ -224,7 +231,7 @@ def fingerprint(article: Article, settings: MatchingSettings) -> Fingerprint:
     """Everything matching needs of `article`: signatures for both levels and its term vector."""
     perms = permutations(settings.num_perm, settings.seed)
     tokens = words(article.norm_text)
-    scores = term_scores(article.title, article.norm_text, settings)
+    scores = term_scores(article.title, article.norm_text, settings, tokens)
     salient = tuple(list(scores)[: settings.salient_terms])
     story_values = minhash_values(
         np.fromiter((hash32(term) for term in salient), dtype=_UINT32, count=len(salient)), perms
