@@ -3,34 +3,54 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
+import time
 from collections import deque
+from contextlib import contextmanager
+from typing import Iterator
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
-from pipeline import ingest, report, web
+from pipeline import ingest, progress, report, web
 from pipeline.errors import TransientFetchError
 from pipeline.models import FeedEntry, Fetched, PreparedBatch, RawDocument, Rejected
+from pipeline.runlock import exclusive_run
 from pipeline.settings import RunnerSettings, Settings, load_settings
 from pipeline.store import SavedBatch, open_store
+
+from .caching import PREPARE_CACHE, PREPARE_CACHE_EXPIRATION
+
+# PREFECT_LOGGING_EXTRA_LOGGERS=pipeline gives the library's logger Prefect's handlers but not a
+# level, so it would inherit the root's WARNING and its INFO lines would never reach the UI.
+if logging.getLogger("pipeline").level == logging.NOTSET:
+    logging.getLogger("pipeline").setLevel(logging.INFO)
 
 # Batches prepared ahead of the writer: enough to keep the workers busy, few enough that a
 # 100,000-article input never sits in memory whole.
 _PREPARE_AHEAD = 4
 
 
-@task(name="prepare-batch", cache_policy=NO_CACHE)
+# Preparing is pure CPU work: no retries (it would fail the same way again), but cached by the
+# content of its inputs so unchanged pages are not extracted twice (flows/caching.py).
+@task(name="prepare-batch", cache_policy=PREPARE_CACHE, cache_expiration=PREPARE_CACHE_EXPIRATION)
 def prepare_task(items: list[RawDocument | Rejected], settings: Settings) -> PreparedBatch:
     return ingest.prepare_batch(items, settings)
 
 
-# Storing is I/O: a lock held too long by another writer is worth a retry; the transaction
-# rolled back, and already-stored articles are skipped, so a retry never duplicates.
+# Storing is I/O: the run lock keeps other ingest runs out, but any other writer (a maintenance
+# command, a second machine's run on a shared disk) can still hold SQLite's lock past the busy
+# timeout. The transaction rolled back and stored articles are skipped, so a retry never duplicates.
 @task(name="assign-and-store-batch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
 def commit_task(batch: PreparedBatch, db: str, settings: Settings, run_id: str) -> SavedBatch:
     return ingest.commit_batch_to(batch, db, settings, run_id)
@@ -77,21 +97,85 @@ def _web_batches(locations: list[str], kind: str | None, settings: Settings, cra
         )
 
 
-@task(name="publish-summary", cache_policy=NO_CACHE)
-def summary_task(run: ingest.RunReport, db: str) -> str:
+@task(name="summarize-run", cache_policy=NO_CACHE)
+def summary_task(run: ingest.RunReport, db: str) -> tuple[str, list[dict]]:
     totals, stories, rejects = ingest.run_overview(run, db)
-    markdown = report.summary_markdown(run, totals, stories, rejects)
+    markdown = report.summary_markdown(run, totals, stories, rejects, ingest.run_similarities(run, db))
+    return markdown, report.story_table(stories)
+
+
+def publish_summary(markdown: str, table: list[dict]) -> None:
+    """The run's artifacts, made in the flow itself so the UI lists them on the flow run."""
     create_markdown_artifact(markdown=markdown, key="ingest-summary", description="newsdedup run summary")
-    if stories:
-        create_table_artifact(
-            table=[
-                {k: row.get(k) for k in ("story_id", "title", "article_count", "outlets", "canonical_url")}
-                for row in stories[:200]
-            ],
-            key="new-and-grown-stories",
-            description="Stories created or grown by this run",
-        )
-    return markdown
+    if table:
+        create_table_artifact(table=table, key="new-and-grown-stories", description="Stories created or grown by this run")
+
+
+@contextmanager
+def _timed(run: ingest.RunReport, stage: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        run.time(stage, time.perf_counter() - started)
+
+
+@flow(name="newsdedup-ingest", log_prints=False)
+def ingest_flow(
+    paths: list[str], db: str = "data/stories.db", config: str | None = None, kind: str | None = None
+) -> dict[str, int]:
+    """Ingest files, directories, page/feed/sitemap URLs and feed/sitemap files into the database at `db`.
+
+    `kind` ("feed", "sitemap" or "page") says what the URLs are; by default each response tells.
+    """
+    logger = get_run_logger()
+    settings = load_settings(config)
+    run = ingest.RunReport(str(flow_run.id or ingest.new_run_id())[:12])
+    with exclusive_run(db, run.run_id):
+        return _ingest_locked(paths, db, settings, kind, run, logger)
+
+
+def _ingest_locked(
+    paths: list[str], db: str, settings: Settings, kind: str | None, run: ingest.RunReport, logger
+) -> dict[str, int]:
+    expected = progress.expected_inputs(paths, settings.ingest)
+    progress_id = create_progress_artifact(
+        progress=0.0, key="ingest-progress", description=f"inputs stored, of about {expected:,}"
+    )
+    ingest.start_run(run, db, settings)
+    local, remote = web.split_locations(paths, kind)
+    crawl = web.CrawlState(db, settings.store.busy_timeout_s)
+    chunks = ingest.batches(local, settings)
+    if remote:
+        chunks = itertools.chain(chunks, _web_batches(remote, kind, settings, crawl))
+
+    def commit(future) -> None:
+        # Time the writer spends waiting for a prepared batch is the extraction's share of the
+        # run: preparing runs in parallel with committing the previous batch.
+        with _timed(run, "extract+fingerprint"):
+            batch = future.result()
+        with _timed(run, "assign+store"):
+            run.add(commit_task(batch, db, settings, run.run_id))
+        update_progress_artifact(progress_id, progress.fraction_done(run.inputs, expected))
+        logger.info("%s inputs so far, %s new articles", f"{run.inputs:,}", f"{run.new_articles:,}")
+
+    pending: deque = deque()
+    # "read" includes fetching: web batches are fetched as the loop asks for them.
+    for chunk in ingest.timed_iter(chunks, run, "read"):
+        pending.append(prepare_task.submit(chunk, settings))
+        if len(pending) >= _PREPARE_AHEAD:
+            commit(pending.popleft())
+    while pending:
+        commit(pending.popleft())
+    if remote:
+        crawl.save_validators()
+        run.add_crawl(crawl)
+    ingest.finish_run(run, db, settings)
+    publish_summary(*summary_task(run, db))
+    update_progress_artifact(progress_id, 100.0)
+    for line in report.summary_lines(run):
+        logger.info(line)
+    return run.counts()
 
 
 def task_runner_for(runner: RunnerSettings):
@@ -114,37 +198,3 @@ def with_runner(runner: RunnerSettings | str, dask_address: str = ""):
         runner = RunnerSettings(kind=runner, dask_address=dask_address)
     return ingest_flow.with_options(task_runner=task_runner_for(runner))
 
-
-@flow(name="newsdedup-ingest", log_prints=False)
-def ingest_flow(
-    paths: list[str], db: str = "data/stories.db", config: str | None = None, kind: str | None = None
-) -> dict[str, int]:
-    """Ingest files, directories, page/feed/sitemap URLs and feed/sitemap files into the database at `db`.
-
-    `kind` ("feed", "sitemap" or "page") says what the URLs are; by default each response tells.
-    """
-    logger = get_run_logger()
-    settings = load_settings(config)
-    run = ingest.RunReport(str(flow_run.id or ingest.new_run_id())[:12])
-    ingest.start_run(run, db, settings)
-    local, remote = web.split_locations(paths, kind)
-    crawl = web.CrawlState(db, settings.store.busy_timeout_s)
-    chunks = ingest.batches(local, settings)
-    if remote:
-        chunks = itertools.chain(chunks, _web_batches(remote, kind, settings, crawl))
-    pending: deque = deque()
-    for chunk in chunks:
-        pending.append(prepare_task.submit(chunk, settings))
-        if len(pending) >= _PREPARE_AHEAD:
-            run.add(commit_task(pending.popleft().result(), db, settings, run.run_id))
-            logger.info("%s inputs so far, %s new articles", run.inputs, run.new_articles)
-    while pending:
-        run.add(commit_task(pending.popleft().result(), db, settings, run.run_id))
-    if remote:
-        crawl.save_validators()
-        run.add_crawl(crawl)
-    ingest.finish_run(run, db, settings)
-    summary_task(run, db)
-    for line in report.summary_lines(run):
-        logger.info(line)
-    return run.counts()

@@ -20,6 +20,7 @@ from . import extract, sources, web
 from .errors import BadInputError
 from .fingerprint import fingerprint
 from .models import Prepared, PreparedBatch, RawDocument, Rejected
+from .runlock import exclusive_run
 from .settings import Settings
 from .store import SavedBatch, Store, now_iso, open_store
 from .stories import assign_batch
@@ -262,6 +263,20 @@ def run_overview(report: RunReport, db_path: str | Path) -> tuple[dict[str, int]
         store.close()
 
 
+def run_similarities(report: RunReport, db_path: str | Path) -> list[float]:
+    """Similarity to their story's canonical article of the run's new articles, canonicals left out."""
+    store = open_store(db_path)
+    try:
+        rows = store.db.query(
+            "SELECT a.similarity FROM articles a JOIN stories s ON s.id = a.story_id "
+            "WHERE a.run_id = ? AND a.id != s.canonical_article_id AND a.similarity IS NOT NULL",
+            [report.run_id],
+        )
+        return [row["similarity"] for row in rows]
+    finally:
+        store.close()
+
+
 def ingest(
     paths: Sequence[str],
     settings: Settings,
@@ -280,6 +295,18 @@ def ingest(
     and stores them in input order, so the result is the same as with one worker.
     """
     report = RunReport(run_id or new_run_id())
+    with exclusive_run(db_path, report.run_id):
+        _ingest_locked(paths, settings, db_path, report, on_batch)
+    return report
+
+
+def _ingest_locked(
+    paths: Sequence[str],
+    settings: Settings,
+    db_path: str | Path,
+    report: RunReport,
+    on_batch: Callable[[RunReport], None] | None,
+) -> None:
     start_run(report, db_path, settings)
     store = open_store(db_path, settings.store.busy_timeout_s)
     crawl = web.CrawlState(db_path, settings.store.busy_timeout_s)
@@ -297,7 +324,6 @@ def ingest(
     if documents is None and web.split_locations(paths, kind)[1]:
         report.add_crawl(crawl)
     finish_run(report, db_path, settings)
-    return report
 
 
 def timed_iter(items: Iterable, report: RunReport, stage: str) -> Iterator:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from .ingest import RunReport
+
+# Eighths of a block, so a bar's length is exact to 1/8 of a character cell.
+_EIGHTHS = " ▏▎▍▌▋▊▉"
+_FULL = "█"
+# Story sizes are heavy-tailed: singletons dominate, a few stories have dozens of reports.
+_SIZE_BINS = ((1, 1), (2, 2), (3, 4), (5, 9), (10, 19), (20, None))
 
 
 def _plural(count: int, word: str) -> str:
@@ -70,8 +76,99 @@ def web_nothing_new(counts: dict[str, int]) -> list[str]:
     return web_lines(report)[-1:]
 
 
+STORY_TABLE_COLUMNS = ("story_id", "title", "article_count", "outlets", "canonical_url")
+# A table artifact is for browsing: the largest stories first, and not thousands of rows.
+STORY_TABLE_ROWS = 200
+
+
+def story_table(stories: Sequence[dict]) -> list[dict]:
+    """Rows of the new-and-grown-stories table: id, title, size, outlets, canonical link."""
+    return [{key: row.get(key) for key in STORY_TABLE_COLUMNS} for row in stories[:STORY_TABLE_ROWS]]
+
+
+def bar(value: float, largest: float, width: int) -> str:
+    """A horizontal bar of unicode blocks, `width` cells long when `value` equals `largest`."""
+    if largest <= 0 or value <= 0:
+        return ""
+    eighths = max(1, round(value / largest * width * 8))
+    return _FULL * (eighths // 8) + (_EIGHTHS[eighths % 8] if eighths % 8 else "")
+
+
+def bar_chart(rows: Sequence[tuple[str, int]], width: int = 40) -> str:
+    """Labelled counts as an aligned text bar chart (for a fenced block in markdown)."""
+    if not rows:
+        return ""
+    largest = max(count for _, count in rows)
+    label_width = max(len(label) for label, _ in rows)
+    count_width = max(len(f"{count:,}") for _, count in rows)
+    return "\n".join(
+        f"{label.rjust(label_width)} │ {f'{count:,}'.rjust(count_width)} {bar(count, largest, width)}".rstrip()
+        for label, count in rows
+    )
+
+
+def size_histogram(sizes: Iterable[int]) -> list[tuple[str, int]]:
+    """Story sizes counted in bins (1, 2, 3-4, 5-9, 10-19, 20+), every bin listed."""
+    sizes = list(sizes)
+    rows = []
+    for low, high in _SIZE_BINS:
+        label = f"{low}+" if high is None else (str(low) if low == high else f"{low}-{high}")
+        rows.append((label, sum(1 for s in sizes if s >= low and (high is None or s <= high))))
+    return rows
+
+
+def similarity_histogram(similarities: Iterable[float], bins: int = 10) -> list[tuple[str, int]]:
+    """Similarities in [0, 1] counted in `bins` equal bins, labelled by their range."""
+    counts = [0] * bins
+    for value in similarities:
+        counts[min(bins - 1, max(0, int(value * bins)))] += 1
+    return [(f"{i / bins:.1f}-{(i + 1) / bins:.1f}", count) for i, count in enumerate(counts)]
+
+
+def _chart_section(heading: str, caption: str, rows: Sequence[tuple[str, int]]) -> list[str]:
+    return ["", f"## {heading}", "", caption, "", "```text", bar_chart(rows), "```"]
+
+
+def charts_markdown(story_sizes: Sequence[int], similarities: Sequence[float]) -> list[str]:
+    """Markdown lines with the two pictures of a run: story sizes and similarities."""
+    lines: list[str] = []
+    if story_sizes:
+        stories = _plural(len(story_sizes), "story").replace("storys", "stories")
+        lines += _chart_section(
+            "Story sizes", f"Articles per story, over the {stories} this run created or grew:",
+            size_histogram(story_sizes),
+        )
+    if similarities:
+        lines += _chart_section(
+            "How close the new articles are to their story",
+            f"Similarity to the story's canonical article, for {_plural(len(similarities), 'new article')} "
+            "that joined a story (1.0 = the same text):",
+            similarity_histogram(similarities),
+        )
+    return lines
+
+
+def stage_times_markdown(seconds: dict[str, float], inputs: int) -> list[str]:
+    """Markdown lines with the time per stage, as a table with bars."""
+    if not seconds:
+        return []
+    total = sum(seconds.values())
+    largest = max(seconds.values())
+    lines = ["", "## Time per stage", "", "| stage | seconds | share | |", "|---|---:|---:|---|"]
+    for stage, value in seconds.items():
+        share = value / total if total > 0 else 0.0
+        lines.append(f"| {stage} | {value:.2f} | {share:.0%} | {bar(value, largest, 20)} |")
+    rate = f" ({inputs / total:,.0f} inputs/s)" if total > 0 and inputs else ""
+    lines.append(f"| **total** | **{total:.2f}** | | {rate.strip()} |")
+    return lines
+
+
 def summary_markdown(
-    report: RunReport, totals: dict[str, int], stories: Sequence[dict], rejects: Sequence[dict]
+    report: RunReport,
+    totals: dict[str, int],
+    stories: Sequence[dict],
+    rejects: Sequence[dict],
+    similarities: Sequence[float] = (),
 ) -> str:
     """The run summary as markdown, for a Prefect artifact."""
     lines = [
@@ -98,9 +195,8 @@ def summary_markdown(
     ]
     if report.web_sources and report.pages_fetched == 0:
         lines += ["", web_lines(report)[-1] + "."]
-    if report.seconds:
-        lines += ["", "## Time per stage", "", "| stage | seconds |", "|---|---:|"]
-        lines += [f"| {stage} | {seconds:.2f} |" for stage, seconds in report.seconds.items()]
+    lines += stage_times_markdown(report.seconds, report.inputs)
+    lines += charts_markdown([story["article_count"] for story in stories], similarities)
     if stories:
         lines += ["", "## New and grown stories", "", "| story | size | title | outlets |", "|---:|---:|---|---|"]
         for story in stories[:50]:

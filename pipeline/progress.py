@@ -1,0 +1,67 @@
+"""How far a run has got: a cheap estimate of how many inputs it will read, and the fraction done."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from pathlib import Path
+from typing import Sequence
+
+from .settings import IngestSettings
+from .sources import kind_of
+
+_CHUNK_BYTES = 1 << 20
+
+
+def _jsonl_records(path: Path, limit: int) -> int:
+    """Lines in a JSON Lines file (gzip or not), reading at most `limit` decompressed bytes."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    lines = read = 0
+    last = b"\n"
+    try:
+        with opener(path, "rb") as handle:
+            while read < limit:
+                chunk = handle.read(_CHUNK_BYTES)
+                if not chunk:
+                    break
+                read += len(chunk)
+                lines += chunk.count(b"\n")
+                last = chunk[-1:]
+    except (OSError, EOFError, zlib.error):
+        pass  # the reader will reject the file; the estimate only has to be close
+    return lines + (0 if last == b"\n" else 1)
+
+
+def _file_inputs(path: Path, settings: IngestSettings) -> int:
+    if kind_of(path) == "jsonl":
+        return max(1, _jsonl_records(path, settings.max_decompressed_bytes))
+    return 1
+
+
+def expected_inputs(paths: Sequence[str], settings: IngestSettings) -> int:
+    """About how many inputs a run over `paths` will read: one per file, one per JSON Lines line.
+
+    A URL counts as one input: a feed or sitemap may expand into more, so progress based on
+    this estimate is capped below 100% until the run ends.
+    """
+    total = 0
+    for given in paths:
+        root = Path(given)
+        if root.is_dir():
+            total += sum(
+                _file_inputs(path, settings)
+                for path in sorted(root.rglob("*"))
+                if path.is_file() and not any(part.startswith(".") for part in path.relative_to(root).parts)
+            )
+        elif root.is_file():
+            total += _file_inputs(root, settings)
+        else:
+            total += 1
+    return total
+
+
+def fraction_done(inputs_read: int, expected: int) -> float:
+    """Progress in percent for Prefect's progress artifact, below 100 until the run says it is done."""
+    if expected <= 0:
+        return 0.0
+    return round(min(99.0, 100.0 * inputs_read / expected), 1)

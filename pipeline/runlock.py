@@ -1,0 +1,89 @@
+"""One ingest run per story database at a time: an advisory file lock next to the database.
+
+SQLite already serializes writers batch by batch (BEGIN IMMEDIATE), so overlapping runs could
+not corrupt the file; the run-level lock makes a second run wait for the first one as a whole,
+so a slow scheduled run and the next one due never interleave their batches, and a person
+reading the logs sees why a run is idle. `flock` locks belong to the open file, so they also
+separate two runs in one process (threads) and vanish when a crashed process's file closes:
+no stale lock to clean up by hand.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+log = logging.getLogger(__name__)
+
+# How often a waiting run retries the lock, and how often it says it is still waiting.
+_POLL_SECONDS = 0.5
+_REMIND_SECONDS = 60.0
+
+WAITING_MESSAGE = "another ingest run holds the database; waiting"
+
+
+def lock_path_for(db_path: str | Path) -> Path:
+    """The lock file that guards the story database at `db_path`."""
+    db_path = Path(db_path)
+    return db_path.with_name(db_path.name + ".lock")
+
+
+def _holder(handle) -> str:
+    handle.seek(0)
+    try:
+        who = json.loads(handle.read() or "{}")
+    except ValueError:
+        return "unknown run"
+    return f"run {who.get('run_id', '?')} (pid {who.get('pid', '?')}, since {who.get('since', '?')})"
+
+
+@contextmanager
+def exclusive_run(db_path: str | Path, run_id: str, timeout_s: float | None = None) -> Iterator[float]:
+    """Hold the database's run lock for the block; yields the seconds spent waiting for it.
+
+    Raises TimeoutError when `timeout_s` passes before the other run finishes.
+    """
+    path = lock_path_for(db_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+", encoding="utf-8")
+    started = time.monotonic()
+    try:
+        reminded = 0.0
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                waited = time.monotonic() - started
+                if reminded == 0.0:
+                    log.warning("%s: %s holds %s", WAITING_MESSAGE, _holder(handle), db_path)
+                    reminded = waited or 1e-9
+                elif waited - reminded >= _REMIND_SECONDS:
+                    log.warning("still waiting after %.0fs: %s holds %s", waited, _holder(handle), db_path)
+                    reminded = waited
+                if timeout_s is not None and waited >= timeout_s:
+                    raise TimeoutError(f"{_holder(handle)} held {db_path} for more than {timeout_s:.0f}s") from None
+                time.sleep(_POLL_SECONDS)
+        waited = time.monotonic() - started
+        if reminded:
+            log.info("the other ingest run finished after %.1fs; going on", waited)
+        log.info("run %s has the story database %s to itself", run_id, db_path)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"run_id": run_id, "pid": os.getpid(), "since": time.strftime("%H:%M:%S")}))
+        handle.flush()
+        try:
+            yield waited
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            handle.flush()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        handle.close()
