@@ -18,7 +18,8 @@ EXIT_CODES = """exit codes:
   1  internal error (a bug: please report it with the traceback from NEWSDEDUP_DEBUG=1)
   2  usage error (bad arguments, unknown story id)
   3  configuration error (unknown key, wrong type, missing file)
-  4  database error (cannot open, not a story database, other schema)"""
+  4  database error (cannot open, not a story database, other schema)
+  5  the local Prefect server could not start"""
 
 COMMANDS = {
     "ingest": (
@@ -89,6 +90,23 @@ facets by outlet and date and full-text search over titles and texts. See docs/q
   newsdedup eval tests/data/giveme5w1h.jsonl
   newsdedup eval corpus.jsonl --batches 4 --seed 7     # as 4 shuffled incremental runs
   newsdedup eval corpus.jsonl --json""",
+    ),
+    "server": (
+        "Run a local Prefect server (UI and API) with its own database under .prefect/.",
+        """examples:
+  newsdedup server                   # UI at http://127.0.0.1:4200, Ctrl-C stops it
+  newsdedup server --port 4300 --home /tmp/prefect-home
+
+then, in another terminal: export PREFECT_API_URL=http://127.0.0.1:4200/api""",
+    ),
+    "serve": (
+        "Serve one scheduled deployment of the ingest flow per enabled source in config/sources.toml.",
+        """examples:
+  PREFECT_API_URL=http://127.0.0.1:4200/api newsdedup serve
+  newsdedup serve --sources my-sources.toml --db data/stories.db
+
+Runs happen in this process's machine on each source's cron or interval schedule, and on
+demand from the UI ('Run' on the deployment) or 'prefect deployment run newsdedup-ingest/NAME'.""",
     ),
 }
 
@@ -201,6 +219,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="shuffle seed for --batches")
     p.add_argument("--worst", type=int, default=5, help="how many worst merges and splits to list")
     p.add_argument("--json", action="store_true", help="machine-readable scores")
+    p = command("server")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=4200, help="port (default 4200)")
+    p.add_argument("--home", default=None, help="PREFECT_HOME for the server's database (default: .prefect in the project)")
+
+    p = command("serve")
+    db_option(p)
+    p.add_argument("--sources", default=None, help="sources file (default config/sources.toml)")
+    p.add_argument("--limit", type=int, default=None, help="at most this many flow runs at once")
     return parser
 
 
@@ -475,10 +502,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_server(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from flows.server import DEFAULT_HOME, run_server
+
+    return run_server(args.host, args.port, Path(args.home) if args.home else DEFAULT_HOME)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flows.serve import serve_sources
+
+    from .settings import load_sources
+
+    serve_sources(load_sources(args.sources), _db(args), args.config, args.limit)
+    return 0
+
+
 HANDLERS = {
     "ingest": cmd_ingest, "stories": cmd_stories, "show": cmd_show, "search": cmd_search,
     "rejects": cmd_rejects, "eval": cmd_eval,
     "browse": cmd_browse, "export": cmd_export,
+    "server": cmd_server, "serve": cmd_serve,
 }
 
 

@@ -1,0 +1,183 @@
+"""A local Prefect server for newsdedup: its own database under the project, ready when healthy.
+
+`prefect server start` is run as a child process (its own session, so a Ctrl-C in the terminal
+reaches us first and we stop it in order); ready means `/api/health` answers, which takes
+10-30 s on a small machine while the server migrates its database and builds the UI.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import PipelineError
+from pipeline.settings import PROJECT_ROOT
+
+DEFAULT_HOME = PROJECT_ROOT / ".prefect"
+DEFAULT_PORT = 4200
+# A cold start (database migrations, UI build copied into PREFECT_HOME) measured 10-30 s on
+# 2 busy cores; give it several times that before calling it failed.
+STARTUP_TIMEOUT_S = 180.0
+STOP_TIMEOUT_S = 20.0
+
+
+class ServerError(PipelineError):
+    """The local Prefect server could not start or did not become healthy."""
+
+    exit_code = 5
+
+
+@dataclass
+class LocalServer:
+    """A running `prefect server start` child process and where to reach it."""
+
+    process: subprocess.Popen
+    host: str
+    port: int
+    home: Path
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return self.url + "/api"
+
+    def stop(self) -> int:
+        """Stop the server (SIGTERM, then SIGKILL after a grace period); returns its exit code."""
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(STOP_TIMEOUT_S)
+        return self.process.returncode
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex((host, port)) == 0
+
+
+def server_environment(home: Path, host: str, port: int, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a server on `host:port` whose state lives in `home`, with telemetry off."""
+    env = dict(os.environ if base is None else base)
+    env.update(
+        PREFECT_HOME=str(home),
+        DO_NOT_TRACK="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_LOGGING_LEVEL=env.get("PREFECT_SERVER_LOGGING_LEVEL", "WARNING"),
+        # The UI is told where the API is from these settings, not from the --host/--port
+        # arguments: without them it calls 127.0.0.1:4200 whatever port the server is on.
+        PREFECT_SERVER_API_HOST=host,
+        PREFECT_SERVER_API_PORT=str(port),
+        PREFECT_UI_API_URL=f"http://{host}:{port}/api",
+    )
+    # A server started here serves its own API: a client setting inherited from the shell
+    # (pointing at another server or at Prefect Cloud) must not leak into it.
+    for name in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE"):
+        env.pop(name, None)
+    return env
+
+
+def healthy(api_url: str, timeout_s: float = 2.0) -> bool:
+    """True when the Prefect API at `api_url` answers its health check."""
+    try:
+        with urllib.request.urlopen(api_url + "/health", timeout=timeout_s) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def start_server(host: str = "127.0.0.1", port: int = DEFAULT_PORT, home: Path = DEFAULT_HOME) -> LocalServer:
+    """Start `prefect server start` with its database in `home` and wait until it is healthy.
+
+    Raises ServerError when the port is taken, or the server exits or stays unhealthy.
+    """
+    if port_in_use(host, port):
+        raise ServerError(
+            f"port {port} on {host} is already in use: is a Prefect server running there? "
+            f"(open http://{host}:{port}, or choose another with --port)"
+        )
+    home = Path(home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    log_path = home / "server.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
+            env=server_environment(home, host, port),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    server = LocalServer(process, host, port, home, log_path)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while not healthy(server.api_url):
+        if process.poll() is not None:
+            raise ServerError(f"the Prefect server exited with code {process.returncode}; see {log_path}")
+        if time.monotonic() > deadline:
+            server.stop()
+            raise ServerError(f"the Prefect server did not answer {server.api_url}/health in "
+                              f"{STARTUP_TIMEOUT_S:.0f}s; see {log_path}")
+        time.sleep(0.5)
+    return server
+
+
+def run_server(host: str, port: int, home: Path, out=sys.stdout) -> int:
+    """Start the server, say where it is, and keep it running until Ctrl-C or SIGTERM."""
+    started = time.monotonic()
+    print(f"starting a Prefect server on {host}:{port} (state in {Path(home).resolve()}) ...", file=out, flush=True)
+    server = start_server(host, port, home)
+    print(
+        f"Prefect server ready in {time.monotonic() - started:.0f}s\n"
+        f"  UI:   {server.url}\n"
+        f"  API:  {server.api_url}\n"
+        f"  logs: {server.log_path}\n"
+        f"In another terminal: export PREFECT_API_URL={server.api_url}; then 'newsdedup serve' or "
+        f"'newsdedup ingest PATH' report to it.\nPress Ctrl-C to stop.",
+        file=out, flush=True,
+    )
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    # A shell that starts us in the background sets SIGINT to "ignore", and Python keeps that:
+    # restore Ctrl-C so the server can always be stopped in order.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code = server.process.wait()
+        print(f"the Prefect server exited with code {code}; see {server.log_path}", file=out, flush=True)
+        return 1 if code else 0
+    except KeyboardInterrupt:
+        print("stopping the Prefect server ...", file=out, flush=True)
+        code = server.stop()
+        print(f"stopped (exit code {code})", file=out, flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
+        server.stop()
