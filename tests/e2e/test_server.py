@@ -1,0 +1,69 @@
+"""The served deployment on a real Prefect server: run through the API, checked through the API."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from .conftest import api
+
+pytestmark = pytest.mark.slow
+
+
+def _artifacts(api_url: str, flow_run_id: str) -> dict[str, dict]:
+    rows = api(api_url, "POST", "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
+    return {row["key"]: row for row in rows}
+
+
+def test_server_runs_the_served_deployment_and_publishes_artifacts(prefect_server, served_deployment, completed_run):
+    deployment, _, _ = served_deployment
+    run, db = completed_run
+
+    # The deployment is the configured source, with its schedule and absolute paths.
+    assert deployment["name"] == "e2e-seeds"
+    assert [s["schedule"].get("interval") for s in deployment["schedules"]] == [3600.0]
+    assert deployment["parameters"]["db"] == str(db)
+    names = [d["name"] for d in api(prefect_server, "POST", "/deployments/filter", {})]
+    assert "switched-off" not in names, "a disabled source was deployed"
+
+    # The database the run wrote: every input accounted for, the five seeds one story of five.
+    with sqlite3.connect(db) as conn:
+        articles, rejects = conn.execute("SELECT (SELECT count(*) FROM articles), (SELECT count(*) FROM rejects)").fetchone()
+        seed_stories = conn.execute(
+            "SELECT DISTINCT s.id, s.article_count FROM articles a JOIN stories s ON s.id = a.story_id "
+            "WHERE a.external_id LIKE 'seeds/%'"
+        ).fetchall()
+        run_ids = conn.execute("SELECT DISTINCT run_id FROM articles").fetchall()
+        finished = conn.execute("SELECT inputs, finished_at FROM runs").fetchall()
+    assert len(seed_stories) == 1 and seed_stories[0][1] == 5
+    assert run_ids == [(run["id"][:12],)]
+    assert len(finished) == 1 and finished[0][0] == articles + rejects and finished[0][1]
+
+    artifacts = _artifacts(prefect_server, run["id"])
+    assert set(artifacts) >= {"ingest-summary", "new-and-grown-stories", "ingest-progress"}
+
+    summary = artifacts["ingest-summary"]
+    assert summary["type"] == "markdown"
+    text = summary["data"]
+    assert f"| inputs | {articles + rejects:,} |" in text and f"| new articles | {articles:,} |" in text
+    assert f"| rejects | {rejects:,} |" in text
+    assert "## Time per stage" in text and "| extract+fingerprint |" in text and "| assign+store |" in text
+    assert "## Story sizes" in text and "## How close the new articles are" in text and "█" in text
+
+    table = artifacts["new-and-grown-stories"]
+    assert table["type"] == "table"
+    rows = table["data"] if isinstance(table["data"], list) else __import__("json").loads(table["data"])
+    assert len(rows) > 1 and all(row["title"] and row["article_count"] >= 1 for row in rows)
+    assert any(row["story_id"] == seed_stories[0][0] and row["article_count"] == 5 for row in rows)
+    assert set(rows[0]) == {"story_id", "title", "article_count", "outlets", "canonical_url"}
+    assert any(row["canonical_url"] and row["outlets"] for row in rows)
+
+    progress = artifacts["ingest-progress"]
+    assert progress["type"] == "progress" and float(progress["data"]) == 100.0
+
+    # Library logs reach the run's logs (PREFECT_LOGGING_EXTRA_LOGGERS=pipeline).
+    logs = api(prefect_server, "POST", "/logs/filter", {"logs": {"flow_run_id": {"any_": [run["id"]]}}, "limit": 200})
+    assert any(log["name"] == "pipeline.runlock" and "to itself" in log["message"] for log in logs), [
+        (log["name"], log["message"]) for log in logs
+    ]
