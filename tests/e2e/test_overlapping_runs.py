@@ -1,0 +1,123 @@
+"""Two ingest runs over the same inputs at the same time leave the database a single run leaves."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.ingest import ingest
+from pipeline.runlock import WAITING_MESSAGE, lock_path_for
+
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "giveme5w1h.jsonl"
+
+# Everything a run decides, without the columns that say when or by which run it was written.
+_CONTENT_QUERIES = {
+    "articles": "SELECT id, external_id, url, title, source, published, text, content_hash, story_id, "
+    "duplicate_of, similarity, extra FROM articles ORDER BY id",
+    "stories": "SELECT id, canonical_article_id, title, article_count, first_published, last_published "
+    "FROM stories ORDER BY id",
+    "rejects": "SELECT ref, stage, reason, detail, input FROM rejects ORDER BY ref, input",
+    "signatures": "SELECT * FROM _signatures ORDER BY article_id",
+    "lsh": "SELECT * FROM _lsh ORDER BY level, key, article_id",
+    "story_state": "SELECT * FROM _story_state ORDER BY story_id",
+}
+
+
+def database_content(db: Path) -> dict[str, list[tuple]]:
+    with sqlite3.connect(db) as conn:
+        return {name: conn.execute(sql).fetchall() for name, sql in _CONTENT_QUERIES.items()}
+
+
+@pytest.fixture
+def inputs(tmp_path: Path, seeds_dir: Path) -> list[str]:
+    shutil.copyfile(CORPUS, tmp_path / CORPUS.name)
+    return [str(seeds_dir), str(tmp_path / CORPUS.name)]
+
+
+def _wait_until_locked(db: Path, thread: threading.Thread) -> None:
+    # The holder writes its run id into the lock file once it has the lock.
+    deadline = time.monotonic() + 60
+    while not (lock_path_for(db).exists() and lock_path_for(db).read_text()):
+        assert thread.is_alive() and time.monotonic() < deadline, "the first run never took the lock"
+        time.sleep(0.01)
+
+
+class _Recorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _overlapping(run, db: Path) -> tuple[list[BaseException], list[str]]:
+    """Start `run()` twice, the second while the first holds the database.
+
+    Returns the errors of both and the run lock's log lines. (A handler of our own: Prefect's
+    logging set-up replaces the root handlers that pytest's caplog relies on.)
+    """
+    errors: list[BaseException] = []
+    recorder = _Recorder()
+    lock_logger = logging.getLogger("pipeline.runlock")
+    lock_logger.addHandler(recorder)
+
+    def guarded() -> None:
+        try:
+            run()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    first = threading.Thread(target=guarded)
+    first.start()
+    _wait_until_locked(db, first)
+    second = threading.Thread(target=guarded)
+    second.start()
+    try:
+        first.join(300)
+        second.join(300)
+    finally:
+        lock_logger.removeHandler(recorder)
+    assert not first.is_alive() and not second.is_alive(), "a run never finished"
+    return errors, recorder.messages
+
+
+def test_overlapping_library_runs_leave_the_database_of_one_run(inputs, settings, tmp_path):
+    single = tmp_path / "single.db"
+    ingest(inputs, settings, single)
+    expected = database_content(single)
+    assert len(expected["articles"]) > 300 and expected["rejects"]
+
+    overlapped = tmp_path / "overlapped.db"
+    errors, messages = _overlapping(lambda: ingest(inputs, settings, overlapped), overlapped)
+    assert errors == []
+    assert any(WAITING_MESSAGE in message for message in messages), f"the runs did not overlap: {messages}"
+    assert database_content(overlapped) == expected
+    with sqlite3.connect(overlapped) as conn:
+        runs = conn.execute("SELECT inputs, new_articles, unchanged, finished_at FROM runs ORDER BY started_at").fetchall()
+    assert len(runs) == 2 and all(finished for *_, finished in runs)
+    assert runs[0][1] == len(expected["articles"]) and runs[1][1] == 0, runs
+
+
+@pytest.mark.slow
+def test_overlapping_flow_runs_leave_the_database_of_one_run(inputs, settings, tmp_path, prefect_harness):
+    from flows.ingest import ingest_flow
+
+    config = str(Path(__file__).resolve().parents[2] / "config" / "test.toml")
+    single = tmp_path / "single.db"
+    ingest(inputs, settings, single)
+    expected = database_content(single)
+
+    overlapped = tmp_path / "overlapped.db"
+    errors, messages = _overlapping(
+        lambda: ingest_flow(paths=inputs, db=str(overlapped), config=config), overlapped
+    )
+    assert errors == []
+    assert any(WAITING_MESSAGE in message for message in messages), f"the runs did not overlap: {messages}"
+    assert database_content(overlapped) == expected

@@ -1,0 +1,62 @@
+"""Run summary pictures: bars, histograms, time per stage, and the summary that holds them."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline import report
+from pipeline.ingest import RunReport
+
+
+def test_bar_length_is_proportional_to_eighths_of_a_cell():
+    assert report.bar(10, 10, 4) == "████"
+    assert report.bar(5, 10, 4) == "██"
+    assert report.bar(1, 16, 4) == "▎"  # 1/16 of 32 eighths = 2 eighths
+    assert report.bar(0, 10, 4) == ""
+    assert report.bar(1, 1000, 4) == "▏", "a non-zero count must stay visible"
+
+
+def test_bar_chart_aligns_labels_and_counts():
+    # 4/67 of 10 cells is 4.8 eighths of a cell: five eighths.
+    chart = report.bar_chart([("1", 67), ("10-19", 4), ("20+", 0)], width=10).splitlines()
+    assert chart == ["    1 │ 67 ██████████", "10-19 │  4 ▋", "  20+ │  0"]
+
+
+def test_size_histogram_bins_every_size():
+    rows = dict(report.size_histogram([1, 1, 2, 3, 4, 5, 9, 10, 19, 20, 300]))
+    assert rows == {"1": 2, "2": 1, "3-4": 2, "5-9": 2, "10-19": 2, "20+": 2}
+
+
+@given(st.lists(st.floats(min_value=0.0, max_value=1.0), max_size=200))
+def test_similarity_histogram_counts_every_value_once(values):
+    rows = report.similarity_histogram(values)
+    assert len(rows) == 10 and sum(count for _, count in rows) == len(values)
+    assert rows[0][0] == "0.0-0.1" and rows[-1][0] == "0.9-1.0"
+
+
+def test_summary_markdown_has_times_and_charts():
+    run = RunReport("abc")
+    run.inputs, run.new_articles = 12, 12
+    run.seconds = {"read": 0.5, "extract+fingerprint": 2.0, "assign+store": 1.5}
+    stories = [{"story_id": 1, "article_count": 7, "title": "A | B", "outlets": "x.com"},
+               {"story_id": 2, "article_count": 5, "title": "C", "outlets": None}]
+    markdown = report.summary_markdown(run, {"articles": 12, "stories": 2, "rejects": 0}, stories, [], [0.35, 0.4, 1.0])
+    assert "| extract+fingerprint | 2.00 | 50% |" in markdown
+    assert "| **total** | **4.00** |" in markdown and "3 inputs/s" in markdown
+    assert "## Story sizes" in markdown and "5-9 │ 2 " in markdown
+    assert "0.3-0.4 │ 1 " in markdown and "0.9-1.0 │ 1 " in markdown
+    assert markdown.count("```") == 4, "each chart is one fenced block"
+    assert "A \\| B" in markdown
+
+
+def test_summary_markdown_without_stories_has_no_charts():
+    markdown = report.summary_markdown(RunReport("abc"), {"articles": 0, "stories": 0, "rejects": 0}, [], [])
+    assert "Story sizes" not in markdown and "```" not in markdown and "Time per stage" not in markdown
+
+
+def test_story_table_keeps_the_published_columns_and_caps_rows():
+    rows = report.story_table([{"story_id": i, "title": "t", "article_count": 2, "outlets": "o",
+                                "canonical_url": "u", "updated_at": "x"} for i in range(500)])
+    assert len(rows) == report.STORY_TABLE_ROWS
+    assert list(rows[0]) == ["story_id", "title", "article_count", "outlets", "canonical_url"]

@@ -1,0 +1,67 @@
+"""Deployments built from config/sources.toml entries (no server needed to build them)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import ConfigError
+from pipeline.settings import PROJECT_ROOT, SourceConfig, load_sources
+
+
+def _source(**fields) -> SourceConfig:
+    return SourceConfig(**{"name": "s", "kind": "directory", "location": "seeds/", **fields})
+
+
+def test_locations_are_absolute_paths_or_urls_as_given(tmp_path):
+    from flows.serve import source_location
+
+    assert source_location(_source()) == str(PROJECT_ROOT / "seeds")
+    assert source_location(_source(location=str(tmp_path))) == str(tmp_path)
+    assert source_location(_source(kind="feed", location="https://example.org/rss")) == "https://example.org/rss"
+
+
+def test_schedules_become_cron_or_interval_arguments():
+    from flows.serve import schedule_arguments
+
+    assert schedule_arguments(_source(schedule={"cron": "*/30 * * * *"})) == {"cron": "*/30 * * * *"}
+    assert schedule_arguments(_source(schedule={"interval_minutes": 90})) == {"interval": timedelta(minutes=90)}
+    assert schedule_arguments(_source()) == {}
+
+
+def test_one_deployment_per_enabled_source(tmp_path):
+    from flows.serve import deployments_for
+
+    sources = [
+        _source(name="hourly", schedule={"interval_minutes": 60}),
+        _source(name="nightly", kind="file", location="seeds/000_fcabe1ee31422c0a.txt", schedule={"cron": "0 3 * * *"}),
+        _source(name="adhoc"),
+        _source(name="off", enabled=False),
+    ]
+    deployments = deployments_for(sources, str(tmp_path / "stories.db"), "config/test.toml")
+    by_name = {d.name: d for d in deployments}
+    assert sorted(by_name) == ["adhoc", "hourly", "nightly"]
+    assert by_name["hourly"].parameters == {
+        "paths": [str(PROJECT_ROOT / "seeds")],
+        "db": str(tmp_path / "stories.db"),
+        "config": str(Path("config/test.toml").resolve()),
+    }
+    assert by_name["hourly"].schedules[0].schedule.interval == timedelta(hours=1)
+    assert by_name["nightly"].schedules[0].schedule.cron == "0 3 * * *"
+    assert not by_name["adhoc"].schedules
+    assert all(d.flow_name == "newsdedup-ingest" for d in deployments)
+
+
+def test_no_enabled_source_is_a_config_error(tmp_path):
+    from flows.serve import deployments_for
+
+    with pytest.raises(ConfigError, match="no enabled source"):
+        deployments_for([_source(enabled=False)], str(tmp_path / "db"))
+
+
+def test_the_shipped_sources_file_deploys():
+    from flows.serve import deployments_for
+
+    assert [d.name for d in deployments_for(load_sources(), "data/stories.db")] == ["seeds"]
