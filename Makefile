@@ -17,7 +17,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 
 DB ?= data/stories.db
 
-.PHONY: help install system-deps run test test-fast eval eval-extraction bench clean
+.PHONY: help install system-deps run test test-fast eval eval-extraction bench clean server serve screenshots
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -58,6 +58,16 @@ eval-extraction: $(STAMP) ## token P/R/F1 of stored text on the 181-page HTML se
 BENCH_LARGE ?= 100000
 bench: $(STAMP) ## throughput, peak memory, incremental cost and the datasketch baseline (docs/performance.md)
 	$(BIN)/python bench/run.py --large $(BENCH_LARGE)
+
+PREFECT_PORT ?= 4200
+server: $(STAMP) ## a local Prefect server (UI + API) with its database in .prefect/; Ctrl-C stops it
+	$(BIN)/newsdedup server --port $(PREFECT_PORT)
+
+serve: $(STAMP) ## serve config/sources.toml as scheduled deployments to the server of `make server`
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} $(BIN)/newsdedup serve --db $(DB)
+
+screenshots: $(STAMP) ## refresh docs/prefect-*.png from the Prefect UI browser test
+	NEWSDEDUP_UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/e2e/test_prefect_ui_browser.py
 
 clean: ## remove the virtualenv, the database and Prefect's local state
 	rm -rf $(VENV) data/stories.db* .prefect .pytest_cache

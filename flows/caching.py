@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib import metadata
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,21 @@ from pipeline.models import RawDocument, Rejected
 PREPARE_CACHE_EXPIRATION = timedelta(days=2)
 
 
+# Third-party code whose upgrade changes what extraction and fingerprints produce.
+_STAGE_LIBRARIES = ("trafilatura", "wordfreq", "datasketch", "numpy", "xxhash")
+
+
 def _code_version() -> str:
-    """A digest of the pipeline package's source: changed code never reuses old results."""
+    """A digest of the pipeline package's source and its stage libraries' versions.
+
+    Changed code never reuses old results.
+    """
     digest = hashlib.sha256()
+    for name in _STAGE_LIBRARIES:
+        try:
+            digest.update(f"{name}=={metadata.version(name)};".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"{name} missing;".encode())
     for path in sorted((Path(__file__).resolve().parent.parent / "pipeline").glob("*.py")):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
