@@ -105,8 +105,9 @@ then, in another terminal: export PREFECT_API_URL=http://127.0.0.1:4200/api""",
   PREFECT_API_URL=http://127.0.0.1:4200/api newsdedup serve
   newsdedup serve --sources my-sources.toml --db data/stories.db
 
-Runs happen in this process's machine on each source's cron or interval schedule, and on
-demand from the UI ('Run' on the deployment) or 'prefect deployment run newsdedup-ingest/NAME'.""",
+Runs execute on this machine, in subprocesses of this command: on each source's cron or
+interval schedule, and on demand from the UI ('Run' on the deployment) or with
+'prefect deployment run newsdedup-ingest/NAME'. Ctrl-C stops serving.""",
     ),
 }
 
