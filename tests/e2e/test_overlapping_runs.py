@@ -106,9 +106,11 @@ def test_overlapping_library_runs_leave_the_database_of_one_run(inputs, settings
 
 
 @pytest.mark.slow
-def test_overlapping_flow_runs_leave_the_database_of_one_run(inputs, settings, tmp_path, prefect_harness):
+def test_overlapping_flow_runs_leave_the_database_of_one_run(inputs, settings, tmp_path, prefect_harness, monkeypatch):
     from flows.ingest import ingest_flow
 
+    # Sync flows wait for their heartbeat thread; the harness does not need it.
+    monkeypatch.setenv("PREFECT_RUNNER_HEARTBEAT_FREQUENCY", "")
     config = str(Path(__file__).resolve().parents[2] / "config" / "test.toml")
     single = tmp_path / "single.db"
     ingest(inputs, settings, single)
