@@ -102,7 +102,7 @@ then, in another terminal: export PREFECT_API_URL=http://127.0.0.1:4200/api""",
     "serve": (
         "Serve one scheduled deployment of the ingest flow per enabled source in config/sources.toml.",
         """examples:
-  PREFECT_API_URL=http://127.0.0.1:4200/api newsdedup serve
+  newsdedup serve                    # with PREFECT_API_URL=http://127.0.0.1:4200/api exported
   newsdedup serve --sources my-sources.toml --db data/stories.db
 
 Runs execute on this machine, in subprocesses of this command: on each source's cron or

@@ -165,19 +165,24 @@ def served_deployment(prefect_server, tmp_path_factory):
         _stop(process, signal.SIGINT)
 
 
+def run_deployment(api_url: str, deployment_id: str, serve_log: Path) -> dict:
+    """Create a flow run of the deployment through the REST API and wait for its final state."""
+    started = time.monotonic()
+    run = api(api_url, "POST", f"/deployments/{deployment_id}/create_flow_run", {})
+    while run["state_type"] not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+        if time.monotonic() - started > RUN_TIMEOUT_S:
+            pytest.fail(f"flow run stuck in {run['state_type']} after {RUN_TIMEOUT_S}s:\n{_tail(serve_log)}")
+        time.sleep(0.5)
+        run = api(api_url, "GET", f"/flow_runs/{run['id']}")
+    return run
+
+
 @pytest.fixture(scope="session")
 def completed_run(prefect_server, served_deployment):
     """A flow run of the served deployment, triggered through the REST API and waited for."""
     deployment, db, out = served_deployment
     started = time.monotonic()
-    run = api(prefect_server, "POST", f"/deployments/{deployment['id']}/create_flow_run", {})
-    while True:
-        run = api(prefect_server, "GET", f"/flow_runs/{run['id']}")
-        if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-            break
-        if time.monotonic() - started > RUN_TIMEOUT_S:
-            pytest.fail(f"flow run stuck in {run['state_type']} after {RUN_TIMEOUT_S}s:\n{_tail(out)}")
-        time.sleep(0.5)
+    run = run_deployment(prefect_server, deployment["id"], out)
     TIMINGS["flow run, trigger to completed"] = time.monotonic() - started
     assert run["state_type"] == "COMPLETED", f"{run['state_name']}: {run['state']}\n{_tail(out)}"
     return run, db

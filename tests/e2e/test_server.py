@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
 
-from .conftest import api
+from .conftest import api, run_deployment
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +54,7 @@ def test_server_runs_the_served_deployment_and_publishes_artifacts(prefect_serve
 
     table = artifacts["new-and-grown-stories"]
     assert table["type"] == "table"
-    rows = table["data"] if isinstance(table["data"], list) else __import__("json").loads(table["data"])
+    rows = table["data"] if isinstance(table["data"], list) else json.loads(table["data"])
     assert len(rows) > 1 and all(row["title"] and row["article_count"] >= 1 for row in rows)
     assert any(row["story_id"] == seed_stories[0][0] and row["article_count"] == 5 for row in rows)
     assert set(rows[0]) == {"story_id", "title", "article_count", "outlets", "canonical_url"}
@@ -67,3 +68,24 @@ def test_server_runs_the_served_deployment_and_publishes_artifacts(prefect_serve
     assert any(log["name"] == "pipeline.runlock" and "to itself" in log["message"] for log in logs), [
         (log["name"], log["message"]) for log in logs
     ]
+
+
+def test_server_second_run_reads_prepared_batches_from_the_cache(prefect_server, served_deployment, completed_run):
+    deployment, db, serve_log = served_deployment
+    first, _ = completed_run
+    run = run_deployment(prefect_server, deployment["id"], serve_log)
+    assert run["state_type"] == "COMPLETED", run["state"]
+
+    def prepare_states(flow_run_id: str) -> list[str]:
+        task_runs = api(prefect_server, "POST", "/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}})
+        return [t["state_name"] for t in task_runs if t["name"].startswith("prepare-batch")]
+
+    first_states, second_states = prepare_states(first["id"]), prepare_states(run["id"])
+    assert first_states and set(first_states) == {"Completed"}
+    assert len(second_states) == len(first_states) and set(second_states) == {"Cached"}, second_states
+
+    summary = next(a for a in api(prefect_server, "POST", "/artifacts/filter",
+                                   {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}) if a["key"] == "ingest-summary")
+    with sqlite3.connect(db) as conn:
+        articles = conn.execute("SELECT count(*) FROM articles").fetchone()[0]
+    assert "| new articles | 0 |" in summary["data"] and f"| unchanged re-ingests | {articles:,} |" in summary["data"]
