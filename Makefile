@@ -17,7 +17,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 
 DB ?= data/stories.db
 
-.PHONY: help install system-deps run test test-fast eval eval-extraction bench clean server serve screenshots
+.PHONY: help install system-deps run test test-fast eval eval-extraction bench clean server serve deploy worker screenshots
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -65,6 +65,16 @@ server: $(STAMP) ## a local Prefect server (UI + API) with its database in .pref
 
 serve: $(STAMP) ## serve config/sources.toml as scheduled deployments to the server of `make server`
 	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} $(BIN)/newsdedup serve --db $(DB)
+
+# prefect.yaml route: deployments run by a worker from a work pool instead of `newsdedup serve`.
+PREFECT_POOL := newsdedup
+deploy: $(STAMP) ## register prefect.yaml's deployments (work pool newsdedup) with the server of `make server`
+	export PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api}; \
+	$(BIN)/prefect work-pool inspect $(PREFECT_POOL) >/dev/null 2>&1 || $(BIN)/prefect work-pool create $(PREFECT_POOL) --type process; \
+	$(BIN)/prefect --no-prompt deploy --all
+
+worker: $(STAMP) ## run the flow runs of `make deploy`'s deployments (a process worker on this machine)
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} $(BIN)/prefect worker start --pool $(PREFECT_POOL)
 
 screenshots: $(STAMP) ## refresh docs/prefect-*.png from the Prefect UI browser test
 	NEWSDEDUP_UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/e2e/test_prefect_ui_browser.py
