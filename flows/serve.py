@@ -7,23 +7,27 @@ from pathlib import Path
 from typing import Sequence
 
 from pipeline.errors import ConfigError
-from pipeline.settings import PROJECT_ROOT, SourceConfig
+from pipeline.settings import SourceConfig
+from pipeline.web import source_location
 
 from .ingest import ingest_flow
 
-_URL_KINDS = ("feed", "sitemap", "page")
+# Source kinds whose location the flow must be told how to read (the flow's `kind` parameter).
+_WEB_KINDS = ("feed", "sitemap", "page")
 
 
-def source_location(source: SourceConfig, root: Path = PROJECT_ROOT) -> str:
-    """Where the flow reads a source: a URL as given, a path made absolute against the project.
+def flow_parameters(source: SourceConfig, db: str, config: str | None) -> dict:
+    """The ingest flow's parameters for one source.
 
     Served runs start in a fresh process whose working directory is not the user's, so every
-    path handed to the flow must be absolute.
+    path handed to the flow is absolute.
     """
-    if source.kind in _URL_KINDS or "://" in source.location:
-        return source.location
-    path = Path(source.location)
-    return str(path if path.is_absolute() else (root / path).resolve())
+    return {
+        "paths": [source_location(source)],
+        "db": db,
+        "config": config,
+        "kind": source.kind if source.kind in _WEB_KINDS else None,
+    }
 
 
 def schedule_arguments(source: SourceConfig) -> dict:
@@ -52,7 +56,7 @@ def deployments_for(sources: Sequence[SourceConfig], db: str, config: str | None
         deployments.append(
             ingest_flow.to_deployment(
                 name=source.name,
-                parameters={"paths": [source_location(source)], "db": db, "config": config},
+                parameters=flow_parameters(source, db, config),
                 description=f"newsdedup: ingest the {source.kind} {source.location} into {db}",
                 tags=["newsdedup", source.kind],
                 **schedule_arguments(source),

@@ -15,12 +15,14 @@ def _source(**fields) -> SourceConfig:
     return SourceConfig(**{"name": "s", "kind": "directory", "location": "seeds/", **fields})
 
 
-def test_locations_are_absolute_paths_or_urls_as_given(tmp_path):
-    from flows.serve import source_location
+def test_parameters_have_absolute_paths_and_the_kind_of_web_sources(tmp_path):
+    from flows.serve import flow_parameters
 
-    assert source_location(_source()) == str(PROJECT_ROOT / "seeds")
-    assert source_location(_source(location=str(tmp_path))) == str(tmp_path)
-    assert source_location(_source(kind="feed", location="https://example.org/rss")) == "https://example.org/rss"
+    local = flow_parameters(_source(), "/d/stories.db", None)
+    assert local == {"paths": [str(PROJECT_ROOT / "seeds")], "db": "/d/stories.db", "config": None, "kind": None}
+    assert flow_parameters(_source(location=str(tmp_path)), "db", None)["paths"] == [str(tmp_path)]
+    feed = flow_parameters(_source(kind="feed", location="https://example.org/rss"), "db", None)
+    assert feed["paths"] == ["https://example.org/rss"] and feed["kind"] == "feed"
 
 
 def test_schedules_become_cron_or_interval_arguments():
@@ -47,6 +49,7 @@ def test_one_deployment_per_enabled_source(tmp_path):
         "paths": [str(PROJECT_ROOT / "seeds")],
         "db": str(tmp_path / "stories.db"),
         "config": str(Path("config/test.toml").resolve()),
+        "kind": None,
     }
     assert by_name["hourly"].schedules[0].schedule.interval == timedelta(hours=1)
     assert by_name["nightly"].schedules[0].schedule.cron == "0 3 * * *"
