@@ -296,7 +296,7 @@ def ingest(
     """
     report = RunReport(run_id or new_run_id())
     with exclusive_run(db_path, report.run_id):
-        _ingest_locked(paths, settings, db_path, report, on_batch, documents)
+        _ingest_locked(paths, settings, db_path, report, on_batch, documents, kind)
     return report
 
 
@@ -307,6 +307,7 @@ def _ingest_locked(
     report: RunReport,
     on_batch: Callable[[RunReport], None] | None,
     documents: Iterable[RawDocument | Rejected] | None,
+    kind: str | None,
 ) -> None:
     start_run(report, db_path, settings)
     store = open_store(db_path, settings.store.busy_timeout_s)
