@@ -7,6 +7,7 @@ benchmarks; the Prefect flow in flows/ingest.py calls the same two functions as 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import time
@@ -277,6 +278,19 @@ def run_similarities(report: RunReport, db_path: str | Path) -> list[float]:
         store.close()
 
 
+def _one_run_per_database(run: Callable[..., RunReport]) -> Callable[..., RunReport]:
+    """`run` holding the database's run lock (pipeline/runlock.py), so overlapping runs queue."""
+
+    @functools.wraps(run)
+    def locked(paths, settings, db_path, run_id=None, *args, **kwargs) -> RunReport:
+        run_id = run_id or new_run_id()
+        with exclusive_run(db_path, run_id):
+            return run(paths, settings, db_path, run_id, *args, **kwargs)
+
+    return locked
+
+
+@_one_run_per_database
 def ingest(
     paths: Sequence[str],
     settings: Settings,
@@ -295,20 +309,6 @@ def ingest(
     and stores them in input order, so the result is the same as with one worker.
     """
     report = RunReport(run_id or new_run_id())
-    with exclusive_run(db_path, report.run_id):
-        _ingest_locked(paths, settings, db_path, report, on_batch, documents, kind)
-    return report
-
-
-def _ingest_locked(
-    paths: Sequence[str],
-    settings: Settings,
-    db_path: str | Path,
-    report: RunReport,
-    on_batch: Callable[[RunReport], None] | None,
-    documents: Iterable[RawDocument | Rejected] | None,
-    kind: str | None,
-) -> None:
     start_run(report, db_path, settings)
     store = open_store(db_path, settings.store.busy_timeout_s)
     crawl = web.CrawlState(db_path, settings.store.busy_timeout_s)
@@ -326,6 +326,7 @@ def _ingest_locked(
     if documents is None and web.split_locations(paths, kind)[1]:
         report.add_crawl(crawl)
     finish_run(report, db_path, settings)
+    return report
 
 
 def timed_iter(items: Iterable, report: RunReport, stage: str) -> Iterator:
