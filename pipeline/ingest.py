@@ -7,7 +7,6 @@ benchmarks; the Prefect flow in flows/ingest.py calls the same two functions as 
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import time
@@ -21,7 +20,6 @@ from . import extract, sources, web
 from .errors import BadInputError
 from .fingerprint import fingerprint
 from .models import Prepared, PreparedBatch, RawDocument, Rejected
-from .runlock import exclusive_run
 from .settings import Settings
 from .store import SavedBatch, Store, now_iso, open_store
 from .stories import assign_batch
@@ -278,19 +276,6 @@ def run_similarities(report: RunReport, db_path: str | Path) -> list[float]:
         store.close()
 
 
-def _one_run_per_database(run: Callable[..., RunReport]) -> Callable[..., RunReport]:
-    """`run` holding the database's run lock (pipeline/runlock.py), so overlapping runs queue."""
-
-    @functools.wraps(run)
-    def locked(paths, settings, db_path, run_id=None, *args, **kwargs) -> RunReport:
-        run_id = run_id or new_run_id()
-        with exclusive_run(db_path, run_id):
-            return run(paths, settings, db_path, run_id, *args, **kwargs)
-
-    return locked
-
-
-@_one_run_per_database
 def ingest(
     paths: Sequence[str],
     settings: Settings,
