@@ -9,12 +9,13 @@ import logging
 import shutil
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from pipeline.ingest import ingest
-from pipeline.runlock import WAITING_MESSAGE
+from pipeline.runlock import WAITING_MESSAGE, exclusive_run
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "giveme5w1h.jsonl"
 
@@ -51,7 +52,7 @@ class _Recorder(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def _overlapping(run) -> tuple[list[BaseException], list[str]]:
+def _overlapping(run, hold: Path | None = None) -> tuple[list[BaseException], list[str]]:
     """Start `run()` twice at once: whichever takes the database first, the other finds it held.
 
     (Both start together because a run's own start-up, a flow run's especially, can take longer
@@ -73,9 +74,19 @@ def _overlapping(run) -> tuple[list[BaseException], list[str]]:
 
     first = threading.Thread(target=guarded)
     second = threading.Thread(target=guarded)
-    first.start()
-    second.start()
     try:
+        if hold is None:
+            first.start()
+            second.start()
+        else:
+            # Hold the database ourselves until both runs are waiting for it, so they overlap
+            # however long either takes to start (a flow run's start-up varies by seconds).
+            with exclusive_run(hold, "test-holder"):
+                first.start()
+                second.start()
+                deadline = time.monotonic() + 240
+                while sum(WAITING_MESSAGE in m for m in recorder.messages) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.2)
         first.join(300)
         second.join(300)
     finally:
@@ -97,8 +108,8 @@ def test_overlapping_flow_runs_leave_the_database_of_one_run(inputs, settings, t
 
     overlapped = tmp_path / "overlapped.db"
     errors, messages = _overlapping(
-        lambda: ingest_flow(paths=inputs, db=str(overlapped), config=config)
+        lambda: ingest_flow(paths=inputs, db=str(overlapped), config=config), hold=overlapped
     )
     assert errors == []
-    assert any(WAITING_MESSAGE in message for message in messages), f"the runs did not overlap: {messages}"
+    assert sum(WAITING_MESSAGE in message for message in messages) >= 2, f"the runs did not overlap: {messages}"
     assert database_content(overlapped) == expected
