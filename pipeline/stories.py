@@ -272,7 +272,9 @@ def assign_batch(batch: Sequence[Prepared], index: StoryIndex, settings: Matchin
             outcome.band_rows.append((DUP_LEVEL, key, article_id))
 
     # Level 2: near-duplicates, in order, so a copy points at the earliest original.
-    duplicate_of = _near_duplicates(ordered, index, settings, known, stored_hashes, stored_dup, batch_dup, dup_keys)
+    duplicate_of, copied = _near_duplicates(
+        ordered, index, settings, known, stored_hashes, stored_dup, batch_dup, dup_keys
+    )
 
     # Level 3: average-linkage clustering over candidate pairs.
     clusters = _Clusters()
@@ -283,8 +285,10 @@ def assign_batch(batch: Sequence[Prepared], index: StoryIndex, settings: Matchin
         day = item.fingerprint.day
         clusters.add(article_id, StoryState(0, dict(vectors[article_id]), 1, day, day), set())
     by_id = {p.article.article_id: p for p in ordered}
-    for article_id, original in duplicate_of.items():
-        anchor = original if original in by_id else ("story", known[original].story_id)
+    for article_id, match in copied.items():
+        # Join the story of the article actually matched (its original, further back, may not
+        # have been looked up; both are in one story).
+        anchor = match if match in by_id else ("story", known[match].story_id)
         clusters.union(article_id, anchor)
 
     neighbours: dict[object, set[object]] = {key: set() for key in clusters.parent}
@@ -356,14 +360,16 @@ def _near_duplicates(
     stored_dup: dict[int, list[str]],
     batch_dup: dict[int, list[str]],
     dup_keys: dict[str, list[int]],
-) -> dict[str, str]:
-    """For each new article that copies another (identical content, or verified shingle Jaccard), the original."""
+) -> tuple[dict[str, str], dict[str, str]]:
+    """For each new article that copies another (identical content, or verified shingle Jaccard):
+    the original it points at, and the article it matched (the same, or a copy of the original)."""
     position = {p.article.article_id: n for n, p in enumerate(ordered)}
     signatures = {p.article.article_id: p.fingerprint.dup_hashvalues for p in ordered}
     texts = {p.article.article_id: p.article.norm_text for p in ordered}
     shingle_cache: dict[str, frozenset[str]] = {}
     first_with_hash: dict[str, str] = {}
     found: dict[str, str] = {}
+    matched: dict[str, str] = {}
 
     def shingle_set(article_id: str) -> frozenset[str]:
         if article_id not in shingle_cache:
@@ -395,7 +401,8 @@ def _near_duplicates(
         if match is not None:
             original = found.get(match) or (known[match].duplicate_of if match in known else None) or match
             found[article.article_id] = original
-    return found
+            matched[article.article_id] = match
+    return found, matched
 
 
 def _agglomerate(clusters: _Clusters, neighbours: dict[object, set[object]], settings: MatchingSettings) -> None:

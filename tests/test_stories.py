@@ -103,3 +103,44 @@ def test_a_merge_is_recorded_and_show_points_to_the_surviving_story(tmp_path, db
         store.close()
     assert main(["show", "2", "--db", str(db_path)]) == 2
     assert "merged into story 1" in capsys.readouterr().err
+
+
+def test_a_copy_of_a_stored_copy_joins_its_story_without_looking_up_the_original(settings):
+    """The original behind a stored near-duplicate need not be among the batch's candidates."""
+    from pipeline.extract import build_article
+    from pipeline.fingerprint import fingerprint
+    from pipeline.models import Prepared
+    from pipeline.stories import IndexedArticle, StoryState, assign_batch
+
+    text = " ".join(f"Paragraph {i} of the harbour bridge report with its many details." for i in range(8))
+    article = build_article(external_id="new-copy", text=text, settings=settings.ingest)
+    item = Prepared(article, fingerprint(article, settings.matching))
+
+    class Index:
+        """Only the stored copy ('b', a near-duplicate of 'a') is found; 'a' never is."""
+
+        def lsh_matches(self, level, keys):
+            return {}
+
+        def story_candidates(self, keys, per_key):
+            return {}
+
+        def originals_by_content_hash(self, hashes):
+            return {article.content_hash: "b"}
+
+        def indexed_articles(self, ids, with_text):
+            return {"b": IndexedArticle("b", 7, "a", item.fingerprint.dup_hashvalues)} if "b" in set(ids) else {}
+
+        def story_states(self, story_ids):
+            return {7: StoryState(7, {"harbour": 1.0}, 2, None, None)} if 7 in set(story_ids) else {}
+
+        def document_frequencies(self, terms):
+            return 0, {}
+
+        def next_story_id(self):
+            return 8
+
+    outcome = assign_batch([item], Index(), settings.matching)
+    [assignment] = outcome.assignments
+    assert assignment.story_id == 7 and assignment.duplicate_of == "a"
+    assert not outcome.new_stories
