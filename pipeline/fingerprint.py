@@ -16,6 +16,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date
+from typing import Iterable, Mapping
 
 import numpy as np
 import xxhash
@@ -191,17 +192,32 @@ def inverse_document_frequency(document_frequency: int, documents: int, prior_do
     return math.log((documents + prior_documents) / (document_frequency + 1.0))
 
 
+def idf_table(frequencies: Mapping[str, int], documents: int, settings: MatchingSettings) -> dict[str, float]:
+    """The inverse document frequency of every term in `frequencies`, computed once per batch."""
+    prior = settings.idf_prior_documents
+    return {term: inverse_document_frequency(df, documents, prior) for term, df in frequencies.items()}
+
+
 def weighted_vector(
-    scores: dict[str, float], frequencies: dict[str, int], documents: int, settings: MatchingSettings
+    scores: Mapping[str, float] | Iterable[tuple[str, float]],
+    frequencies: Mapping[str, int],
+    documents: int,
+    settings: MatchingSettings,
+    idf: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
-    """The unit-length vector used to verify stories: background scores times corpus IDF, top terms only."""
-    weighted = {
-        term: score * inverse_document_frequency(frequencies.get(term, 0), documents, settings.idf_prior_documents)
-        for term, score in scores.items()
-    }
-    top = sorted(weighted.items(), key=lambda item: (-item[1], item[0]))[: settings.vector_terms]
-    norm = math.sqrt(sum(weight * weight for _, weight in top)) or 1.0
-    return {term: weight / norm for term, weight in top}
+    """The unit-length vector used to verify stories: background scores times corpus IDF, top terms only.
+
+    `idf` (from `idf_table`) saves recomputing the logarithms article by article; it must cover
+    every scored term.
+    """
+    pairs = scores.items() if isinstance(scores, Mapping) else scores
+    if idf is None:
+        prior = settings.idf_prior_documents
+        idf = {term: inverse_document_frequency(frequencies.get(term, 0), documents, prior) for term, _ in pairs}
+    # Negated weights sort heaviest first with ties by term, as plain tuples (no key function).
+    ranked = sorted([(-score * idf[term], term) for term, score in pairs])[: settings.vector_terms]
+    norm = math.sqrt(sum(weight * weight for weight, _ in ranked)) or 1.0
+    return {term: -weight / norm for weight, term in ranked}
 
 
 def sparse_dot(left: dict[str, float], right: dict[str, float]) -> float:

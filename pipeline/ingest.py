@@ -7,11 +7,14 @@ benchmarks; the Prefect flow in flows/ingest.py calls the same two functions as 
 
 from __future__ import annotations
 
+import gc
 import itertools
+import threading
 import logging
 import time
 import uuid
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -76,8 +79,43 @@ def prepare(raw: RawDocument, settings: Settings) -> Prepared:
     return Prepared(article, fingerprint(article, settings.matching))
 
 
+_gc_lock = threading.Lock()
+_gc_depth = 0
+_gc_saved = gc.get_threshold()
+
+
+@contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Run batch work with the cyclic garbage collector mostly out of the way.
+
+    A batch allocates hundreds of thousands of small objects (terms, vectors, rows) that live
+    until it ends; at CPython's default threshold the collector rescans them over and over,
+    which measured 15% of the writer's time. Reference counting still frees everything, and
+    batches make no reference cycles worth collecting early. Nesting and threads are counted,
+    so the default comes back only when the last batch ends.
+    """
+    global _gc_depth, _gc_saved
+    with _gc_lock:
+        if _gc_depth == 0:
+            _gc_saved = gc.get_threshold()
+            gc.set_threshold(100_000, 50, 100)
+        _gc_depth += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_depth -= 1
+            if _gc_depth == 0:
+                gc.set_threshold(*_gc_saved)
+
+
 def prepare_batch(items: Sequence[RawDocument | Rejected], settings: Settings) -> PreparedBatch:
     """Extract and fingerprint a batch; bad inputs become Rejected, so nothing is lost."""
+    with fewer_collections():
+        return _prepare_batch(items, settings)
+
+
+def _prepare_batch(items: Sequence[RawDocument | Rejected], settings: Settings) -> PreparedBatch:
     prepared: list[Prepared] = []
     rejected: list[Rejected] = []
     accepted: list[tuple[str, str]] = []
@@ -111,7 +149,7 @@ def commit_batch(batch: PreparedBatch, store: Store, settings: Settings, run_id:
     The transaction is taken before the first read, so two writers on one database queue up
     instead of both deciding from a stale view.
     """
-    with store.transaction():
+    with fewer_collections(), store.transaction():
         existing = store.existing_ids(p.article.article_id for p in batch.prepared)
         fresh: list[Prepared] = []
         seen: set[str] = set()

@@ -16,23 +16,34 @@ from __future__ import annotations
 import functools
 import heapq
 import logging
-import math
+from collections import Counter
 from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from itertools import chain
+from operator import itemgetter
 from typing import Iterable, Protocol, Sequence
 
 import numpy as np
 import xxhash
 from datasketch import MinHashLSH
 
-from .fingerprint import hashvalues, jaccard, shingles, sparse_dot, weighted_vector
+from .fingerprint import hashvalues, idf_table, jaccard, shingles, sparse_dot, weighted_vector
 from .models import Assignment, Prepared
 from .normalize import matching_text, words
 from .settings import MatchingSettings
 
 log = logging.getLogger(__name__)
 
-STORY_LEVEL = "story"
 DUP_LEVEL = "dup"
+# Stored near-duplicate LSH buckets are partitioned by publication period. A batch writes only
+# into the partitions of its own days, so the pages it dirties follow the batch, not the
+# database, and it looks keys up in the article's period and the ones either side: copies
+# published within 14 to 28 days of it (reprints follow their original within days). Undated
+# articles count as published the day they are ingested. Within a batch all pairs are compared.
+# Story-level buckets are one partition (STORY_PERIOD): real stories run for months (a trial, a
+# currency's slide), and their lookups and writes stay bounded by the bucket cap instead.
+LSH_PERIOD_DAYS = 14
+STORY_PERIOD = 0
 # A story's centroid keeps this many terms; beyond it, the tail adds nothing to a cosine.
 _CENTROID_TERMS = 400
 # Estimated Jaccard (from the MinHash) below which a near-duplicate candidate is not worth an
@@ -109,9 +120,9 @@ class IndexedArticle:
 class StoryIndex(Protocol):
     """Read access to the articles and stories already stored."""
 
-    def lsh_matches(self, level: str, keys: Sequence[int]) -> dict[int, list[str]]: ...
+    def lsh_matches(self, level: str, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], list[str]]: ...
 
-    def story_candidates(self, keys: Sequence[int], per_key: int) -> dict[int, list[int]]: ...
+    def story_buckets(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], list[int]]: ...
 
     def originals_by_content_hash(self, hashes: Sequence[str]) -> dict[str, str]: ...
 
@@ -130,7 +141,8 @@ class BatchOutcome:
 
     assignments: list[Assignment] = field(default_factory=list)
     vectors: dict[str, dict[str, float]] = field(default_factory=dict)  # article id -> unit vector
-    band_rows: list[tuple[str, int, str]] = field(default_factory=list)  # (level, key, article_id)
+    band_rows: list[tuple[str, int, int, str]] = field(default_factory=list)  # (level, period, key, article_id)
+    story_buckets: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # (period, key) -> story ids
     document_frequencies: dict[str, int] = field(default_factory=dict)  # this batch's df per term
     states: dict[int, StoryState] = field(default_factory=dict)
     merges: list[tuple[int, int]] = field(default_factory=list)  # (absorbed, into)
@@ -152,10 +164,33 @@ def average_link(left: StoryState, right: StoryState, settings: MatchingSettings
     Members are unit vectors, so the mean of all cross-pair cosines is the dot product of
     the two vector sums divided by both sizes: exact average linkage for one sparse dot product.
     """
-    small, large = sorted((left.vector_sum, right.vector_sum), key=len)
+    small, large = left.vector_sum, right.vector_sum
+    if len(small) > len(large):
+        small, large = large, small
     dot = sparse_dot(small, large)
     mean = dot / (left.members * right.members)
     return mean - settings.time_decay_per_day * time_gap_days(left, right, settings.time_window_days)
+
+
+def lsh_period(day: int | None, today: int) -> int:
+    """The LSH partition of an article published on `day` (days since 1970; undated: `today`)."""
+    return (today if day is None else day) // LSH_PERIOD_DAYS
+
+
+def today_number() -> int:
+    """Today (UTC) in days since 1970-01-01."""
+    return (datetime.now(timezone.utc).date() - date(1970, 1, 1)).days
+
+
+def _vote_rank(item: tuple[object, int]) -> tuple[int, object]:
+    return -item[1], item[0]
+
+
+def _best_voted(votes: Counter, count: int) -> list:
+    """The `count` entries with the most votes, ties to the smallest (the same order every run)."""
+    if len(votes) <= count:
+        return sorted(votes, key=lambda key: (-votes[key], key))
+    return [key for key, _ in heapq.nsmallest(count, votes.items(), key=_vote_rank)]
 
 
 def _assignment_order(item: Prepared) -> int:
@@ -201,7 +236,9 @@ class _Clusters:
         return keep
 
 
-def assign_batch(batch: Sequence[Prepared], index: StoryIndex, settings: MatchingSettings) -> BatchOutcome:
+def assign_batch(
+    batch: Sequence[Prepared], index: StoryIndex, settings: MatchingSettings, today: int | None = None
+) -> BatchOutcome:
     """Assign each new article of a batch to a story, noting near-duplicates.
 
     Near-duplicates join the story of what they copy. Everything else is clustered by average
@@ -209,6 +246,7 @@ def assign_batch(batch: Sequence[Prepared], index: StoryIndex, settings: Matchin
     of, merge best pair first while the pair's average link is at least `story_similarity`.
     Two stored stories merge only through such a verified link at `merge_similarity`.
     `batch` must hold only articles not yet stored. The result is a plan; nothing is written.
+    `today` (days since 1970) places undated articles in time; by default, today's date.
     """
     outcome = BatchOutcome()
     if not batch:
@@ -221,15 +259,13 @@ def assign_batch(batch: Sequence[Prepared], index: StoryIndex, settings: Matchin
     ids = [p.article.article_id for p in ordered]
 
     # Corpus statistics, this batch included, turn each article's scores into its vector.
-    batch_df: dict[str, int] = {}
-    for item in ordered:
-        for term, _ in item.fingerprint.terms:
-            batch_df[term] = batch_df.get(term, 0) + 1
+    batch_df = dict(Counter(map(itemgetter(0), chain.from_iterable(item.fingerprint.terms for item in ordered))))
     stored_documents, stored_df = index.document_frequencies(batch_df)
     documents = stored_documents + len(ordered)
     frequencies = {term: count + stored_df.get(term, 0) for term, count in batch_df.items()}
+    idf = idf_table(frequencies, documents, settings)
     vectors = {
-        p.article.article_id: weighted_vector(dict(p.fingerprint.terms), frequencies, documents, settings)
+        p.article.article_id: weighted_vector(p.fingerprint.terms, frequencies, documents, settings, idf)
         for p in ordered
     }
     outcome.vectors = vectors
@@ -238,23 +274,26 @@ def assign_batch(batch: Sequence[Prepared], index: StoryIndex, settings: Matchin
     # Look everything up in the store once, for the whole batch.
     story_keys = {p.article.article_id: band_keys(p.fingerprint.story_hashvalues, story_bands, story_rows) for p in ordered}
     dup_keys = {p.article.article_id: band_keys(p.fingerprint.dup_hashvalues, dup_bands, dup_rows) for p in ordered}
-    stored_story = index.story_candidates(
-        sorted({k for keys in story_keys.values() for k in keys}), settings.story_bucket_cap
+    today = today_number() if today is None else today
+    period = {p.article.article_id: lsh_period(p.fingerprint.day, today) for p in ordered}
+    probes = {article_id: (own - 1, own, own + 1) for article_id, own in period.items()}
+    # Story-level buckets hold story ids, most recent last, at most `story_bucket_cap` of them:
+    # a bucket that very common terms land in says little about any one story, and the cap
+    # keeps a lookup's cost flat as the database grows.
+    stored_story = index.story_buckets(sorted({(STORY_PERIOD, k) for keys in story_keys.values() for k in keys}))
+    stored_dup = index.lsh_matches(
+        DUP_LEVEL, sorted({(p, k) for article_id, keys in dup_keys.items() for k in keys for p in probes[article_id]})
     )
-    stored_dup = index.lsh_matches(DUP_LEVEL, sorted({k for keys in dup_keys.values() for k in keys}))
     stored_hashes = index.originals_by_content_hash(sorted({p.article.content_hash for p in ordered}))
     stored_ids = {a for found in stored_dup.values() for a in found} | set(stored_hashes.values())
     known: dict[str, IndexedArticle] = dict(index.indexed_articles(stored_ids, with_text=False))
     # Each article's candidate stories, by the number of LSH bands that propose them: the true
     # story shares many bands, a look-alike one or two, so the best few are all worth verifying.
     candidate_stories: dict[str, list[int]] = {}
+    cap = settings.story_bucket_cap
     for article_id, keys in story_keys.items():
-        votes: dict[int, int] = {}
-        for key in keys:
-            for story_id in set(stored_story.get(key, ())):
-                votes[story_id] = votes.get(story_id, 0) + 1
-        ranked = sorted(votes.items(), key=lambda item: (-item[1], item[0]))
-        candidate_stories[article_id] = [story_id for story_id, _ in ranked[: settings.story_candidates]]
+        votes = Counter(chain.from_iterable(stored_story.get((STORY_PERIOD, key), ())[-cap:] for key in keys))
+        candidate_stories[article_id] = _best_voted(votes, settings.story_candidates)
     states = index.story_states(
         {s for found in candidate_stories.values() for s in found} | {a.story_id for a in known.values()}
     )
@@ -266,14 +305,13 @@ def assign_batch(batch: Sequence[Prepared], index: StoryIndex, settings: Matchin
         article_id = item.article.article_id
         for key in story_keys[article_id]:
             batch_story.setdefault(key, []).append(article_id)
-            outcome.band_rows.append((STORY_LEVEL, key, article_id))
         for key in dup_keys[article_id]:
             batch_dup.setdefault(key, []).append(article_id)
-            outcome.band_rows.append((DUP_LEVEL, key, article_id))
+            outcome.band_rows.append((DUP_LEVEL, period[article_id], key, article_id))
 
     # Level 2: near-duplicates, in order, so a copy points at the earliest original.
     duplicate_of, copied = _near_duplicates(
-        ordered, index, settings, known, stored_hashes, stored_dup, batch_dup, dup_keys
+        ordered, index, settings, known, stored_hashes, stored_dup, batch_dup, dup_keys, probes
     )
 
     # Level 3: average-linkage clustering over candidate pairs.
@@ -294,13 +332,9 @@ def assign_batch(batch: Sequence[Prepared], index: StoryIndex, settings: Matchin
     neighbours: dict[object, set[object]] = {key: set() for key in clusters.parent}
     for article_id in ids:
         neighbours[article_id].update(("story", story_id) for story_id in candidate_stories[article_id])
-        votes: dict[str, int] = {}
-        for key in story_keys[article_id]:
-            for other in batch_story.get(key, ()):
-                if other != article_id:
-                    votes[other] = votes.get(other, 0) + 1
-        ranked = sorted(votes.items(), key=lambda item: (-item[1], item[0]))
-        neighbours[article_id].update(other for other, _ in ranked[: settings.story_candidates])
+        votes = Counter(chain.from_iterable(batch_story[key] for key in story_keys[article_id]))
+        del votes[article_id]
+        neighbours[article_id].update(_best_voted(votes, settings.story_candidates))
     for key, linked in list(neighbours.items()):
         for other in linked:
             neighbours[other].add(key)
@@ -337,8 +371,11 @@ def assign_batch(batch: Sequence[Prepared], index: StoryIndex, settings: Matchin
         state.trim()
         outcome.states[story_id] = state
         outcome.touched.add(story_id)
+    additions: dict[tuple[int, int], list[int]] = {}
     for article_id in ids:
         story_id = story_of_root[clusters.find(article_id)]
+        for key in story_keys[article_id]:
+            additions.setdefault((STORY_PERIOD, key), []).append(story_id)
         state = outcome.states[story_id]
         vector = vectors[article_id]
         similarity = sparse_dot(vector, state.vector_sum) / state.members
@@ -348,6 +385,11 @@ def assign_batch(batch: Sequence[Prepared], index: StoryIndex, settings: Matchin
                 story_id in outcome.new_stories,
             )
         )
+    # Each bucket keeps its `cap` most recently added stories (a story added again moves last).
+    merged_into = dict(outcome.merges)
+    for key, added in additions.items():
+        bucket = [merged_into.get(s, s) for s in stored_story.get(key, ())] + added
+        outcome.story_buckets[key] = list(dict.fromkeys(reversed(bucket)))[:cap][::-1]
     return outcome
 
 
@@ -357,9 +399,10 @@ def _near_duplicates(
     settings: MatchingSettings,
     known: dict[str, IndexedArticle],
     stored_hashes: dict[str, str],
-    stored_dup: dict[int, list[str]],
+    stored_dup: dict[tuple[int, int], list[str]],
     batch_dup: dict[int, list[str]],
     dup_keys: dict[str, list[int]],
+    probes: dict[str, tuple[int, ...]],
 ) -> tuple[dict[str, str], dict[str, str]]:
     """For each new article that copies another (identical content, or verified shingle Jaccard):
     the original it points at, and the article it matched (the same, or a copy of the original)."""
@@ -386,7 +429,8 @@ def _near_duplicates(
         if match is None:
             candidates: set[str] = set()
             for key in dup_keys[article.article_id]:
-                candidates.update(stored_dup.get(key, ()))
+                for p in probes[article.article_id]:
+                    candidates.update(stored_dup.get((p, key), ()))
                 # Only earlier articles of the batch: a copy points back in time, never forward.
                 candidates.update(a for a in batch_dup.get(key, ()) if position[a] < position[article.article_id])
             best_score = settings.dup_jaccard
@@ -415,17 +459,19 @@ def _agglomerate(clusters: _Clusters, neighbours: dict[object, set[object]], set
         return settings.story_similarity if single else settings.merge_similarity
 
     heap: list[tuple[float, str, str, object, object, int, int]] = []
+    # Ties between equal links break on the keys' text, the same way every run.
+    names = {key: repr(key) for key in clusters.parent}
 
     def push(left: object, right: object) -> None:
         link = average_link(clusters.state[left], clusters.state[right], settings)
         if link >= threshold(left, right):
             heapq.heappush(
-                heap, (-link, repr(left), repr(right), left, right, clusters.version[left], clusters.version[right])
+                heap, (-link, names[left], names[right], left, right, clusters.version[left], clusters.version[right])
             )
 
     for left, linked in neighbours.items():
         for right in linked:
-            if repr(left) < repr(right):
+            if names[left] < names[right]:
                 push(left, right)
     while heap:
         _, _, _, left, right, left_version, right_version = heapq.heappop(heap)
@@ -459,7 +505,15 @@ class Member:
 _EARLY_DAYS = 1
 
 
-def canonical_member(members: Sequence[Member]) -> str:
+def first_original_day(members: Sequence[Member]) -> int | None:
+    """The day the early-report window of `canonical_member` starts from: the earliest dated
+    original (or, in a story of copies only, the earliest dated copy)."""
+    originals = [m for m in members if m.duplicate_of is None] or list(members)
+    days = [m.day for m in originals if m.day is not None]
+    return min(days) if days else None
+
+
+def canonical_member(members: Sequence[Member], first_day: int | None = None) -> str:
     """The story's canonical article: the most complete of its early original reports.
 
     Early reports are the originals (not near-duplicates) published within a day of the story's
@@ -467,11 +521,13 @@ def canonical_member(members: Sequence[Member]) -> str:
     most complete wins: one with a headline before one without, then the longest; ties go to
     the earliest, then to the smallest id. Near-duplicates are considered only when a story
     has no original.
+
+    `first_day` gives the window's start when `members` are only part of the story (the
+    current canonical plus new arrivals); by default it is `first_original_day(members)`.
     """
     originals = [m for m in members if m.duplicate_of is None] or list(members)
-    dated = [m for m in originals if m.day is not None]
-    if dated:
-        first = min(m.day for m in dated if m.day is not None)
+    first = first_original_day(members) if first_day is None else first_day
+    if first is not None:
         pool = [m for m in originals if m.day is None or m.day - first <= _EARLY_DAYS]
     else:
         pool = originals

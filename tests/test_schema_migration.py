@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import sqlite3
 from pathlib import Path
@@ -45,11 +46,108 @@ def _run_sql(db: Path, *statements: str) -> None:
         conn.close()
 
 
+def _story_buckets(db: Path) -> dict[tuple[int, int], list[int]]:
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute("SELECT period, key, stories FROM _story_buckets")
+        return {(period, key): store_module.unpack_story_ids(packed) for period, key, packed in rows}
+    finally:
+        conn.close()
+
+
+def _lsh_rows(db: Path) -> list[tuple]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT * FROM _lsh ORDER BY level, period, key, article_id").fetchall()
+    finally:
+        conn.close()
+
+
+def _story_states(db: Path) -> list[tuple]:
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute("SELECT * FROM _story_state ORDER BY story_id").fetchall()
+        return [(row[0], store_module.unpack_vector(row[1], row[2]), *row[3:]) for row in rows]
+    finally:
+        conn.close()
+
+
+def _as_version_2(db: Path, settings) -> None:
+    """Take a current database back to the version 2 layout: one `_lsh` table without periods that
+    also holds story-level rows per article, no `_story_buckets`, no `_signatures.chars`, and
+    story centroids as JSON."""
+    from pipeline.stories import band_keys, lsh_bands
+
+    matching = settings.matching
+    bands, rows = lsh_bands(matching.story_lsh_threshold, matching.num_perm, tuple(matching.story_lsh_weights))
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        signatures = conn.execute("SELECT article_id, story_minhash FROM _signatures").fetchall()
+        conn.execute("ALTER TABLE _lsh RENAME TO _lsh_v3")
+        conn.execute(
+            "CREATE TABLE _lsh (level TEXT NOT NULL, key INTEGER NOT NULL, article_id TEXT NOT NULL, "
+            "PRIMARY KEY (level, key, article_id)) WITHOUT ROWID"
+        )
+        conn.execute("INSERT INTO _lsh SELECT level, key, article_id FROM _lsh_v3")
+        conn.execute("DROP TABLE _lsh_v3")
+        conn.executemany(
+            "INSERT INTO _lsh (level, key, article_id) VALUES ('story', ?, ?)",
+            [(key, article_id) for article_id, packed in signatures for key in band_keys(packed, bands, rows)],
+        )
+        states = conn.execute("SELECT story_id, terms, weights, members, first_day, last_day FROM _story_state").fetchall()
+        conn.execute("DROP TABLE _story_state")
+        conn.execute(
+            "CREATE TABLE _story_state (story_id INTEGER PRIMARY KEY REFERENCES stories(id), "
+            "vector_sum TEXT NOT NULL, members INTEGER NOT NULL, first_day INTEGER, last_day INTEGER)"
+        )
+        conn.executemany(
+            "INSERT INTO _story_state VALUES (?, ?, ?, ?, ?)",
+            [(story_id, json.dumps(store_module.unpack_vector(terms, weights)), *rest) for story_id, terms, weights, *rest in states],
+        )
+        conn.execute("DROP TABLE _story_buckets")
+        conn.execute("DROP INDEX story_merges_absorbed")
+        conn.execute("ALTER TABLE _signatures DROP COLUMN chars")
+        conn.execute("UPDATE _meta SET value = '2' WHERE key = 'schema_version'")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def test_version_2_database_gets_story_buckets_equal_to_a_new_one(tmp_path, settings):
+    """Version 3 keeps story ids per LSH bucket; migrating rebuilds them from the article rows."""
+    db = tmp_path / "v2.db"
+    for name, title in (("a", "Museum reopens"), ("b", "Museum reopens its wing"), ("c", "Bridge closed")):
+        body = BODY if name != "c" else BODY.replace("museum", "bridge").replace("frescoes", "girders")
+        (tmp_path / f"{name}.txt").write_text(f"{title}\n{body}")
+        ingest([str(tmp_path / f"{name}.txt")], settings, db)
+    built = _story_buckets(db)
+    assert built and all(ids for ids in built.values())
+    states, lsh = _story_states(db), _lsh_rows(db)
+    _as_version_2(db, settings)
+    assert "chars" not in _columns(db, "_signatures")
+    store = open_store(db)
+    try:
+        chars = dict(store.conn.execute("SELECT article_id, chars FROM _signatures").fetchall())
+        lengths = dict(store.conn.execute("SELECT id, length(text) FROM articles").fetchall())
+        story_rows = store.conn.execute("SELECT count(*) FROM _lsh WHERE level = 'story'").fetchone()[0]
+    finally:
+        store.close()
+    assert _version(db) == str(SCHEMA_VERSION) == "3"
+    assert _story_buckets(db) == built
+    assert _story_states(db) == states
+    assert _lsh_rows(db) == lsh
+    assert chars == lengths and story_rows == 0
+    report = ingest([str(tmp_path / "a.txt")], settings, db, run_id="again")
+    assert report.unchanged == 1
+
+
 def _older_database(path: Path, settings, tmp_path: Path) -> Path:
     """A real story database taken back to a fake "version 0" whose rejects table has no `input`."""
     (tmp_path / "a.txt").write_text("Museum reopens\n" + BODY)
     (tmp_path / "bad.txt").write_bytes(b"")
     ingest([str(tmp_path / "a.txt"), str(tmp_path / "bad.txt")], settings, path)
+    _as_version_2(path, settings)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.executescript(
         """
@@ -88,6 +186,7 @@ def test_version_1_database_is_migrated_to_the_current_schema(tmp_path, settings
     db = tmp_path / "v1.db"
     (tmp_path / "a.txt").write_text("Museum reopens\n" + BODY)
     ingest([str(tmp_path / "a.txt")], settings, db)
+    _as_version_2(db, settings)
     _run_sql(db, "DROP VIEW near_duplicate_pairs", "DROP VIEW outlet_days",
              "UPDATE _meta SET value = '1' WHERE key = 'schema_version'")
     store = open_store(db)
@@ -96,7 +195,7 @@ def test_version_1_database_is_migrated_to_the_current_schema(tmp_path, settings
         assert list(store.db.query("SELECT * FROM near_duplicate_pairs")) == []
     finally:
         store.close()
-    assert _version(db) == str(SCHEMA_VERSION) == "2"
+    assert _version(db) == str(SCHEMA_VERSION) == "3"
 
 
 def test_older_schema_is_migrated_step_by_step_in_one_transaction(tmp_path, settings, monkeypatch):

@@ -54,6 +54,40 @@ def test_a_reprint_and_a_light_edit_are_near_duplicates_of_the_original(seeds_di
     assert rows(db_path, "SELECT article_count FROM stories")[0]["article_count"] == 7
 
 
+def test_near_duplicates_are_looked_up_within_weeks_and_identical_copies_at_any_distance(seeds_dir, tmp_path, settings):
+    """Stored near-duplicate buckets are partitioned by publication period (LSH_PERIOD_DAYS):
+    a light edit published days after its original is found, one published a year later is
+    not (it may still join the story); an identical copy is found by its content hash."""
+    original = (seeds_dir / SEED_FILES[4]).read_text()
+    title, body = original.split("\n", 1)
+    light = edited(body, 0.05, random.Random(3))
+    first = tmp_path / "first.jsonl"
+    first.write_text(json.dumps({"id": "original", "title": title, "text": body, "published": "2024-03-01"}) + "\n")
+    later = tmp_path / "later.jsonl"
+    later.write_text(
+        "".join(
+            json.dumps(r) + "\n"
+            for r in (
+                {"id": "edit-days-later", "title": title, "text": light, "published": "2024-03-04"},
+                {"id": "edit-a-year-later", "title": title, "text": light + " Update.", "published": "2025-03-01"},
+                {"id": "copy-a-year-later", "title": title, "text": body, "published": "2025-03-02"},
+            )
+        )
+    )
+    db = tmp_path / "stories.db"
+    ingest([str(first)], settings, db)
+    # One article per run, so each is matched against the stored ones, not within a batch.
+    for line in later.read_text().splitlines():
+        single = tmp_path / "single.jsonl"
+        single.write_text(line + "\n")
+        ingest([str(single)], settings, db)
+    found = {r["external_id"]: r for r in rows(db, "SELECT external_id, duplicate_of, id FROM articles")}
+    original_id = found["original"]["id"]
+    assert found["edit-days-later"]["duplicate_of"] == original_id
+    assert found["edit-a-year-later"]["duplicate_of"] is None
+    assert found["copy-a-year-later"]["duplicate_of"] == original_id
+
+
 def test_seeds_mixed_into_the_development_corpus_form_exactly_one_story_of_five(seeds_dir, db_path, settings):
     from pathlib import Path
 
@@ -122,7 +156,7 @@ def test_a_copy_of_a_stored_copy_joins_its_story_without_looking_up_the_original
         def lsh_matches(self, level, keys):
             return {}
 
-        def story_candidates(self, keys, per_key):
+        def story_buckets(self, keys):
             return {}
 
         def originals_by_content_hash(self, hashes):

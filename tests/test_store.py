@@ -1,0 +1,80 @@
+"""The story database's matching state: story-level LSH buckets and merged stories."""
+
+from __future__ import annotations
+
+import random
+
+from pipeline.store import open_store, pack_story_ids, unpack_story_ids
+
+
+def _story(store, story_id: int) -> None:
+    store.conn.execute(
+        "INSERT INTO stories (id, article_count, created_at, updated_at) VALUES (?, 0, 'now', 'now')", (story_id,)
+    )
+
+
+def test_story_ids_pack_and_unpack_in_order():
+    ids = [5, 1, 2**40, -3]
+    assert unpack_story_ids(pack_story_ids(ids)) == ids
+    assert len(pack_story_ids(ids)) == 8 * len(ids)
+
+
+def test_buckets_name_the_stories_that_absorbed_merged_ones(db_path):
+    store = open_store(db_path)
+    try:
+        with store.transaction():
+            for story_id in (3, 4):
+                _story(store, story_id)
+            # 1 was merged into 2, and 2 later into 3; 9 vanished without a record.
+            store.conn.executemany(
+                "INSERT INTO story_merges (absorbed_story_id, into_story_id, at) VALUES (?, ?, 'now')",
+                [(1, 2), (2, 3)],
+            )
+            store.conn.executemany(
+                "INSERT INTO _story_buckets (period, key, stories) VALUES (?, ?, ?)",
+                [(0, 10, pack_story_ids([1, 4, 3])), (0, 11, pack_story_ids([9, 2])), (1, 10, pack_story_ids([4]))],
+            )
+        found = store.story_buckets([(0, 10), (0, 11), (1, 10), (1, 11), (2, 10)])
+    finally:
+        store.close()
+    # Story 3 appears twice in bucket 10 after resolving; it keeps its latest place.
+    assert found == {(0, 10): [4, 3], (0, 11): [3], (1, 10): [4]}
+
+
+def _story_view(store) -> tuple[list, list, list]:
+    stories = store.conn.execute(
+        "SELECT id, canonical_article_id, title, article_count, first_published, last_published FROM stories ORDER BY id"
+    ).fetchall()
+    similarities = store.conn.execute("SELECT id, story_id, similarity FROM articles ORDER BY id").fetchall()
+    pools = store.conn.execute("SELECT story_id, pool_day FROM _story_state ORDER BY story_id").fetchall()
+    return stories, similarities, pools
+
+
+def test_refreshing_grown_stories_incrementally_equals_refreshing_them_whole(tmp_path, settings):
+    """Batch by batch, grown stories are refreshed from their canonical article and new members
+    only; recomputing every story from all its members afterwards must change nothing."""
+    from pathlib import Path
+
+    from pipeline.ingest import ingest
+
+    corpus = Path(__file__).parent / "data" / "giveme5w1h.jsonl"
+    small = settings.model_copy(update={"ingest": settings.ingest.model_copy(update={"batch_size": 40})})
+    db = tmp_path / "stories.db"
+    lines = corpus.read_text(encoding="utf-8").splitlines(keepends=True)
+    # Shuffled, so earlier reports often arrive after later ones (the window must move).
+    random.Random(5).shuffle(lines)
+    grown = 0
+    for part in range(3):  # interleaved runs, so stories grow across runs as well as batches
+        path = tmp_path / f"part{part}.jsonl"
+        path.write_text("".join(lines[part::3]), encoding="utf-8")
+        grown += len(ingest([str(path)], small, db).grown_stories)
+    assert grown > 20
+    store = open_store(db)
+    try:
+        incremental = _story_view(store)
+        ids = [row[0] for row in incremental[0]]
+        with store.transaction():
+            store.refresh_stories(ids, recompute=ids)
+        assert _story_view(store) == incremental
+    finally:
+        store.close()
