@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from .errors import DecodeError, EmptyInputError, NoArticleError, ParseError, TooLargeError
 from .fingerprint import content_hash
 from .models import Article, RawDocument
-from .normalize import date_marker, display_text, matching_text, without_lone_surrogates, words
+from .normalize import count_words, date_marker, display_text, matching_text, without_lone_surrogates
 from .settings import IngestSettings
 from .sources import decode_text
 
@@ -134,7 +134,9 @@ def build_article(
     norm = matching_text(text)
     title = " ".join(display_text(title).split()) if title else None
     # A wire brief is a headline and two sentences: the headline counts towards its length.
-    count = len(words(norm)) + (len(title.split()) if title else 0)
+    title_words = len(title.split()) if title else 0
+    # Only whether the count reaches min_words matters: stop counting there.
+    count = title_words + count_words(norm, settings.min_words - title_words)
     if count < settings.min_words:
         raise NoArticleError(
             f"text too short to be an article: {count} words with the title (ingest.min_words is {settings.min_words})"

@@ -5,6 +5,7 @@ The text people read is never changed here; only the copy used for matching is.
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 
@@ -49,6 +50,29 @@ _CALL_TO_ACTION_LINE = re.compile(
     re.IGNORECASE | re.VERBOSE,
 )
 _CALL_TO_ACTION_MAX_WORDS = 20
+# Faster spellings of the same steps (see unified() and display_text()).
+_QUOTE_OF = {chr(code): replacement for code, replacement in _QUOTES.items()}
+_QUOTE_CHARS = re.compile("[" + re.escape("".join(_QUOTE_OF)) + "]")
+_OTHER_SPACE = re.compile(r"[^\S\n ]")
+_TRAILING_SPACE = re.compile(r"[^\S\n]\n|[^\S\n]$")
+# Non-ASCII characters that IGNORECASE matches with an ASCII letter (U+0130 is also the one
+# character whose lower() is longer than itself); tests/test_normalize.py checks the list.
+_CASE_TRAPS = re.compile("[\u0130\u0131\u017f\u212a]")
+# A literal from every alternative of _CREDIT_LINE and _CALL_TO_ACTION_LINE, lower case; keep
+# these in step with the patterns (a test checks lines matching each alternative are found).
+_SUSPECT_ANYWHERE = (
+    "photo", "image", "getty", "reuters", "copyright", "\u00a9", "rights reserved", "update",
+    "newsletter", "sign up", "subscribe", "click here", "share this", "corrected",
+)
+# ... and from the alternatives anchored at the start of a line (after at most one space).
+_SUSPECT_AT_LINE_START = tuple(
+    prefix + key
+    for key in (
+        "published", "posted", "last modified", "read more", "related", "see also",
+        "more on this", "recommended", "advertisement", "follow ",
+    )
+    for prefix in ("\n", "\n ")
+)
 _DATE_MARKER = re.compile(r"^\s*date\s+(\d{4}-\d{2}-\d{2})\b\s*(.*)$", re.IGNORECASE | re.DOTALL)
 _WORD = re.compile(r"[^\W_]+(?:['.-][^\W_]+)*")
 
@@ -71,20 +95,42 @@ def without_lone_surrogates(value: object) -> object:
 def display_text(text: str) -> str:
     """The text as published, for people: quotes, dashes and letters untouched; only control
     characters, stray surrogates and mixed line endings cleaned, and blank runs collapsed."""
-    text = text.encode("utf-8", "replace").decode("utf-8")
-    text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
-    text = "\n".join(line.rstrip() for line in text.split("\n"))
-    return _BLANK_LINES.sub("\n\n", text).strip()
+    # Each step is skipped when a cheap check shows it would change nothing (same output, less work):
+    # an ASCII string holds no surrogates, and most texts have no carriage returns or blank runs.
+    if not text.isascii():
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROL.sub("", text)
+    if _TRAILING_SPACE.search(text):
+        text = "\n".join(line.rstrip() for line in text.split("\n"))
+    if "\n\n" in text:
+        text = _BLANK_LINES.sub("\n\n", text)
+    return text.strip()
+
+
+def _unify_quotes(match: re.Match[str]) -> str:
+    return _QUOTE_OF[match.group()]
 
 
 def unified(text: str) -> str:
     """`text` in NFKC with one form of quotes, dashes and spaces; letters and case unchanged."""
     text = unicodedata.normalize("NFKC", text)
-    # The backtick is the only ASCII character _QUOTES maps; translate() is slow on long texts.
-    text = text.replace("`", "'") if text.isascii() else text.translate(_QUOTES)
+    # The backtick is the only ASCII character _QUOTES maps. str.translate() looks up every
+    # character of a long text; a character-class search finds the few that need replacing.
+    if text.isascii():
+        if "`" in text:
+            text = text.replace("`", "'")
+    elif _QUOTE_CHARS.search(text):
+        text = _QUOTE_CHARS.sub(_unify_quotes, text)
     text = _INVISIBLE.sub("", text)
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return _SPACES.sub(" ", text)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    # Replacing every single space with a space costs as much as the rest: only runs of two or
+    # more, or other white space, need it.
+    if "  " in text or _OTHER_SPACE.search(text):
+        text = _SPACES.sub(" ", text)
+    return text
 
 
 def is_boilerplate(line: str) -> bool:
@@ -98,9 +144,52 @@ def is_boilerplate(line: str) -> bool:
     return count <= _CREDIT_MAX_WORDS and bool(_CREDIT_LINE.search(stripped))
 
 
+def _suspect_lines(unified_text: str) -> set[int] | None:
+    """Indexes of the lines of `unified_text` that may be boilerplate (None: check every line).
+
+    The boilerplate patterns are case-insensitive alternations that Python's regex engine tries
+    at every position of every line; that was a third of extraction. Every alternative contains
+    one of the literals below, so a line without any of them cannot match: it is found with
+    plain substring searches on the lower-cased text. This holds because, in a unified text, the
+    only white space inside a line is a single space (so `\\s+` there is " "), and because
+    lower() maps to an ASCII letter exactly the characters that IGNORECASE matches with one,
+    except the few in _CASE_TRAPS (for which every line is checked).
+    """
+    if not unified_text.isascii() and _CASE_TRAPS.search(unified_text):
+        return None
+    low = "\n" + unified_text.lower()
+    starts: list[int] = []
+    for key in _SUSPECT_ANYWHERE:
+        at = low.find(key)
+        while at != -1:
+            starts.append(at)
+            at = low.find(key, at + 1)
+    for key in _SUSPECT_AT_LINE_START:
+        at = low.find(key)
+        while at != -1:
+            # the key starts with the newline before the line; the line itself starts after it
+            starts.append(at + 1)
+            at = low.find(key, at + 1)
+    return {low.count("\n", 0, at) - 1 for at in starts}
+
+
+def _kept_lines(unified_text: str) -> list[str]:
+    suspects = _suspect_lines(unified_text)
+    kept = []
+    for index, line in enumerate(unified_text.split("\n")):
+        if suspects is None or index in suspects:
+            if not is_boilerplate(line):
+                kept.append(line.strip())
+        else:
+            line = line.strip()
+            if line:  # a blank line is boilerplate too
+                kept.append(line)
+    return kept
+
+
 def story_lines(text: str) -> list[str]:
     """The lines of `text` (unified) that tell the story, boilerplate left out."""
-    return [line.strip() for line in unified(text).split("\n") if not is_boilerplate(line)]
+    return _kept_lines(unified(text))
 
 
 def matching_text(text: str) -> str:
@@ -109,6 +198,10 @@ def matching_text(text: str) -> str:
     Idempotent: matching_text(matching_text(t)) == matching_text(t).
     """
     folded = " ".join(story_lines(text)).casefold()
+    if folded.isascii():
+        # Unifying an ASCII text that was unified before folding only collapses spaces, which
+        # the split below does anyway.
+        return " ".join(folded.split())
     # Case folding can itself produce characters that NFKC changes (rare, e.g. U+0130),
     # so unify once more to keep the function idempotent.
     return " ".join(unified(folded).casefold().split())
@@ -117,6 +210,13 @@ def matching_text(text: str) -> str:
 def words(norm_text: str) -> list[str]:
     """The word tokens of a matching text (letters and digits; inner apostrophes, dots, hyphens kept)."""
     return _WORD.findall(norm_text)
+
+
+def count_words(norm_text: str, limit: int) -> int:
+    """len(words(norm_text)), but counting no further than `limit` (when that is all a caller needs)."""
+    if limit <= 0:
+        return 0
+    return sum(1 for _ in itertools.islice(_WORD.finditer(norm_text), limit))
 
 
 def date_marker(line: str) -> tuple[str, str] | None:

@@ -66,3 +66,48 @@ def test_display_text_keeps_what_was_published():
     published = "\u201cNothing could be further from the truth,\u201d he said \u2014 twice.\r\n\r\n\r\nNext\x00 line"
     shown = normalize.display_text(published)
     assert shown == "\u201cNothing could be further from the truth,\u201d he said \u2014 twice.\n\nNext line"
+
+
+# The fast paths of normalize (boilerplate found through literals, steps skipped when they
+# would change nothing) must give what the plain definitions give.
+_BOILERPLATE_BITS = [
+    "Photo credit", "(PHOTO", "photo: x", "Photograph: ", "image source", "Getty Images", "AFP Photo",
+    "AP photo", "/ Reuters", "REUTERS", "(Reuters)", "copyright", "\u00a9", "All  rights\treserved",
+    "Updated 12:30", "update:", "| Updated:", "Published: 2", "posted on 3", "Last\u00a0Modified 5",
+    "NEWSLETTER", "sign up for", "SIGN\u2003UP now", "Subscribe", "subscribe today", "read more",
+    "Related", "see also", "more on this", "recommended", "Advertisement", "Follow us", "follow @x",
+    "click here", "share this story", "This article was updated", "this story has been corrected",
+    "s\u0131gn up for", "\u017fign up here", "Upd\u0130ted: 1", "\u212aeep reading", "the senator said",
+    " ", "  ", "\n", "\n\n", "\t", "\r\n", "\u2019", "`", "\u2014", "\u00a0", "\u200b", "\x85", "\u2028", "1", ":",
+]
+
+
+def _plain_story_lines(text: str) -> list[str]:
+    return [line.strip() for line in normalize.unified(text).split("\n") if not normalize.is_boilerplate(line)]
+
+
+@given(st.lists(st.one_of(st.sampled_from(_BOILERPLATE_BITS), st.text(max_size=4)), max_size=40).map("".join))
+@hsettings(max_examples=500)
+def test_story_lines_drop_exactly_the_lines_is_boilerplate_flags(text):
+    assert normalize.story_lines(text) == _plain_story_lines(text)
+
+
+def test_every_boilerplate_alternative_is_found_in_a_longer_text():
+    body = "The senator said the vote would go ahead on Tuesday as planned."
+    for bit in _BOILERPLATE_BITS:
+        text = f"{body}\n{bit} 2:01\n{body}\n {bit.lower()}\n{body}"
+        assert normalize.story_lines(text) == _plain_story_lines(text), bit
+
+
+def test_case_traps_are_every_non_ascii_character_ignorecase_matches_with_an_ascii_letter():
+    import re
+
+    every = "".join(chr(code) for code in range(0x80, 0x110000) if not 0xD800 <= code < 0xE000)
+    letters = re.compile("|".join("abcdefghijklmnopqrstuvwxyz"), re.IGNORECASE)
+    found = set(letters.findall(every)) | {ch for ch in every if len(ch.lower()) != 1}
+    assert found == set(normalize._CASE_TRAPS.pattern[1:-1])
+
+
+def test_count_words_stops_at_the_limit_and_is_exact_below_it():
+    text = "one two three four five"
+    assert [normalize.count_words(text, limit) for limit in (0, 3, 5, 9)] == [0, 3, 5, 5]
