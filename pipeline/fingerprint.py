@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import math
 import operator
 import re
@@ -130,8 +131,10 @@ def minhash_values(token_hashes: np.ndarray, perms: Permutations) -> np.ndarray:
     if token_hashes.size == 0:
         return np.full(perms.num_perm, _MAX_HASH, dtype=_UINT32)
     with np.errstate(over="ignore"):
-        mixed = _fmix32(np.unique(token_hashes.astype(_UINT32)))[:, None]
-        return (mixed * perms.a + perms.b).min(axis=0)
+        # Repeated hashes need no np.unique: they cannot change a minimum.
+        values = _fmix32(token_hashes.astype(_UINT32, copy=False))[:, None] * perms.a
+        values += perms.b
+        return values.min(axis=0)
 
 
 def shingle_hashes(tokens: list[str], size: int) -> np.ndarray:
@@ -159,6 +162,70 @@ def jaccard(left: frozenset[str], right: frozenset[str]) -> float:
     return len(left & right) / len(left | right)
 
 
+class _Vocabulary:
+    """Every word seen so far mapped to its term's integer id (-1: not a term), with each term's
+    text and background weight, so that an article's terms are counted and scored with C-level
+    loops and numpy instead of a Python loop per word. Cleared when it grows past a bound (ids
+    are only used within one call)."""
+
+    _UNSEEN = -2
+    _MAX_WORDS = 400_000
+
+    def __init__(self) -> None:
+        self.word_ids: dict[str, int] = {}
+        self.term_ids: dict[str, int] = {}
+        self.texts: list[str] = []
+        self.weights: list[float] = []
+
+    def ids(self, tokens: list[str]) -> list[int]:
+        ids = list(map(self.word_ids.get, tokens, itertools.repeat(self._UNSEEN)))
+        if self._UNSEEN not in ids:
+            return ids
+        if len(self.word_ids) + len(tokens) > self._MAX_WORDS:
+            self.__init__()
+        for word in tokens:
+            if word not in self.word_ids:
+                self.word_ids[word] = self._term_id(term_of(word))
+        return list(map(self.word_ids.__getitem__, tokens))
+
+    def _term_id(self, term: str | None) -> int:
+        if term is None:
+            return -1
+        known = self.term_ids.get(term)
+        if known is not None:
+            return known
+        new = self.term_ids[term] = len(self.texts)
+        self.texts.append(term)
+        self.weights.append(_term_weight(term))
+        return new
+
+
+_VOCABULARY = _Vocabulary()
+
+
+def _picked(items: list, indexes: list[int]) -> tuple:
+    """(items[i] for i in indexes) as a tuple, with the loop in C."""
+    if len(indexes) == 1:
+        return (items[indexes[0]],)
+    return operator.itemgetter(*indexes)(items) if indexes else ()
+
+
+def _round4(values: np.ndarray) -> list[float]:
+    """[round(value, 4) for value in values], the same floats, without a Python call per value.
+
+    round() gives the double nearest to the value rounded to 4 decimals; rint(v * 1e4) / 1e4
+    gives the same (the division is correctly rounded) whenever rint picks the right integer,
+    which it can only miss when v * 1e4 lies within its rounding error of a half-integer:
+    those few values go through round() itself.
+    """
+    scaled = values * 1e4
+    nearest = np.rint(scaled)
+    rounded = (nearest / 1e4).tolist()
+    for index in np.flatnonzero(np.abs(np.abs(scaled - nearest) - 0.5) < 1e-6).tolist():
+        rounded[index] = round(float(values[index]), 4)
+    return rounded
+
+
 def term_scores(
     title: str | None, norm_text: str, settings: MatchingSettings, tokens: list[str] | None = None
 ) -> dict[str, float]:
@@ -168,19 +235,35 @@ def term_scores(
     `title_boost` times. Corpus statistics are applied later (`weighted_vector`), by the
     single writer that knows them.
     """
-    counts: dict[str, float] = {}
-    # Count words first, so each distinct word is mapped to its term once.
-    for word, number in Counter(tokens if tokens is not None else words(norm_text)).items():
-        term = term_of(word)
-        if term is not None:
-            counts[term] = counts.get(term, 0.0) + number
-    for word in words(unified(title or "").casefold()):
-        term = term_of(word)
-        if term is not None:
-            counts[term] = counts.get(term, 0.0) + settings.title_boost
-    scored = {term: (1.0 + math.log(n)) * _term_weight(term) for term, n in counts.items()}
-    top = sorted(scored.items(), key=lambda item: (-item[1], item[0]))[: settings.scored_terms]
-    return {term: round(score, 4) for term, score in top}
+    body = tokens if tokens is not None else words(norm_text)
+    title_words = words(unified(title).casefold()) if title else []
+    vocabulary = _VOCABULARY
+    ids = vocabulary.ids(body + title_words if title_words else body)
+    counts = Counter(ids[: len(body)] if title_words else ids)
+    counts.pop(-1, None)
+    found = list(counts)
+    # Whole numbers: adding them as ints and converting gives the floats the plain sum gave.
+    tf: list[float] = list(counts.values())
+    if title_words:
+        position = dict(zip(found, range(len(found))))
+        for term_id in ids[len(body) :]:
+            if term_id < 0:
+                continue
+            at = position.get(term_id)
+            if at is None:
+                at = position[term_id] = len(found)
+                found.append(term_id)
+                tf.append(0.0)
+            tf[at] = tf[at] + settings.title_boost  # one word at a time, as the plain sum adds them
+    if not found:
+        return {}
+    texts = _picked(vocabulary.texts, found)
+    # math.log, not np.log: numpy's log may differ from it in the last bit.
+    scores = (1.0 + np.array(list(map(math.log, tf)))) * np.array(_picked(vocabulary.weights, found))
+    # Best score first, ties by term: ordered by term, then stably by score.
+    by_text = np.array(sorted(range(len(texts)), key=texts.__getitem__))
+    best = by_text[np.argsort(-scores[by_text], kind="stable")[: settings.scored_terms]]
+    return dict(zip(_picked(texts, best.tolist()), _round4(scores[best])))
 
 
 def inverse_document_frequency(document_frequency: int, documents: int, prior_documents: float) -> float:

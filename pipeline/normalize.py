@@ -75,6 +75,8 @@ _SUSPECT_AT_LINE_START = tuple(
 )
 _DATE_MARKER = re.compile(r"^\s*date\s+(\d{4}-\d{2}-\d{2})\b\s*(.*)$", re.IGNORECASE | re.DOTALL)
 _WORD = re.compile(r"[^\W_]+(?:['.-][^\W_]+)*")
+# The same pattern for ASCII text, where [^\W_] is [A-Za-z0-9]; a plain class is faster to test.
+_ASCII_WORD = re.compile(r"[A-Za-z0-9]+(?:['.-][A-Za-z0-9]+)*")
 
 
 def without_lone_surrogates(value: object) -> object:
@@ -209,6 +211,8 @@ def matching_text(text: str) -> str:
 
 def words(norm_text: str) -> list[str]:
     """The word tokens of a matching text (letters and digits; inner apostrophes, dots, hyphens kept)."""
+    if norm_text.isascii():
+        return _ASCII_WORD.findall(norm_text)
     return _WORD.findall(norm_text)
 
 

@@ -81,3 +81,66 @@ def test_day_number_reads_dates_and_datetimes():
     assert fp.day_number("1970-01-02") == 1
     assert fp.day_number("2020-04-02T10:00:00") == fp.day_number("2020-04-02")
     assert fp.day_number(None) is None and fp.day_number("soon") is None
+
+
+# The fast paths of term_scores (a vocabulary of term ids, numpy scoring and rounding) must
+# give exactly what the plain definition gives: same terms, same order, same floats.
+def _plain_term_scores(title, norm_text, settings):
+    import math
+    from collections import Counter
+
+    from pipeline.normalize import unified, words
+
+    counts = {}
+    for word, number in Counter(words(norm_text)).items():
+        term = fp.term_of(word)
+        if term is not None:
+            counts[term] = counts.get(term, 0.0) + number
+    for word in words(unified(title or "").casefold()):
+        term = fp.term_of(word)
+        if term is not None:
+            counts[term] = counts.get(term, 0.0) + settings.title_boost
+    scored = {term: (1.0 + math.log(n)) * fp._term_weight(term) for term, n in counts.items()}
+    top = sorted(scored.items(), key=lambda item: (-item[1], item[0]))[: settings.scored_terms]
+    return [(term, round(score, 4)) for term, score in top]
+
+
+_VOCABULARY_WORDS = (
+    "sessions tuberville alabama senate runoff trump's trump u.s the said vote 2017 3-month "
+    "moore jones election ballot campaign governor 'quoted' x ab ab's zz qq-zz"
+).split()
+
+
+@given(
+    st.lists(st.sampled_from(_VOCABULARY_WORDS) | st.text(min_size=1, max_size=8), max_size=120),
+    st.none() | st.lists(st.sampled_from(_VOCABULARY_WORDS), max_size=8).map(" ".join),
+    st.sampled_from([1.0, 1.3, 2.5, 8.0]),
+    st.sampled_from([10, 12, 200]),
+)
+@hsettings(max_examples=300, deadline=None)
+def test_term_scores_equal_the_plain_definition(body, title, boost, scored_terms):
+    from pipeline.normalize import matching_text
+
+    settings = MatchingSettings(title_boost=boost, scored_terms=scored_terms)
+    norm = matching_text(" ".join(body))
+    assert list(fp.term_scores(title, norm, settings).items()) == _plain_term_scores(title, norm, settings)
+
+
+@given(
+    st.floats(min_value=0, max_value=1e6)
+    | st.integers(0, 10**9).map(lambda k: k / 2**15)
+    | st.integers(0, 10**9).map(lambda k: float(f"{k // 10**4}.{k % 10**4:04d}5"))
+)
+@hsettings(max_examples=2000)
+def test_vectorised_rounding_equals_round(value):
+    # k / 2**15 gives exact ties at the fourth decimal (0.03125); decimal literals ending in 5
+    # give values just off a tie whose product with 1e4 rounds onto it (2.00015 * 1e4)
+    assert fp._round4(np.array([value, value + 1e-12]))[0] == round(value, 4)
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127)))
+@hsettings(max_examples=300)
+def test_ascii_words_equal_the_unicode_pattern(text):
+    from pipeline import normalize
+
+    assert normalize.words(text) == normalize._WORD.findall(text)
