@@ -16,6 +16,7 @@ import operator
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import Iterable
 from datetime import date
 from typing import Iterable, Mapping
 
@@ -126,6 +127,11 @@ def hash32(token: str) -> int:
     return xxhash.xxh32_intdigest(token.encode("utf-8"))
 
 
+def _hashes(tokens: Iterable[str]) -> np.ndarray:
+    """[hash32(token) for token in tokens] as an array, with the loop in C (encode's default is UTF-8)."""
+    return np.array(list(map(xxhash.xxh32_intdigest, map(str.encode, tokens))), dtype=_UINT32)
+
+
 def minhash_values(token_hashes: np.ndarray, perms: Permutations) -> np.ndarray:
     """The MinHash hash values of a set of 32-bit token hashes (datasketch affine32 semantics)."""
     if token_hashes.size == 0:
@@ -143,9 +149,8 @@ def shingle_hashes(tokens: list[str], size: int) -> np.ndarray:
         return np.empty(0, dtype=_UINT32)
     if len(tokens) < size:
         return np.array([hash32(" ".join(tokens))], dtype=_UINT32)
-    digest = xxhash.xxh32_intdigest
     grams = zip(*(tokens[offset:] for offset in range(size)))
-    return np.array([digest(" ".join(gram).encode("utf-8")) for gram in grams], dtype=_UINT32)
+    return _hashes(map(" ".join, grams))
 
 
 def shingles(tokens: list[str], size: int) -> frozenset[str]:
@@ -331,10 +336,8 @@ def fingerprint(article: Article, settings: MatchingSettings) -> Fingerprint:
     perms = permutations(settings.num_perm, settings.seed)
     tokens = words(article.norm_text)
     scores = term_scores(article.title, article.norm_text, settings, tokens)
-    salient = tuple(list(scores)[: settings.salient_terms])
-    story_values = minhash_values(
-        np.fromiter((hash32(term) for term in salient), dtype=_UINT32, count=len(salient)), perms
-    )
+    salient = tuple(itertools.islice(scores, settings.salient_terms))
+    story_values = minhash_values(_hashes(salient), perms)
     dup_values = minhash_values(shingle_hashes(tokens, settings.shingle_size), perms)
     return Fingerprint(
         article_id=article.article_id,
