@@ -71,7 +71,7 @@ _SUSPECT_AT_LINE_START = tuple(
         "published", "posted", "last modified", "read more", "related", "see also",
         "more on this", "recommended", "advertisement", "follow ",
     )
-    for prefix in ("\n", "\n ")
+    for prefix in ("", " ")
 )
 _DATE_MARKER = re.compile(r"^\s*date\s+(\d{4}-\d{2}-\d{2})\b\s*(.*)$", re.IGNORECASE | re.DOTALL)
 _WORD = re.compile(r"[^\W_]+(?:['.-][^\W_]+)*")
@@ -104,11 +104,19 @@ def display_text(text: str) -> str:
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _CONTROL.sub("", text)
-    if _TRAILING_SPACE.search(text):
+    if _has_trailing_space(text):
         text = "\n".join(line.rstrip() for line in text.split("\n"))
     if "\n\n" in text:
         text = _BLANK_LINES.sub("\n\n", text)
     return text.strip()
+
+
+def _has_trailing_space(text: str) -> bool:
+    """True when a line of `text` (control characters already removed) ends in white space."""
+    if text.isascii():
+        # Without control characters, ASCII white space is a space, a tab or a newline.
+        return " \n" in text or "\t\n" in text or text.endswith((" ", "\t"))
+    return bool(_TRAILING_SPACE.search(text))
 
 
 def _unify_quotes(match: re.Match[str]) -> str:
@@ -154,25 +162,23 @@ def _suspect_lines(unified_text: str) -> set[int] | None:
     one of the literals below, so a line without any of them cannot match: it is found with
     plain substring searches on the lower-cased text. This holds because, in a unified text, the
     only white space inside a line is a single space (so `\\s+` there is " "), and because
-    lower() maps to an ASCII letter exactly the characters that IGNORECASE matches with one,
-    except the few in _CASE_TRAPS (for which every line is checked).
+    IGNORECASE matches an ASCII letter only with itself in either case, except for the few
+    non-ASCII characters in _CASE_TRAPS (texts holding one have every line checked).
     """
     if not unified_text.isascii() and _CASE_TRAPS.search(unified_text):
         return None
-    low = "\n" + unified_text.lower()
+    low = unified_text.lower()
     starts: list[int] = []
     for key in _SUSPECT_ANYWHERE:
         at = low.find(key)
         while at != -1:
             starts.append(at)
             at = low.find(key, at + 1)
-    for key in _SUSPECT_AT_LINE_START:
-        at = low.find(key)
-        while at != -1:
-            # the key starts with the newline before the line; the line itself starts after it
-            starts.append(at + 1)
-            at = low.find(key, at + 1)
-    return {low.count("\n", 0, at) - 1 for at in starts}
+    suspects = {low.count("\n", 0, at) for at in starts}
+    for index, line in enumerate(low.split("\n")):
+        if line.startswith(_SUSPECT_AT_LINE_START):
+            suspects.add(index)
+    return suspects
 
 
 def _kept_lines(unified_text: str) -> list[str]:
@@ -201,9 +207,10 @@ def matching_text(text: str) -> str:
     """
     folded = " ".join(story_lines(text)).casefold()
     if folded.isascii():
-        # Unifying an ASCII text that was unified before folding only collapses spaces, which
-        # the split below does anyway.
-        return " ".join(folded.split())
+        # An ASCII text unified before folding has no white space but single spaces inside its
+        # lines (the join adds single spaces between stripped, non-empty lines): unifying it
+        # again and splitting on white space would change nothing.
+        return folded
     # Case folding can itself produce characters that NFKC changes (rare, e.g. U+0130),
     # so unify once more to keep the function idempotent.
     return " ".join(unified(folded).casefold().split())
