@@ -180,7 +180,7 @@ class _Vocabulary:
         self.word_ids: dict[str, int] = {}
         self.term_ids: dict[str, int] = {}
         self.texts: list[str] = []
-        self.weights: list[float] = []
+        self.weights = np.empty(4096, dtype=np.float64)  # by term id; grown by doubling
 
     def ids(self, tokens: list[str]) -> list[int]:
         ids = list(map(self.word_ids.get, tokens, itertools.repeat(self._UNSEEN)))
@@ -201,7 +201,9 @@ class _Vocabulary:
             return known
         new = self.term_ids[term] = len(self.texts)
         self.texts.append(term)
-        self.weights.append(_term_weight(term))
+        if new == self.weights.size:
+            self.weights = np.concatenate([self.weights, np.empty_like(self.weights)])
+        self.weights[new] = _term_weight(term)
         return new
 
 
@@ -231,6 +233,17 @@ def _round4(values: np.ndarray) -> list[float]:
     return rounded
 
 
+# 1 + log(n) for small whole n, from math.log (np.log may differ from it in the last bit).
+_ONE_PLUS_LOG = np.array([0.0] + [1.0 + math.log(count) for count in range(1, 1024)])
+
+
+def _one_plus_log(counts: list[int]) -> np.ndarray:
+    if max(counts) < _ONE_PLUS_LOG.size:
+        return _ONE_PLUS_LOG[counts]
+    # (0 is a term only the title has: its score is set from the boosted count)
+    return 1.0 + np.array([math.log(count) if count else 0.0 for count in counts], dtype=np.float64)
+
+
 def term_scores(
     title: str | None, norm_text: str, settings: MatchingSettings, tokens: list[str] | None = None
 ) -> dict[str, float]:
@@ -247,8 +260,8 @@ def term_scores(
     counts = Counter(ids[: len(body)] if title_words else ids)
     counts.pop(-1, None)
     found = list(counts)
-    # Whole numbers: adding them as ints and converting gives the floats the plain sum gave.
-    tf: list[float] = list(counts.values())
+    tf = list(counts.values())  # whole numbers, exact in any order of summing
+    boosted: dict[int, float] = {}  # position -> tf with the title words added
     if title_words:
         position = dict(zip(found, range(len(found))))
         for term_id in ids[len(body) :]:
@@ -258,13 +271,16 @@ def term_scores(
             if at is None:
                 at = position[term_id] = len(found)
                 found.append(term_id)
-                tf.append(0.0)
-            tf[at] = tf[at] + settings.title_boost  # one word at a time, as the plain sum adds them
+                tf.append(0)
+            # one word at a time, as the plain sum adds them
+            boosted[at] = boosted.get(at, tf[at]) + settings.title_boost
     if not found:
         return {}
     texts = _picked(vocabulary.texts, found)
-    # math.log, not np.log: numpy's log may differ from it in the last bit.
-    scores = (1.0 + np.array(list(map(math.log, tf)))) * np.array(_picked(vocabulary.weights, found))
+    scores = _one_plus_log(tf)
+    for at, count in boosted.items():
+        scores[at] = 1.0 + math.log(count)
+    scores *= vocabulary.weights[found]
     # Best score first, ties by term: ordered by term, then stably by score.
     by_text = np.array(sorted(range(len(texts)), key=texts.__getitem__))
     best = by_text[np.argsort(-scores[by_text], kind="stable")[: settings.scored_terms]]

@@ -78,3 +78,19 @@ def test_shingle_hashes_are_the_hashes_of_the_shingle_strings():
         expected = [hash32(s) for s in _shingle_strings(tokens, size)]
         assert shingle_hashes(tokens, size).tolist() == expected
     assert shingle_hashes([], 3).size == 0
+
+
+@hypothesis_settings(max_examples=100, deadline=None)
+@given(
+    tokens=st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Zs")), min_size=1, max_size=8), max_size=40),
+    size=st.integers(min_value=1, max_value=5),
+)
+def test_shingle_signature_equals_datasketch_updated_with_the_shingle_strings(tokens, size):
+    # shingle_hashes hashes in bulk; datasketch, given the plain hash function and the shingle
+    # strings themselves, must arrive at the same signature
+    perms = permutations(64, 3)
+    hashes = shingle_hashes(tokens, size)
+    strings = _shingle_strings(tokens, size) if tokens else []
+    assert hashes.tolist() == [hash32(s) for s in strings]
+    if strings:
+        assert minhash_values(hashes, perms).astype(np.uint64).tolist() == _datasketch(strings, 64, 3).tolist()

@@ -144,3 +144,11 @@ def test_ascii_words_equal_the_unicode_pattern(text):
     from pipeline import normalize
 
     assert normalize.words(text) == normalize._WORD.findall(text)
+
+
+def test_term_scores_of_a_word_repeated_beyond_the_log_table_equal_the_plain_definition():
+    from pipeline.normalize import matching_text
+
+    norm = matching_text("tuberville " * 1500 + "alabama senate " * 3)
+    for title in (None, "Tuberville wins Alabama runoff", "Runoff"):
+        assert list(fp.term_scores(title, norm, MATCHING).items()) == _plain_term_scores(title, norm, MATCHING)
