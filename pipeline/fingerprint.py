@@ -14,6 +14,7 @@ import itertools
 import math
 import operator
 import re
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
@@ -167,44 +168,59 @@ def jaccard(left: frozenset[str], right: frozenset[str]) -> float:
     return len(left & right) / len(left | right)
 
 
-class _Vocabulary:
-    """Every word seen so far mapped to its term's integer id (-1: not a term), with each term's
-    text and background weight, so that an article's terms are counted and scored with C-level
-    loops and numpy instead of a Python loop per word. Cleared when it grows past a bound (ids
-    are only used within one call)."""
-
-    _UNSEEN = -2
-    _MAX_WORDS = 400_000
+class _Terms:
+    """One generation of the vocabulary: every word seen mapped to its term's integer id (-1: not
+    a term), and each term's text and background weight by id."""
 
     def __init__(self) -> None:
         self.word_ids: dict[str, int] = {}
         self.term_ids: dict[str, int] = {}
         self.texts: list[str] = []
-        self.weights = np.empty(4096, dtype=np.float64)  # by term id; grown by doubling
+        self.weights = np.empty(4096, dtype=np.float64)  # grown by replacing, never shrunk
 
-    def ids(self, tokens: list[str]) -> list[int]:
-        ids = list(map(self.word_ids.get, tokens, itertools.repeat(self._UNSEEN)))
+    def add(self, word: str) -> None:
+        term = term_of(word)
+        term_id = -1 if term is None else self.term_ids.get(term)
+        if term_id is None:
+            term_id = len(self.texts)
+            if term_id == self.weights.size:
+                self.weights = np.concatenate([self.weights, np.empty_like(self.weights)])
+            self.weights[term_id] = _term_weight(term)
+            self.texts.append(term)
+            self.term_ids[term] = term_id
+        # Published last: a reader that finds the word's id finds its text and weight too.
+        self.word_ids[word] = term_id
+
+
+class _Vocabulary:
+    """Words to term ids, so that an article's terms are counted and scored with C-level loops
+    and numpy instead of a Python loop per word.
+
+    Batches may be prepared on threads: look-ups take no lock, additions take one and publish a
+    word only once its term is complete, and a full vocabulary is replaced by a new generation
+    rather than cleared, so ids a caller holds stay valid in the generation it got them from.
+    """
+
+    _UNSEEN = -2
+    _MAX_WORDS = 400_000
+
+    def __init__(self) -> None:
+        self.current = _Terms()
+        self._lock = threading.Lock()
+
+    def ids(self, tokens: list[str]) -> tuple[_Terms, list[int]]:
+        terms = self.current
+        ids = list(map(terms.word_ids.get, tokens, itertools.repeat(self._UNSEEN)))
         if self._UNSEEN not in ids:
-            return ids
-        if len(self.word_ids) + len(tokens) > self._MAX_WORDS:
-            self.__init__()
-        for word in tokens:
-            if word not in self.word_ids:
-                self.word_ids[word] = self._term_id(term_of(word))
-        return list(map(self.word_ids.__getitem__, tokens))
-
-    def _term_id(self, term: str | None) -> int:
-        if term is None:
-            return -1
-        known = self.term_ids.get(term)
-        if known is not None:
-            return known
-        new = self.term_ids[term] = len(self.texts)
-        self.texts.append(term)
-        if new == self.weights.size:
-            self.weights = np.concatenate([self.weights, np.empty_like(self.weights)])
-        self.weights[new] = _term_weight(term)
-        return new
+            return terms, ids
+        with self._lock:
+            terms = self.current
+            if len(terms.word_ids) + len(tokens) > self._MAX_WORDS:
+                terms = self.current = _Terms()
+            for word in tokens:
+                if word not in terms.word_ids:
+                    terms.add(word)
+        return terms, list(map(terms.word_ids.__getitem__, tokens))
 
 
 _VOCABULARY = _Vocabulary()
@@ -255,8 +271,7 @@ def term_scores(
     """
     body = tokens if tokens is not None else words(norm_text)
     title_words = words(unified(title).casefold()) if title else []
-    vocabulary = _VOCABULARY
-    ids = vocabulary.ids(body + title_words if title_words else body)
+    vocabulary, ids = _VOCABULARY.ids(body + title_words if title_words else body)
     counts = Counter(ids[: len(body)] if title_words else ids)
     counts.pop(-1, None)
     found = list(counts)

@@ -152,3 +152,29 @@ def test_term_scores_of_a_word_repeated_beyond_the_log_table_equal_the_plain_def
     norm = matching_text("tuberville " * 1500 + "alabama senate " * 3)
     for title in (None, "Tuberville wins Alabama runoff", "Runoff"):
         assert list(fp.term_scores(title, norm, MATCHING).items()) == _plain_term_scores(title, norm, MATCHING)
+
+
+def test_term_scores_on_threads_equal_term_scores_one_at_a_time(monkeypatch):
+    """Batches may be prepared on threads: the shared vocabulary must not mix up terms, also
+    when it fills up and is replaced while other threads use it."""
+    import json
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    from pipeline.normalize import matching_text
+
+    records = [json.loads(line) for line in (Path(__file__).parent / "data" / "giveme5w1h.jsonl").read_text().splitlines()[:120]]
+    inputs = [(record.get("title"), matching_text(record["text"])) for record in records]
+    expected = [_plain_term_scores(title, norm, MATCHING) for title, norm in inputs]
+
+    monkeypatch.setattr(fp, "_VOCABULARY", fp._Vocabulary())
+    monkeypatch.setattr(fp._Vocabulary, "_MAX_WORDS", 3_000)  # forces new generations mid-run
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda item: list(fp.term_scores(item[0], item[1], MATCHING).items()), inputs * 3))
+    finally:
+        sys.setswitchinterval(interval)
+    assert got == expected * 3
