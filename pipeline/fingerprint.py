@@ -183,7 +183,7 @@ class _Terms:
         term_id = -1 if term is None else self.term_ids.get(term)
         if term_id is None:
             term_id = len(self.texts)
-            if term_id == self.weights.size:
+            if term_id >= self.weights.size:
                 self.weights = np.concatenate([self.weights, np.empty_like(self.weights)])
             self.weights[term_id] = _term_weight(term)
             self.texts.append(term)
