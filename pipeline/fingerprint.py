@@ -17,7 +17,6 @@ import re
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable
 from datetime import date
 from typing import Iterable, Mapping
 
