@@ -157,7 +157,7 @@ def shingles(tokens: list[str], size: int) -> frozenset[str]:
     """The set of word `size`-grams, used to verify near-duplicate candidates exactly."""
     if len(tokens) < size:
         return frozenset([" ".join(tokens)]) if tokens else frozenset()
-    return frozenset(" ".join(tokens[i : i + size]) for i in range(len(tokens) - size + 1))
+    return frozenset(map(" ".join, zip(*(tokens[offset:] for offset in range(size)))))
 
 
 def jaccard(left: frozenset[str], right: frozenset[str]) -> float:

@@ -178,3 +178,13 @@ def test_term_scores_on_threads_equal_term_scores_one_at_a_time(monkeypatch):
     finally:
         sys.setswitchinterval(interval)
     assert got == expected * 3
+
+
+@given(st.lists(st.text(min_size=1, max_size=6), max_size=30), st.integers(min_value=1, max_value=6))
+@hsettings(max_examples=200)
+def test_shingles_are_the_joined_word_grams(tokens, size):
+    if len(tokens) < size:
+        expected = {" ".join(tokens)} if tokens else set()
+    else:
+        expected = {" ".join(tokens[i : i + size]) for i in range(len(tokens) - size + 1)}
+    assert fp.shingles(tokens, size) == expected
