@@ -49,6 +49,10 @@ _CENTROID_TERMS = 400
 # Estimated Jaccard (from the MinHash) below which a near-duplicate candidate is not worth an
 # exact check: 128 permutations estimate Jaccard to within about 0.09 at two standard errors.
 _DUP_ESTIMATE_MARGIN = 0.1
+# An estimate this far above `dup_jaccard` (0.25 above 0.5: more than five standard errors of a
+# 128-permutation estimate) is taken as verified without building both shingle sets, which for
+# a stored candidate means reading and re-normalising its text.
+_DUP_CERTAIN_MARGIN = 0.25
 
 
 @functools.lru_cache(maxsize=16)
@@ -388,8 +392,11 @@ def assign_batch(
     # Each bucket keeps its `cap` most recently added stories (a story added again moves last).
     merged_into = dict(outcome.merges)
     for key, added in additions.items():
-        bucket = [merged_into.get(s, s) for s in stored_story.get(key, ())] + added
-        outcome.story_buckets[key] = list(dict.fromkeys(reversed(bucket)))[:cap][::-1]
+        stored = stored_story.get(key, [])
+        bucket = list(dict.fromkeys(reversed([merged_into.get(s, s) for s in stored] + added)))[:cap][::-1]
+        # Most keys of a grown story already end with it: rewriting them would only dirty pages.
+        if bucket != stored:
+            outcome.story_buckets[key] = bucket
     return outcome
 
 
@@ -436,9 +443,13 @@ def _near_duplicates(
             best_score = settings.dup_jaccard
             for other_id in sorted(candidates):
                 other_signature = signatures.get(other_id) or known[other_id].dup_hashvalues
-                if estimated_jaccard(fp.dup_hashvalues, other_signature) < settings.dup_jaccard - _DUP_ESTIMATE_MARGIN:
+                estimate = estimated_jaccard(fp.dup_hashvalues, other_signature)
+                if estimate < settings.dup_jaccard - _DUP_ESTIMATE_MARGIN:
                     continue
-                score = jaccard(shingle_set(article.article_id), shingle_set(other_id))
+                if estimate >= settings.dup_jaccard + _DUP_CERTAIN_MARGIN:
+                    score = estimate
+                else:
+                    score = jaccard(shingle_set(article.article_id), shingle_set(other_id))
                 if score >= best_score:
                     match, best_score = other_id, score
         first_with_hash.setdefault(article.content_hash, article.article_id)
