@@ -45,7 +45,7 @@ DUP_LEVEL = "dup"
 LSH_PERIOD_DAYS = 14
 STORY_PERIOD = 0
 # A story's centroid keeps this many terms; beyond it, the tail adds nothing to a cosine.
-_CENTROID_TERMS = 400
+_CENTROID_TERMS = 200
 # Estimated Jaccard (from the MinHash) below which a near-duplicate candidate is not worth an
 # exact check: 128 permutations estimate Jaccard to within about 0.09 at two standard errors.
 _DUP_ESTIMATE_MARGIN = 0.1
@@ -160,20 +160,6 @@ def time_gap_days(left: StoryState, right: StoryState, window: int) -> int:
         return 0
     gap = max(left.first_day - right.last_day, right.first_day - left.last_day, 0)
     return max(0, gap - window)
-
-
-def average_link(left: StoryState, right: StoryState, settings: MatchingSettings) -> float:
-    """The mean cosine between members of two stories, less a penalty for days apart.
-
-    Members are unit vectors, so the mean of all cross-pair cosines is the dot product of
-    the two vector sums divided by both sizes: exact average linkage for one sparse dot product.
-    """
-    small, large = left.vector_sum, right.vector_sum
-    if len(small) > len(large):
-        small, large = large, small
-    dot = sparse_dot(small, large)
-    mean = dot / (left.members * right.members)
-    return mean - settings.time_decay_per_day * time_gap_days(left, right, settings.time_window_days)
 
 
 def lsh_period(day: int | None, today: int) -> int:
@@ -461,7 +447,13 @@ def _near_duplicates(
 
 
 def _agglomerate(clusters: _Clusters, neighbours: dict[object, set[object]], settings: MatchingSettings) -> None:
-    """Merge the best-linked pair of neighbouring clusters first, while its link clears the threshold."""
+    """Merge the best-linked pair of neighbouring clusters first, while its link clears the threshold.
+
+    The link of two clusters is their average linkage: the mean cosine over all pairs of their
+    members. Members are unit vectors, so that is the dot product of the two vector sums divided
+    by both sizes, exact for one sparse dot product; less `time_decay_per_day` for every day
+    between their date ranges beyond `time_window_days`.
+    """
 
     def threshold(left: object, right: object) -> float:
         # An article joins a story at `story_similarity`; two stories (two groups of articles,
@@ -472,9 +464,28 @@ def _agglomerate(clusters: _Clusters, neighbours: dict[object, set[object]], set
     heap: list[tuple[float, str, str, object, object, int, int]] = []
     # Ties between equal links break on the keys' text, the same way every run.
     names = {key: repr(key) for key in clusters.parent}
+    # Dot products of cluster vector sums, by pair of current clusters. Vector sums add, so after
+    # a merge the new cluster's dot with a neighbour is the sum of both parts' dots: each pair of
+    # stored stories (400-term centroids) is multiplied once per batch, not after every merge.
+    dots: dict[tuple[object, object], float] = {}
+
+    def pair(left: object, right: object) -> tuple[object, object]:
+        return (left, right) if names[left] < names[right] else (right, left)
+
+    def dot(left: object, right: object) -> float:
+        key = pair(left, right)
+        value = dots.get(key)
+        if value is None:
+            small, large = clusters.state[left].vector_sum, clusters.state[right].vector_sum
+            if len(small) > len(large):
+                small, large = large, small
+            value = dots[key] = sparse_dot(small, large)
+        return value
 
     def push(left: object, right: object) -> None:
-        link = average_link(clusters.state[left], clusters.state[right], settings)
+        first, second = clusters.state[left], clusters.state[right]
+        gap = time_gap_days(first, second, settings.time_window_days)
+        link = dot(left, right) / (first.members * second.members) - settings.time_decay_per_day * gap
         if link >= threshold(left, right):
             heapq.heappush(
                 heap, (-link, names[left], names[right], left, right, clusters.version[left], clusters.version[right])
@@ -490,12 +501,14 @@ def _agglomerate(clusters: _Clusters, neighbours: dict[object, set[object]], set
             continue
         if clusters.version[left] != left_version or clusters.version[right] != right_version:
             continue
+        others = {clusters.find(n) for n in neighbours.get(left, set()) | neighbours.get(right, set())}
+        others -= {left, right}
+        merged_dots = {other: dot(left, other) + dot(right, other) for other in others}
         keep = clusters.union(left, right)
-        drop = right if keep == left else left
-        merged = {clusters.find(n) for n in neighbours.pop(drop, set()) | neighbours.get(keep, set())}
-        merged.discard(keep)
-        neighbours[keep] = merged
-        for other in merged:
+        neighbours.pop(right if keep == left else left, None)
+        neighbours[keep] = others
+        for other in others:
+            dots[pair(keep, other)] = merged_dots[other]
             neighbours.setdefault(other, set()).add(keep)
             push(keep, other)
 
