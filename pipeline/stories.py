@@ -97,8 +97,13 @@ class StoryState:
     def trim(self) -> None:
         """Keep the heaviest terms only: the tail of a large story's sum moves no similarity."""
         if len(self.vector_sum) > _CENTROID_TERMS:
-            heaviest = sorted(self.vector_sum.items(), key=lambda item: (-item[1], item[0]))[:_CENTROID_TERMS]
-            self.vector_sum = dict(heaviest)
+            # The cut-off weight from a plain float sort; only ties at it need the term order.
+            cutoff = sorted(self.vector_sum.values(), reverse=True)[_CENTROID_TERMS - 1]
+            kept = {term: weight for term, weight in self.vector_sum.items() if weight > cutoff}
+            tied = sorted(term for term, weight in self.vector_sum.items() if weight == cutoff)
+            for term in tied[: _CENTROID_TERMS - len(kept)]:
+                kept[term] = cutoff
+            self.vector_sum = kept
 
     def absorb(self, other: "StoryState") -> None:
         for term, weight in other.vector_sum.items():
@@ -364,8 +369,10 @@ def assign_batch(
     additions: dict[tuple[int, int], list[int]] = {}
     for article_id in ids:
         story_id = story_of_root[clusters.find(article_id)]
-        for key in story_keys[article_id]:
-            additions.setdefault((STORY_PERIOD, key), []).append(story_id)
+        if article_id not in duplicate_of:
+            # A copy's salient terms are its original's: its keys would only repeat them.
+            for key in story_keys[article_id]:
+                additions.setdefault((STORY_PERIOD, key), []).append(story_id)
         state = outcome.states[story_id]
         vector = vectors[article_id]
         similarity = sparse_dot(vector, state.vector_sum) / state.members
