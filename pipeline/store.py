@@ -12,8 +12,8 @@ import json
 import logging
 import sqlite3
 import sys
-from array import array
 import time
+from array import array
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -30,9 +30,9 @@ from .stories import (
     IndexedArticle,
     Member,
     StoryState,
+    STORY_PERIOD,
     canonical_member,
     first_original_day,
-    STORY_PERIOD,
     lsh_period,
 )
 
@@ -252,22 +252,24 @@ _MIGRATED_BUCKET_STORIES = 32
 _ID_TYPE = next(code for code in "IL" if array(code).itemsize == 4)
 
 
+def _little_endian(values: array) -> array:
+    """`values` in the stored byte order (little-endian), swapped in place on a big-endian host."""
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values
+
+
 def pack_story_ids(story_ids: Sequence[int]) -> bytes:
     """A story bucket's ids as stored: little-endian uint32 (story ids count up from 1), oldest
     first. Four bytes, not eight: every batch rewrites thousands of buckets, and smaller rows
     mean fewer pages to write."""
-    packed = array(_ID_TYPE, story_ids)
-    if sys.byteorder == "big":
-        packed.byteswap()
-    return packed.tobytes()
+    return _little_endian(array(_ID_TYPE, story_ids)).tobytes()
 
 
 def unpack_story_ids(packed: bytes) -> list[int]:
     ids = array(_ID_TYPE)
     ids.frombytes(packed)
-    if sys.byteorder == "big":
-        ids.byteswap()
-    return ids.tolist()
+    return _little_endian(ids).tolist()
 
 
 # A story centroid is stored as its terms joined by this separator (never part of a term: terms
@@ -277,10 +279,7 @@ _TERM_SEPARATOR = "\x1f"
 
 
 def pack_vector(vector: Mapping[str, float]) -> tuple[str, bytes]:
-    weights = array("d", vector.values())
-    if sys.byteorder == "big":
-        weights.byteswap()
-    return _TERM_SEPARATOR.join(vector), weights.tobytes()
+    return _TERM_SEPARATOR.join(vector), _little_endian(array("d", vector.values())).tobytes()
 
 
 def unpack_vector(terms: str, packed: bytes) -> dict[str, float]:
@@ -288,9 +287,7 @@ def unpack_vector(terms: str, packed: bytes) -> dict[str, float]:
         return {}
     weights = array("d")
     weights.frombytes(packed)
-    if sys.byteorder == "big":
-        weights.byteswap()
-    return dict(zip(terms.split(_TERM_SEPARATOR), weights))
+    return dict(zip(terms.split(_TERM_SEPARATOR), _little_endian(weights)))
 
 
 def _story_buckets_by_story(conn: sqlite3.Connection) -> None:
@@ -404,6 +401,13 @@ def _use_wal(conn: sqlite3.Connection, busy_timeout_s: float) -> None:
             time.sleep(0.02)
     if mode.lower() != "wal":
         log.warning("SQLite kept journal mode %r (WAL unsupported here); concurrent runs will wait longer", mode)
+
+
+# What the canonical rule reads of a story member (the fields of stories.Member, in order).
+_MEMBER_COLUMNS = (
+    "a.id, s.day, a.published, a.duplicate_of, coalesce(s.chars, length(a.text)), a.title IS NOT NULL AND a.title != ''"
+)
+_MEMBER_TABLES = "FROM articles a JOIN _signatures s ON s.article_id = a.id"
 
 
 def now_iso() -> str:
@@ -895,9 +899,7 @@ class Store:
 
     def _refresh_whole(self, story_id: int, fresh: Mapping[str, Mapping[str, float]], at: str) -> None:
         rows = self.conn.execute(
-            "SELECT a.id, s.day, a.published, a.duplicate_of, coalesce(s.chars, length(a.text)), "
-            "a.title IS NOT NULL AND a.title != '', a.similarity "
-            "FROM articles a JOIN _signatures s ON s.article_id = a.id WHERE a.story_id = ?",
+            f"SELECT {_MEMBER_COLUMNS}, a.similarity {_MEMBER_TABLES} WHERE a.story_id = ?",
             (story_id,),
         ).fetchall()
         if not rows:
@@ -941,9 +943,7 @@ class Store:
     def _members(self, article_ids: Sequence[str]) -> list[Member]:
         marks = ",".join("?" * len(article_ids))
         rows = self.conn.execute(
-            "SELECT a.id, s.day, a.published, a.duplicate_of, coalesce(s.chars, length(a.text)), "
-            f"a.title IS NOT NULL AND a.title != '' FROM articles a JOIN _signatures s ON s.article_id = a.id "
-            f"WHERE a.id IN ({marks})",
+            f"SELECT {_MEMBER_COLUMNS} {_MEMBER_TABLES} WHERE a.id IN ({marks})",
             list(article_ids),
         ).fetchall()
         return [Member(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
