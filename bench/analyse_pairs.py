@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline.extract import build_article  # noqa: E402
 from pipeline.fingerprint import cosine, fingerprint, weighted_vector  # noqa: E402
 from pipeline.settings import load_settings  # noqa: E402
-from pipeline.stories import band_keys, lsh_bands  # noqa: E402
+from pipeline.fingerprint import band_keys, lsh_bands  # noqa: E402
 from pipeline.errors import BadInputError  # noqa: E402
 
 

@@ -22,7 +22,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 import xxhash
-from datasketch import MinHash
+from datasketch import MinHash, MinHashLSH
 
 from .models import Article, Fingerprint
 from .normalize import unified, words
@@ -328,12 +328,17 @@ def weighted_vector(
     `idf` (from `idf_table`) saves recomputing the logarithms article by article; it must cover
     every scored term.
     """
-    pairs = scores.items() if isinstance(scores, Mapping) else scores
+    pairs = list(scores.items() if isinstance(scores, Mapping) else scores)
+    if not pairs:
+        return {}
     if idf is None:
         prior = settings.idf_prior_documents
         idf = {term: inverse_document_frequency(frequencies.get(term, 0), documents, prior) for term, _ in pairs}
-    # Negated weights sort heaviest first with ties by term, as plain tuples (no key function).
-    ranked = sorted([(-score * idf[term], term) for term, score in pairs])[: settings.vector_terms]
+    terms, values = zip(*pairs)
+    # Negated weights sort heaviest first with ties by term, as plain tuples (no key function);
+    # the loops are maps, in C: the writer runs this for every article. (-(s * i) is -s * i exactly.)
+    negated = map(operator.neg, map(operator.mul, values, map(idf.__getitem__, terms)))
+    ranked = sorted(zip(negated, terms))[: settings.vector_terms]
     norm = math.sqrt(sum(weight * weight for weight, _ in ranked)) or 1.0
     return {term: -weight / norm for weight, term in ranked}
 
@@ -369,18 +374,50 @@ def fingerprint(article: Article, settings: MatchingSettings) -> Fingerprint:
     salient = tuple(itertools.islice(scores, settings.salient_terms))
     story_values = minhash_values(_hashes(salient), perms)
     dup_values = minhash_values(shingle_hashes(tokens, settings.shingle_size), perms)
+    story_packed = story_values.astype("<u4").tobytes()
+    dup_packed = dup_values.astype("<u4").tobytes()
     return Fingerprint(
         article_id=article.article_id,
         content_hash=article.content_hash,
         scheme=perms.scheme,
         num_perm=perms.num_perm,
         seed=perms.seed,
-        story_hashvalues=story_values.astype("<u4").tobytes(),
-        dup_hashvalues=dup_values.astype("<u4").tobytes(),
+        story_hashvalues=story_packed,
+        dup_hashvalues=dup_packed,
         terms=tuple(scores.items()),
         salient_terms=salient,
         day=day_number(article.published),
+        # Band keys depend on the signature alone: hashing them here, where batches run in
+        # parallel, takes them off the single writer.
+        story_keys=tuple(band_keys(story_packed, *story_bands(settings))),
+        dup_keys=tuple(band_keys(dup_packed, *dup_bands(settings))),
     )
+
+
+@functools.lru_cache(maxsize=16)
+def lsh_bands(threshold: float, num_perm: int, weights: tuple[float, float]) -> tuple[int, int]:
+    """(bands, rows) chosen by datasketch's optimiser for this threshold and FP/FN weighting."""
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=weights)
+    return lsh.b, lsh.r
+
+
+def story_bands(settings: MatchingSettings) -> tuple[int, int]:
+    """(bands, rows) of the story-level LSH index."""
+    return lsh_bands(settings.story_lsh_threshold, settings.num_perm, tuple(settings.story_lsh_weights))
+
+
+def dup_bands(settings: MatchingSettings) -> tuple[int, int]:
+    """(bands, rows) of the near-duplicate LSH index (false positives and negatives weighed alike)."""
+    return lsh_bands(settings.dup_lsh_threshold, settings.num_perm, (0.5, 0.5))
+
+
+def band_keys(packed: bytes, bands: int, rows: int) -> list[int]:
+    """The LSH bucket keys of a signature: one signed 64-bit key per band (band number mixed in)."""
+    # Stored signatures are already little-endian uint32 bytes: hash slices of them directly.
+    width = rows * 4
+    digest = xxhash.xxh64_intdigest
+    keys = [digest(packed[band * width : (band + 1) * width], seed=band) for band in range(bands)]
+    return [key - (1 << 64) if key >= (1 << 63) else key for key in keys]
 
 
 def hashvalues(packed: bytes) -> np.ndarray:

@@ -59,6 +59,8 @@ class Fingerprint:
     terms: tuple[tuple[str, float], ...]
     salient_terms: tuple[str, ...]
     day: int | None  # days since 1970-01-01 of the publication date, None when unknown
+    story_keys: tuple[int, ...] = ()  # LSH band keys of story_hashvalues (fingerprint.band_keys)
+    dup_keys: tuple[int, ...] = ()  # LSH band keys of dup_hashvalues
 
 
 @dataclass(frozen=True)

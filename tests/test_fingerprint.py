@@ -71,6 +71,36 @@ def test_weighted_vector_is_unit_length_and_prefers_rarer_terms():
     assert vector["tuberville"] > vector["sessions"] > vector["senate"]
 
 
+def test_fingerprints_carry_the_band_keys_of_their_own_signatures():
+    article = build_article(external_id="a", text="The council voted on the harbour budget " * 20, settings=IngestSettings())
+    made = fp.fingerprint(article, MATCHING)
+    assert list(made.story_keys) == fp.band_keys(made.story_hashvalues, *fp.story_bands(MATCHING))
+    assert list(made.dup_keys) == fp.band_keys(made.dup_hashvalues, *fp.dup_bands(MATCHING))
+    assert len(made.story_keys) == fp.story_bands(MATCHING)[0] and len(set(made.dup_keys)) > 1
+
+
+@given(
+    st.dictionaries(st.sampled_from([f"t{i}" for i in range(40)]), st.sampled_from([0.5, 1.0, 2.25, 3.0]), min_size=1),
+    st.dictionaries(st.sampled_from([f"t{i}" for i in range(40)]), st.integers(0, 30)),
+    st.integers(10, 30),
+)
+def test_weighted_vector_equals_the_plain_definition(scores, frequencies, vector_terms):
+    """Heaviest first, ties by term, top `vector_terms`, unit length: the loops in C change nothing."""
+    import math
+
+    settings = MatchingSettings(vector_terms=vector_terms)
+    documents = 40
+    weights = {
+        term: score * fp.inverse_document_frequency(frequencies.get(term, 0), documents, settings.idf_prior_documents)
+        for term, score in scores.items()
+    }
+    ranked = sorted(weights.items(), key=lambda item: (-item[1], item[0]))[:vector_terms]
+    norm = math.sqrt(sum(w * w for _, w in ranked)) or 1.0
+    expected = {term: w / norm for term, w in ranked}
+    got = fp.weighted_vector(scores, frequencies, documents, settings)
+    assert got == expected and list(got) == list(expected)
+
+
 def test_shared_words_of_a_tiny_corpus_keep_their_weight():
     # Five articles that all say "tuberville": the IDF prior keeps the word from vanishing.
     vector = fp.weighted_vector({"tuberville": 6.0, "weather": 2.0}, {"tuberville": 5, "weather": 1}, 5, MATCHING)

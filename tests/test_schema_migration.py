@@ -76,7 +76,7 @@ def _as_version_2(db: Path, settings) -> None:
     """Take a current database back to the version 2 layout: one `_lsh` table without periods that
     also holds story-level rows per article, no `_story_buckets`, no `_signatures.chars`, and
     story centroids as JSON."""
-    from pipeline.stories import band_keys, lsh_bands
+    from pipeline.fingerprint import band_keys, lsh_bands
 
     matching = settings.matching
     bands, rows = lsh_bands(matching.story_lsh_threshold, matching.num_perm, tuple(matching.story_lsh_weights))

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import random
 
-from pipeline.store import open_store, pack_story_ids, unpack_story_ids
+import json
+
+from hypothesis import given, strategies as st
+
+from pipeline.store import open_store, pack_article_vector, pack_story_ids, unpack_article_vector, unpack_story_ids
 
 
 def _story(store, story_id: int) -> None:
@@ -17,6 +21,17 @@ def test_story_ids_pack_and_unpack_in_order():
     ids = [5, 1, 2**32 - 1, 70_000]
     assert unpack_story_ids(pack_story_ids(ids)) == ids
     assert len(pack_story_ids(ids)) == 4 * len(ids)
+
+
+_TERM = st.text(alphabet=st.characters(blacklist_characters="\x1f", blacklist_categories=("Cs",)), min_size=1, max_size=12)
+
+
+@given(st.dictionaries(_TERM, st.floats(allow_nan=False, allow_infinity=False), max_size=120))
+def test_article_vectors_pack_and_unpack_exactly_and_old_json_rows_still_read(vector):
+    assert unpack_article_vector(pack_article_vector(vector)) == vector
+    assert list(unpack_article_vector(pack_article_vector(vector))) == list(vector)  # order kept
+    # Databases written before the packed form hold the vector as JSON text.
+    assert unpack_article_vector(json.dumps(vector, ensure_ascii=False)) == vector
 
 
 def test_buckets_name_the_stories_that_absorbed_merged_ones(db_path):

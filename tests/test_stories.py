@@ -5,7 +5,11 @@ import random
 
 from pipeline.ingest import ingest
 from pipeline.store import open_store
-from pipeline.stories import Member, canonical_member
+from collections import Counter
+
+from hypothesis import given, strategies as st
+
+from pipeline.stories import Member, _best_voted, canonical_member
 
 SEED_FILES = ["000_fcabe1ee31422c0a.txt", "001_b6e53b65f60d6b35.txt", "002_9b09696b92a8c3a1.txt",
               "003_983031de6f07e060.txt", "004_b8829e27ab2bd9c2.txt"]
@@ -153,7 +157,7 @@ def test_a_copy_of_a_stored_copy_joins_its_story_without_looking_up_the_original
     class Index:
         """Only the stored copy ('b', a near-duplicate of 'a') is found; 'a' never is."""
 
-        def lsh_matches(self, level, keys):
+        def lsh_matches(self, level, groups):
             return {}
 
         def story_buckets(self, keys):
@@ -178,3 +182,9 @@ def test_a_copy_of_a_stored_copy_joins_its_story_without_looking_up_the_original
     [assignment] = outcome.assignments
     assert assignment.story_id == 7 and assignment.duplicate_of == "a"
     assert not outcome.new_stories
+
+
+@given(st.dictionaries(st.integers(0, 60), st.integers(1, 6)), st.integers(1, 12))
+def test_best_voted_are_the_most_voted_with_ties_to_the_smallest(votes, count):
+    expected = sorted(votes, key=lambda key: (-votes[key], key))[:count]
+    assert _best_voted(Counter(votes), count) == expected
