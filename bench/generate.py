@@ -14,6 +14,7 @@ new ones), dated within days of each other. The same seed gives the same corpus,
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import re
@@ -24,11 +25,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SENTENCE_SOURCE = ROOT / "tests" / "data" / "giveme5w1h.jsonl"
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
-_WORD = re.compile(r"[A-Za-z]{4,}")
+_WORD = re.compile(r"[A-Za-z]{3,}")
 _NUMBER = re.compile(r"\d+")
 # Share of a family's distinct words replaced by other words: enough that two families built
 # from the same source article are different stories, few enough that text still reads as news.
 _SUBSTITUTION_RATE = 0.35
+# Names and rare words (capitalised and not an everyday word, or rarer than 3 in a million words)
+# are what tell one story from another: a family replaces nearly all of them, so two families
+# built from one source share its sentence structure and everyday words, not its people, places
+# and facts. (Version 1 of the generator replaced them at the common-word rate, so families from
+# one source shared two thirds of their names and were, by any reading, one story.)
+_NAME_SUBSTITUTION_RATE = 0.95
+_RARE_ZIPF = 3.5
+# Bumped whenever the generator's output changes, so cached corpora of an older one are not reused.
+GENERATOR_VERSION = 2
 # Sentences a family has to draw its reports from (a report uses 18-36 of them: ~550 words).
 _FAMILY_SENTENCES = 40
 _FIRST_DAY = date(2024, 1, 1)
@@ -70,6 +80,13 @@ def vocabulary() -> list[str]:
     return [w for w in wordfreq.top_n_list("en", 40_000) if w.isalpha() and len(w) >= 4][5_000:35_000]
 
 
+@functools.lru_cache(maxsize=None)
+def _zipf(word: str) -> float:
+    import wordfreq
+
+    return wordfreq.zipf_frequency(word, "en")
+
+
 class Family:
     """One story: its own word substitution over a source article's sentences."""
 
@@ -100,7 +117,12 @@ class Family:
             word = match.group(0)
             key = word.lower()
             if key not in self.mapping:
-                replace = self.rng.random() < _SUBSTITUTION_RATE
+                named = _zipf(key) < _RARE_ZIPF or (word[0].isupper() and (match.start() > 0 or _zipf(key) < 4.5))
+                if named:
+                    replace = self.rng.random() < _NAME_SUBSTITUTION_RATE
+                else:
+                    # Three-letter words are kept unless they are names ("LAX", "GOP").
+                    replace = len(key) > 3 and self.rng.random() < _SUBSTITUTION_RATE
                 self.mapping[key] = self.rng.choice(self.words) if replace else key
             new = self.mapping[key]
             return new.capitalize() if word[0].isupper() else new

@@ -235,13 +235,13 @@ def child(name: str, *args: str) -> dict:
 
 def corpus_file(articles: int, seed: int = 1) -> Path:
     """The seeded corpus of `articles` (+ the increment), generated once into bench/.cache."""
-    from generate import corpus, write_jsonl
+    from generate import GENERATOR_VERSION, corpus, write_jsonl
 
-    path = CACHE / f"corpus-{articles}-s{seed}.jsonl"
+    path = CACHE / f"corpus-v{GENERATOR_VERSION}-{articles}-s{seed}.jsonl"
     if not path.exists():
         write_jsonl(corpus(articles + INCREMENT, seed), path.with_suffix(".tmp"))
         lines = path.with_suffix(".tmp").read_text(encoding="utf-8").splitlines(keepends=True)
-        (CACHE / f"corpus-{articles}-s{seed}-increment.jsonl").write_text("".join(lines[articles:]), encoding="utf-8")
+        path.with_name(path.stem + "-increment.jsonl").write_text("".join(lines[articles:]), encoding="utf-8")
         path.write_text("".join(lines[:articles]), encoding="utf-8")
         path.with_suffix(".tmp").unlink()
     return path
@@ -283,7 +283,7 @@ def main() -> None:
 
     step("corpora")
     small_corpus, large_corpus = corpus_file(small), corpus_file(large)
-    increment = CACHE / f"corpus-{large}-s1-increment.jsonl"
+    increment = large_corpus.with_name(large_corpus.stem + "-increment.jsonl")
     step(f"stages on {small:,}")
     results["stages"] = child("stages", str(small_corpus))
     step(f"end to end on {small:,}, {args.workers} workers")
