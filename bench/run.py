@@ -108,10 +108,23 @@ def measure_pipeline(corpus: str, workers: int, db: str | None = None) -> dict:
         started = time.perf_counter()
         report = ingest([corpus], settings, path, run_id="bench", workers=workers)
         seconds = time.perf_counter() - started
+        usage = _usage()  # before scoring, which reads the corpus again
+        quality = _quality(corpus, path)
     return {
         "articles": report.inputs, "seconds": seconds, "stages": report.seconds, "counts": report.counts(),
-        **_usage(),
+        **quality, **usage,
     }
+
+
+def _quality(corpus: str, db: str) -> dict:
+    """B-cubed scores of the stored stories against the generator's labels (JSON Lines corpora)."""
+    from pipeline.evaluate import bcubed, predicted_labels, read_corpus
+
+    if not corpus.endswith(".jsonl"):
+        return {}
+    records = read_corpus(corpus)
+    precision, recall, f1 = bcubed(predicted_labels(records, Path(db)), {r["id"]: r["story"] for r in records})
+    return {"bcubed": {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4)}}
 
 
 def measure_baseline(corpus: str) -> dict:
@@ -346,6 +359,11 @@ def render(r: dict) -> str:
         f"  baseline ({r['small']:,})  {rate(base):>8,.0f} articles/s  ({base['articles'] / base['cpu_s']:,.0f} per CPU-s)"
         f"  peak {base['peak_mb']:,.0f} MB",
         f"  ratio to baseline         {ratio:.1f}x   (target >= 4x; >= 2,000 articles/s)",
+        *[
+            f"  stories found on {run['articles']:,}: B-cubed P {run['bcubed']['precision']:.3f}"
+            f" R {run['bcubed']['recall']:.3f} F1 {run['bcubed']['f1']:.3f} against the generator's labels"
+            for run in (small, large) if "bcubed" in run
+        ],
         "",
         f"incremental: {INCREMENT:,} new articles into {r['large']:,}: {r['increment_full']['seconds']:.2f} s,"
         f" into empty: {r['increment_empty']['seconds']:.2f} s, ratio {inc:.2f} (target <= 1.5)",
