@@ -38,13 +38,27 @@ TEXT_FILES = 5_000
 # -- measurements (each runs in its own child process) ----------------------------------------------
 
 
+def _peak_kib() -> float:
+    """This process's peak resident memory in KiB. VmHWM belongs to the process's own memory
+    map; ru_maxrss (the fallback) survives exec on Linux, so a child would report its parent's
+    peak if the parent was ever larger."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
 def _usage() -> dict:
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
         "cpu_s": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
-        # Linux reports ru_maxrss in KiB; for children it is the largest single child.
-        "peak_mb": me.ru_maxrss / 1024,
+        # Linux reports ru_maxrss in KiB; for children it is the largest single child (workers
+        # are forked, not exec'd, so theirs start from zero).
+        "peak_mb": _peak_kib() / 1024,
         "worker_peak_mb": kids.ru_maxrss / 1024,
     }
 
@@ -222,6 +236,7 @@ def measure_prefect(inputs: str, runner: str) -> dict:
 
 
 MEASURES = {
+    "corpus": lambda a: {"path": str(corpus_file(int(a[0])))},
     "stages": lambda a: measure_stages(a[0]),
     "pipeline": lambda a: measure_pipeline(a[0], int(a[1]), a[2] if len(a) > 2 else None),
     "baseline": lambda a: measure_baseline(a[0]),
@@ -295,7 +310,9 @@ def main() -> None:
         print(f"[{time.perf_counter() - began:6.0f} s] {label}", file=sys.stderr, flush=True)
 
     step("corpora")
-    small_corpus, large_corpus = corpus_file(small), corpus_file(large)
+    # Generated in a child: the parent stays small, and nothing it allocates can show up in a
+    # measurement's memory figures.
+    small_corpus, large_corpus = (Path(child("corpus", str(n))["path"]) for n in (small, large))
     increment = large_corpus.with_name(large_corpus.stem + "-increment.jsonl")
     step(f"stages on {small:,}")
     results["stages"] = child("stages", str(small_corpus))
