@@ -637,9 +637,11 @@ class Store:
                 f"SELECT key, stories FROM _story_buckets WHERE period = ? AND key IN ({marks})", (period, *chunk)
             ):
                 found[(period, key)] = unpack_story_ids(packed)
-        live = self._resolve_merged({s for ids in found.values() for s in ids})
+        # (A batch reads ~10,000 buckets of up to 32 ids; set.union keeps the loop over them in C.)
+        named = set().union(*found.values())
+        live = self._resolve_merged(named)
         # Only buckets naming a story merged away (or gone) need rewriting; most name none.
-        stale = {s for ids in found.values() for s in ids if live.get(s) != s}
+        stale = {s for s in named if live.get(s) != s}
         if stale:
             for key, ids in found.items():
                 if stale.isdisjoint(ids):

@@ -390,7 +390,8 @@ def assign_batch(
     merged_into = dict(outcome.merges)
     for key, added in additions.items():
         stored = stored_story.get(key, [])
-        bucket = list(dict.fromkeys(reversed([merged_into.get(s, s) for s in stored] + added)))[:cap][::-1]
+        named = stored if merged_into.keys().isdisjoint(stored) else [merged_into.get(s, s) for s in stored]
+        bucket = list(dict.fromkeys(reversed(named + added)))[:cap][::-1]
         # Most keys of a grown story already end with it: rewriting them would only dirty pages.
         if bucket != stored:
             outcome.story_buckets[key] = bucket
