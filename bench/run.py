@@ -317,7 +317,12 @@ def main() -> None:
     step(f"stages on {small:,}")
     results["stages"] = child("stages", str(small_corpus))
     step(f"end to end on {small:,}, {args.workers} workers")
-    results["pipeline_small"] = child("pipeline", str(small_corpus), str(args.workers))
+    with tempfile.TemporaryDirectory() as tmp:
+        small_db = str(Path(tmp) / "small.db")
+        results["pipeline_small"] = child("pipeline", str(small_corpus), str(args.workers), small_db)
+        # The large corpus's increment into this smaller database too: how the cost of the same
+        # batch grows with what is stored (empty, small, large).
+        results["increment_small"] = child("increment", str(increment), small_db, "3")
     step(f"end to end on {min(small, TEXT_FILES):,} .txt files")
     with tempfile.TemporaryDirectory() as tmp:
         from generate import write_text_files
@@ -384,6 +389,11 @@ def render(r: dict) -> str:
         "",
         f"incremental: {INCREMENT:,} new articles into {r['large']:,}: {r['increment_full']['seconds']:.2f} s,"
         f" into empty: {r['increment_empty']['seconds']:.2f} s, ratio {inc:.2f} (target <= 1.5)",
+        *(
+            [f"  the same batch into {r['small']:,}: {r['increment_small']['seconds']:.2f} s"
+             f" ({r['increment_small']['seconds'] / r['increment_empty']['seconds']:.2f}x empty)"]
+            if "increment_small" in r else []
+        ),
         f"HTML: {rate(r['html']):.1f} pages/s on {r['workers']} processes, {rate(r['html_1']):.1f} on one",
         f"Prefect fixed cost: import {r['prefect']['import_s']:.1f} s, server {r['prefect']['server_s']:.1f} s,"
         f" a flow over seeds/ {r['prefect']['flow_s']:.1f} s",
