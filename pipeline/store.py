@@ -25,6 +25,7 @@ import sqlite_utils
 from .errors import StoreError
 from .fingerprint import cosine
 from .models import Prepared, Rejected
+from .settings import MatchingSettings
 from .stories import (
     BatchOutcome,
     IndexedArticle,
@@ -33,6 +34,7 @@ from .stories import (
     STORY_PERIOD,
     canonical_member,
     first_original_day,
+    latest_stories,
     lsh_period,
 )
 
@@ -244,10 +246,6 @@ def _add_browsing_views(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
-# Stories kept per story-level LSH bucket by the version 3 migration; new writes keep
-# `matching.story_bucket_cap` (whose default this is).
-_MIGRATED_BUCKET_STORIES = 32
-
 
 _ID_TYPE = next(code for code in "IL" if array(code).itemsize == 4)
 
@@ -344,13 +342,11 @@ def _story_buckets_by_story(conn: sqlite3.Connection) -> None:
         "WHERE l.level = 'story' AND a.duplicate_of IS NULL ORDER BY a.rowid"
     )
     for key, _, story_id in rows:
-        bucket = buckets.setdefault((STORY_PERIOD, key), [])
-        if story_id in bucket:
-            bucket.remove(story_id)
-        bucket.append(story_id)
+        buckets.setdefault((STORY_PERIOD, key), []).append(story_id)
+    cap = MatchingSettings().story_bucket_cap  # a migration has no run settings: the default's cap
     conn.executemany(
         "INSERT INTO _story_buckets (period, key, stories) VALUES (?, ?, ?)",
-        [(*key, pack_story_ids(ids[-_MIGRATED_BUCKET_STORIES:])) for key, ids in sorted(buckets.items())],
+        [(*key, pack_story_ids(latest_stories(ids, cap))) for key, ids in sorted(buckets.items())],
     )
     conn.execute("DROP TABLE _lsh_v2")
     # Story centroids: JSON to packed terms and weights, plus the canonical window's first day.

@@ -190,6 +190,13 @@ def _best_voted(votes: Counter, count: int) -> list:
     return sorted(votes, key=lambda key: (-votes[key], key))
 
 
+def latest_stories(story_ids: Iterable[int], cap: int) -> list[int]:
+    """A story-level bucket after adding `story_ids` in order: each story once, at the place of
+    its latest addition, oldest first, the `cap` most recent kept. (The writer and the version 3
+    migration both build buckets with this.)"""
+    return list(dict.fromkeys(reversed(list(story_ids))))[:cap][::-1]
+
+
 def _assignment_order(item: Prepared) -> int:
     # Earliest first (a stable sort keeps input order within a day), so a near-duplicate
     # points at the earliest copy; undated articles after dated ones.
@@ -391,7 +398,7 @@ def assign_batch(
     for key, added in additions.items():
         stored = stored_story.get(key, [])
         named = stored if merged_into.keys().isdisjoint(stored) else [merged_into.get(s, s) for s in stored]
-        bucket = list(dict.fromkeys(reversed(named + added)))[:cap][::-1]
+        bucket = latest_stories(named + added, cap)
         # Most keys of a grown story already end with it: rewriting them would only dirty pages.
         if bucket != stored:
             outcome.story_buckets[key] = bucket

@@ -117,12 +117,27 @@ def _as_version_2(db: Path, settings) -> None:
 def test_version_2_database_gets_story_buckets_equal_to_a_new_one(tmp_path, settings):
     """Version 3 keeps story ids per LSH bucket; migrating rebuilds them from the article rows."""
     db = tmp_path / "v2.db"
-    for name, title in (("a", "Museum reopens"), ("b", "Museum reopens its wing"), ("c", "Bridge closed")):
-        body = BODY if name != "c" else BODY.replace("museum", "bridge").replace("frescoes", "girders")
+    # d is another write-up of a's story (not a copy), after c: buckets then name the museum
+    # story twice, and its latest addition must come after the bridge story.
+    other_write_up = (
+        "Medieval frescoes hidden behind plaster for centuries greet visitors to the museum's east "
+        "wing, reopened on Saturday at the end of a three-year restoration; its director waived the fee. "
+    ) * 3
+    bridge = (
+        "Engineers closed the river bridge to lorries on Monday after inspectors found corroded "
+        "girders under the north span; the council expects repairs to take until the spring. "
+    ) * 3
+    for name, title, body in (
+        ("a", "Museum reopens", BODY), ("b", "Museum reopens its wing", BODY), ("c", "Bridge closed", bridge),
+        ("d", "Frescoes greet museum visitors", other_write_up),
+    ):
         (tmp_path / f"{name}.txt").write_text(f"{title}\n{body}")
         ingest([str(tmp_path / f"{name}.txt")], settings, db)
     built = _story_buckets(db)
     assert built and all(ids for ids in built.values())
+    rows = sqlite3.connect(db).execute("SELECT story_id, duplicate_of IS NULL FROM articles").fetchall()
+    assert len({story for story, _ in rows}) == 2, "the museum write-ups are one story, the bridge another"
+    assert sum(original for _, original in rows) == 3, "a, c and d are originals: a and d both add museum keys"
     states, lsh = _story_states(db), _lsh_rows(db)
     _as_version_2(db, settings)
     assert "chars" not in _columns(db, "_signatures")
