@@ -246,7 +246,6 @@ def _add_browsing_views(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
-
 _ID_TYPE = next(code for code in "IL" if array(code).itemsize == 4)
 
 
@@ -644,7 +643,7 @@ class Store:
                     continue
                 resolved = [live[s] for s in ids if s in live]
                 # A merge can leave one story twice in a bucket: keep its latest place.
-                found[key] = list(reversed(dict.fromkeys(reversed(resolved))))
+                found[key] = latest_stories(resolved, len(resolved))
         return found
 
     def _resolve_merged(self, story_ids: set[int]) -> dict[int, int]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from itertools import chain
 from operator import itemgetter
-from typing import Iterable, Protocol, Sequence
+from typing import Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -99,13 +99,7 @@ class StoryState:
     def trim(self) -> None:
         """Keep the heaviest terms only: the tail of a large story's sum moves no similarity."""
         if len(self.vector_sum) > _CENTROID_TERMS:
-            # The cut-off weight from a plain float sort; only ties at it need the term order.
-            cutoff = sorted(self.vector_sum.values(), reverse=True)[_CENTROID_TERMS - 1]
-            kept = {term: weight for term, weight in self.vector_sum.items() if weight > cutoff}
-            tied = sorted(term for term, weight in self.vector_sum.items() if weight == cutoff)
-            for term in tied[: _CENTROID_TERMS - len(kept)]:
-                kept[term] = cutoff
-            self.vector_sum = kept
+            self.vector_sum = {term: self.vector_sum[term] for term in _top_keys(self.vector_sum, _CENTROID_TERMS)}
 
     def absorb(self, other: "StoryState") -> None:
         for term, weight in other.vector_sum.items():
@@ -181,16 +175,23 @@ def today_number() -> int:
     return (datetime.now(timezone.utc).date() - date(1970, 1, 1)).days
 
 
+def _top_keys(values: Mapping, count: int) -> list:
+    """The keys of the `count` largest values, ties at the cut-off to the smallest keys: those
+    above it in `values`' own order, then the tied ones in key order.
+
+    The cut-off comes from a plain sort of the values; only the ties at it need the keys'
+    order. (A heap or a sort with a (-value, key) key function cost about 5x more.)"""
+    if len(values) <= count:
+        return list(values)
+    cutoff = sorted(values.values(), reverse=True)[count - 1]
+    above = [key for key, value in values.items() if value > cutoff]
+    tied = sorted(key for key, value in values.items() if value == cutoff)
+    return above + tied[: count - len(above)]
+
+
 def _best_voted(votes: Counter, count: int) -> list:
     """The `count` entries with the most votes, ties to the smallest (the same order every run)."""
-    if len(votes) > count:
-        # The count-th highest vote from a plain sort of the counts; only entries tied at it
-        # need ordering by key. (A heap with a key function cost 5x more on large vote sets.)
-        cutoff = sorted(votes.values(), reverse=True)[count - 1]
-        above = [key for key, n in votes.items() if n > cutoff]
-        tied = sorted(key for key, n in votes.items() if n == cutoff)
-        votes = Counter({key: votes[key] for key in above + tied[: count - len(above)]})
-    return sorted(votes, key=lambda key: (-votes[key], key))
+    return sorted(_top_keys(votes, count), key=lambda key: (-votes[key], key))
 
 
 def latest_stories(story_ids: Iterable[int], cap: int) -> list[int]:
@@ -488,7 +489,8 @@ def _agglomerate(clusters: _Clusters, neighbours: dict[object, set[object]], set
     names = {key: repr(key) for key in clusters.parent}
     # Dot products of cluster vector sums, by pair of current clusters. Vector sums add, so after
     # a merge the new cluster's dot with a neighbour is the sum of both parts' dots: each pair of
-    # stored stories (400-term centroids) is multiplied once per batch, not after every merge.
+    # stored stories (centroids of up to _CENTROID_TERMS terms) is multiplied once per batch, not
+    # after every merge.
     dots: dict[tuple[object, object], float] = {}
 
     def pair(left: object, right: object) -> tuple[object, object]:

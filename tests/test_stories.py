@@ -9,7 +9,7 @@ from collections import Counter
 
 from hypothesis import given, strategies as st
 
-from pipeline.stories import Member, _best_voted, canonical_member
+from pipeline.stories import Member, StoryState, _best_voted, canonical_member
 
 SEED_FILES = ["000_fcabe1ee31422c0a.txt", "001_b6e53b65f60d6b35.txt", "002_9b09696b92a8c3a1.txt",
               "003_983031de6f07e060.txt", "004_b8829e27ab2bd9c2.txt"]
@@ -188,3 +188,18 @@ def test_a_copy_of_a_stored_copy_joins_its_story_without_looking_up_the_original
 def test_best_voted_are_the_most_voted_with_ties_to_the_smallest(votes, count):
     expected = sorted(votes, key=lambda key: (-votes[key], key))[:count]
     assert _best_voted(Counter(votes), count) == expected
+
+
+@given(st.dictionaries(st.text(alphabet="abcde", min_size=1, max_size=3), st.sampled_from([0.5, 1.0, 1.5, 2.0])), st.integers(1, 12))
+def test_a_trimmed_centroid_keeps_the_heaviest_terms_ties_to_the_smallest(weights, keep):
+    import pipeline.stories as stories
+
+    state = StoryState(1, dict(weights), 1, None, None)
+    original = stories._CENTROID_TERMS
+    stories._CENTROID_TERMS = keep
+    try:
+        state.trim()
+    finally:
+        stories._CENTROID_TERMS = original
+    expected = dict(sorted(weights.items(), key=lambda item: (-item[1], item[0]))[:keep])
+    assert state.vector_sum == expected
