@@ -189,9 +189,14 @@ def _top_keys(values: Mapping, count: int) -> list:
     return above + tied[: count - len(above)]
 
 
-def _best_voted(votes: Counter, count: int) -> list:
-    """The `count` entries with the most votes, ties to the smallest (the same order every run)."""
-    return sorted(_top_keys(votes, count), key=lambda key: (-votes[key], key))
+def _best_voted(votes: Counter, count: int, share: float = 0.0) -> list:
+    """The `count` entries with the most votes, ties to the smallest (the same order every run),
+    less those with fewer than `share` of the first one's votes."""
+    best = sorted(_top_keys(votes, count), key=lambda key: (-votes[key], key))
+    if share and best:
+        floor = votes[best[0]] * share
+        best = [key for key in best if votes[key] >= floor]
+    return best
 
 
 def latest_stories(story_ids: Iterable[int], cap: int) -> list[int]:
@@ -303,7 +308,7 @@ def assign_batch(
     cap = settings.story_bucket_cap
     for article_id, keys in story_keys.items():
         votes = Counter(chain.from_iterable(stored_story.get((STORY_PERIOD, key), ())[-cap:] for key in keys))
-        candidate_stories[article_id] = _best_voted(votes, settings.story_candidates)
+        candidate_stories[article_id] = _best_voted(votes, settings.story_candidates, settings.story_candidate_share)
     states = index.story_states(
         {s for found in candidate_stories.values() for s in found} | {a.story_id for a in known.values()}
     )
@@ -344,7 +349,7 @@ def assign_batch(
         neighbours[article_id].update(("story", story_id) for story_id in candidate_stories[article_id])
         votes = Counter(chain.from_iterable(batch_story[key] for key in story_keys[article_id]))
         del votes[article_id]
-        neighbours[article_id].update(_best_voted(votes, settings.story_candidates))
+        neighbours[article_id].update(_best_voted(votes, settings.story_candidates, settings.story_candidate_share))
     for key, linked in list(neighbours.items()):
         for other in linked:
             neighbours[other].add(key)

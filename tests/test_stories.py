@@ -190,6 +190,13 @@ def test_best_voted_are_the_most_voted_with_ties_to_the_smallest(votes, count):
     assert _best_voted(Counter(votes), count) == expected
 
 
+@given(st.dictionaries(st.integers(0, 40), st.integers(1, 30), min_size=1), st.integers(1, 12), st.sampled_from([0.2, 0.5, 1.0]))
+def test_candidates_below_a_share_of_the_best_ones_votes_are_dropped(votes, count, share):
+    ranked = sorted(votes, key=lambda key: (-votes[key], key))[:count]
+    expected = [key for key in ranked if votes[key] >= share * votes[ranked[0]]]
+    assert _best_voted(Counter(votes), count, share) == expected
+
+
 @given(st.dictionaries(st.text(alphabet="abcde", min_size=1, max_size=3), st.sampled_from([0.5, 1.0, 1.5, 2.0])), st.integers(1, 12))
 def test_a_trimmed_centroid_keeps_the_heaviest_terms_ties_to_the_smallest(weights, keep):
     import pipeline.stories as stories
