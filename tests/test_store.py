@@ -8,7 +8,7 @@ import json
 
 from hypothesis import given, strategies as st
 
-from pipeline.store import open_store, pack_article_vector, pack_story_ids, unpack_article_vector, unpack_story_ids
+from pipeline.store import _in_period_key_order, open_store, pack_article_vector, pack_story_ids, unpack_article_vector, unpack_story_ids
 
 
 def _story(store, story_id: int) -> None:
@@ -93,3 +93,12 @@ def test_refreshing_grown_stories_incrementally_equals_refreshing_them_whole(tmp
         assert _story_view(store) == incremental
     finally:
         store.close()
+
+
+@given(st.lists(st.tuples(st.integers(-3, 3), st.integers(-(2**63), 2**63 - 1) | st.integers(-2, 2), st.text(max_size=2))))
+def test_rows_go_in_in_period_key_order_and_equal_keys_keep_their_order(rows):
+    from operator import itemgetter
+
+    ordered = _in_period_key_order(rows, itemgetter(0), itemgetter(1))
+    # sorted() is stable: the plain definition, ties in input order.
+    assert ordered == sorted(rows, key=itemgetter(0, 1))
