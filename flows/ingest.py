@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import itertools
 import logging
+import multiprocessing
 import os
+import threading
 import time
 from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -18,6 +21,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
@@ -42,10 +46,55 @@ if logging.getLogger("pipeline").level == logging.NOTSET:
 _PREPARE_AHEAD = 4
 
 
+# Batches smaller than this are prepared in the task's own thread: starting worker processes
+# (about 2 s) would cost more than it saves.
+_LOCAL_WORKERS_MIN_BATCH = 200
+
+
+class _LocalWorkers:
+    """Worker processes for the CPU work of prepare tasks that run in the flow's own threads.
+
+    Prefect's default task runner runs tasks in threads of the flow's process, where extraction
+    and fingerprinting (Python code) would share one interpreter lock with the writer: a flow ran
+    at about half the library pipeline's speed. The thread now hands the batch to one of these
+    processes and waits; Prefect still sees, caches and retries the task as before. Started
+    on the first batch worth it; "forkserver", because forking a process that runs Prefect's
+    threads can copy a lock another thread holds.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.pid = os.getpid()
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def prepare(self, items: list[RawDocument | Rejected], settings: Settings) -> PreparedBatch:
+        if len(items) < _LOCAL_WORKERS_MIN_BATCH:
+            return ingest.prepare_batch(items, settings)
+        with self._lock:
+            if self._pool is None:
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload(["pipeline.ingest"])
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+        return self._pool.submit(ingest.prepare_batch, items, settings).result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+
+# Set while a flow run whose prepare tasks run in its own threads is going (see _LocalWorkers).
+_local_workers: _LocalWorkers | None = None
+
+
 # Preparing is pure CPU work: no retries (it would fail the same way again), but cached by the
 # content of its inputs so unchanged pages are not extracted twice (flows/caching.py).
 @task(name="prepare-batch", cache_policy=PREPARE_CACHE, cache_expiration=PREPARE_CACHE_EXPIRATION)
 def prepare_task(items: list[RawDocument | Rejected], settings: Settings) -> PreparedBatch:
+    local = _local_workers
+    # (The pid check: a process or Dask worker that inherited the variable must not use it.)
+    if local is not None and local.pid == os.getpid():
+        return local.prepare(items, settings)
     return ingest.prepare_batch(items, settings)
 
 
@@ -132,8 +181,24 @@ def ingest_flow(
     logger = get_run_logger()
     settings = load_settings(config)
     run = ingest.RunReport(str(flow_run.id or ingest.new_run_id())[:12])
-    with exclusive_run(db, run.run_id):
+    with exclusive_run(db, run.run_id), _workers_for_threads(settings.runner):
         return _ingest_locked(paths, db, settings, kind, run, logger)
+
+
+@contextmanager
+def _workers_for_threads(runner: RunnerSettings) -> Iterator[None]:
+    """Local worker processes for this run's prepare tasks, when they run in its threads."""
+    global _local_workers
+    context = FlowRunContext.get()
+    if _local_workers is not None or not isinstance(getattr(context, "task_runner", None), ThreadPoolTaskRunner):
+        yield
+        return
+    _local_workers = _LocalWorkers(runner.workers or (os.cpu_count() or 1))
+    try:
+        yield
+    finally:
+        workers, _local_workers = _local_workers, None
+        workers.close()
 
 
 def _ingest_locked(

@@ -50,3 +50,32 @@ def test_flow_counts_rejects_and_keeps_going(flow_env, seeds_dir, db_path):
     counts = ingest_flow(paths=[str(seeds_dir)], db=str(db_path))
     assert counts["inputs"] == 7 and counts["rejects"] == 2 and counts["new_articles"] == 5
     assert count(db_path, "rejects") == 2
+
+
+def test_threads_runner_prepares_big_batches_in_worker_processes_with_the_same_stories(flow_env, tmp_path, monkeypatch):
+    import flows.ingest as flows_ingest
+    from pipeline.ingest import ingest
+    from pipeline.settings import load_settings
+    from tests.conftest import DATA
+    from tests.e2e.test_dask import _stories
+
+    config = tmp_path / "big.toml"
+    config.write_text("[ingest]\nbatch_size = 100\n", encoding="utf-8")
+    corpus = str(DATA / "giveme5w1h.jsonl")
+    monkeypatch.setattr(flows_ingest, "_LOCAL_WORKERS_MIN_BATCH", 50)
+    pools: list[object] = []
+    close = flows_ingest._LocalWorkers.close
+
+    def spy(self) -> None:
+        pools.append(self._pool)
+        close(self)
+
+    monkeypatch.setattr(flows_ingest._LocalWorkers, "close", spy)
+
+    counts = flows_ingest.with_runner("threads")(paths=[corpus], db=str(tmp_path / "flow.db"), config=str(config))
+    assert len(pools) == 1 and pools[0] is not None, "the batches were not handed to worker processes"
+    assert flows_ingest._local_workers is None
+
+    report = ingest([corpus], load_settings(str(config)), tmp_path / "library.db")
+    assert counts["inputs"] == report.inputs == 383 and counts["new_articles"] == report.new_articles
+    assert _stories(tmp_path / "flow.db") == _stories(tmp_path / "library.db")
