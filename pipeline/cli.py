@@ -162,8 +162,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
                    help="the Dask scheduler for --runner dask (default: start a local cluster)")
     p.add_argument("--workers", type=int, default=None,
-                   help="prepare processes: for the local engine (default 1), --runner processes and a local "
-                   "Dask cluster (default: runner.workers in config, 0 = one per core)")
+                   help="prepare processes: for the local engine (default 1), and for the threads and processes "
+                   "runners and a local Dask cluster (default: runner.workers in config, 0 = one per core)")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.add_argument(
         "--kind", choices=("feed", "sitemap", "page"), default=None,
@@ -305,6 +305,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         )
         if args.dask_address and runner.kind != "dask":
             raise UsageError("--dask-address needs --runner dask")
+        if args.workers is not None:
+            # The flow loads its own settings (a deployment's run has only its config): the
+            # threads runner's local worker processes read their number from there.
+            os.environ["NEWSDEDUP_RUNNER__WORKERS"] = str(args.workers)
         counts = with_runner(runner)(paths=list(args.paths), db=db, config=args.config, kind=args.kind)
         lines = [f"{key.replace('_', ' '):<16} {value:,}" for key, value in counts.items()]
         lines += reports.web_nothing_new(counts)

@@ -150,15 +150,17 @@ def commit_batch(batch: PreparedBatch, store: Store, settings: Settings, run_id:
     instead of both deciding from a stale view.
     """
     with fewer_collections(), store.transaction():
-        existing = store.existing_ids(p.article.article_id for p in batch.prepared)
-        fresh: list[Prepared] = []
-        seen: set[str] = set()
-        for item in batch.prepared:
-            if item.article.article_id in existing or item.article.article_id in seen:
-                continue
-            seen.add(item.article.article_id)
-            fresh.append(item)
-        outcome = assign_batch(fresh, store, settings.matching)
+        # Earlier batches are indexed for search meanwhile, on the write connection.
+        with store.indexing_in_background() as reader:
+            existing = reader.existing_ids(p.article.article_id for p in batch.prepared)
+            fresh: list[Prepared] = []
+            seen: set[str] = set()
+            for item in batch.prepared:
+                if item.article.article_id in existing or item.article.article_id in seen:
+                    continue
+                seen.add(item.article.article_id)
+                fresh.append(item)
+            outcome = assign_batch(fresh, reader, settings.matching)
         store.save_outcome(fresh, outcome, run_id)
         store.save_rejects(batch.rejected, run_id)
         store.forget_rejects(batch.accepted)
@@ -274,7 +276,7 @@ def start_run(report: RunReport, db_path: str | Path, settings: Settings) -> Non
 
 
 def finish_run(report: RunReport, db_path: str | Path, settings: Settings) -> None:
-    """Record the run's final counts."""
+    """Record the run's final counts, with its last batch indexed for search."""
     _record(report, db_path, settings, finished=True)
 
 
@@ -282,6 +284,8 @@ def _record(report: RunReport, db_path: str | Path, settings: Settings, finished
     store = open_store(db_path, settings.store.busy_timeout_s)
     try:
         with store.transaction():
+            if finished:
+                store.index_new_articles()
             store.record_run(report.run_id, report.started_at, report.counts(), finished=finished)
     finally:
         store.close()

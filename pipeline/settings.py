@@ -141,7 +141,8 @@ class RunnerSettings(_Section):
     # flow's process, one ordered writer.
     kind: Literal["threads", "processes", "dask"] = "threads"
     dask_address: str = ""
-    # Worker processes for "processes" and for a local Dask cluster (0: one per core).
+    # Worker processes for "threads" (batches of 200+ inputs), "processes" and a local Dask
+    # cluster (0: one per core).
     workers: int = Field(0, ge=0)
 
 

@@ -63,9 +63,13 @@ def story_partition(db_path: Path) -> frozenset[frozenset[str]]:
     return frozenset(frozenset(group) for group in groups.values())
 
 
-def consistency_problems(db_path: Path) -> list[str]:
+def consistency_problems(db_path: Path, run_finished: bool = True) -> list[str]:
     """What is wrong with a story database: SQLite and FTS integrity, foreign keys, and stories
-    whose counts, canonical article or matching state disagree with their articles."""
+    whose counts, canonical article or matching state disagree with their articles.
+
+    The search index holds every article up to `_meta.fts_rowid`, each once; after a finished
+    run that is every article. (A killed run may leave its last committed batch unindexed
+    until the next run's first batch.)"""
     import sqlite3
 
     conn = sqlite3.connect(db_path)
@@ -79,8 +83,17 @@ def consistency_problems(db_path: Path) -> list[str]:
             problems.append(f"foreign_key_check: {foreign[:5]}")
         try:
             conn.execute("INSERT INTO articles_fts (articles_fts) VALUES ('integrity-check')")
+            if run_finished:  # the index also equals the articles' titles and texts
+                conn.execute("INSERT INTO articles_fts (articles_fts, rank) VALUES ('integrity-check', 1)")
         except sqlite3.DatabaseError as exc:
             problems.append(f"full-text index: {exc}")
+        row = conn.execute("SELECT value FROM _meta WHERE key = 'fts_rowid'").fetchone()
+        mark = int(row[0]) if row else 0
+        last = conn.execute("SELECT coalesce(max(rowid), 0) FROM articles").fetchone()[0]
+        indexed = conn.execute("SELECT count(*) FROM articles_fts_docsize").fetchone()[0]
+        expected = conn.execute("SELECT count(*) FROM articles WHERE rowid <= ?", (mark,)).fetchone()[0]
+        if indexed != expected or mark > last or (run_finished and mark != last):
+            problems.append(f"search index: {indexed} documents, articles up to rowid {mark} of {last}: {expected}")
         checks = {
             "stories whose article_count is wrong": "SELECT id FROM stories s WHERE article_count != "
             "(SELECT count(*) FROM articles a WHERE a.story_id = s.id)",

@@ -90,3 +90,66 @@ def test_no_stage_loses_a_record(records):
     raws = [RawDocument(ref=f"r:{i}", kind="record", fields=r) for i, r in enumerate(records)]
     batch = prepare_batch(raws, Settings())
     assert len(batch.prepared) + len(batch.rejected) == len(raws) == batch.inputs
+
+
+def _search_count(store, query: str) -> int:
+    return store.conn.execute("SELECT count(*) FROM articles_fts WHERE articles_fts MATCH ?", (query,)).fetchone()[0]
+
+
+def _batch(settings, name: str, body: str):
+    text = f"{name.title()} report\n" + (body + " ") * 4
+    return prepare_batch([RawDocument(f"{name}.txt", "text", text.encode(), source_path=f"/in/{name}.txt")], settings)
+
+
+def test_a_batch_is_indexed_for_search_while_the_next_one_is_assigned(db_path, settings):
+    from pipeline.ingest import commit_batch
+
+    store = open_store(db_path)
+    try:
+        commit_batch(_batch(settings, "museum", "The museum reopened its frescoed east wing after a restoration."), store, settings, "r")
+        assert _search_count(store, "frescoed") == 0  # stored, not yet searchable
+        commit_batch(_batch(settings, "bridge", "Engineers closed the river bridge after finding corroded girders."), store, settings, "r")
+        assert _search_count(store, "frescoed") == 1 and _search_count(store, "girders") == 0
+        with store.transaction():
+            assert store.index_new_articles() == 1
+        assert _search_count(store, "girders") == 1
+        with store.transaction():
+            assert store.index_new_articles() == 0
+        store.conn.execute("INSERT INTO articles_fts (articles_fts, rank) VALUES ('integrity-check', 1)")
+    finally:
+        store.close()
+
+
+def test_a_run_ends_with_every_article_searchable(tmp_path, db_path, settings):
+    for name, body in (("museum", "The museum reopened its frescoed east wing."), ("bridge", "Corroded girders closed the bridge.")):
+        (tmp_path / f"{name}.txt").write_text(f"{name} report\n" + (body + " ") * 6)
+    ingest([str(tmp_path / "museum.txt"), str(tmp_path / "bridge.txt")], settings, db_path)
+    store = open_store(db_path)
+    try:
+        assert _search_count(store, "frescoed") == 1 and _search_count(store, "girders") == 1
+    finally:
+        store.close()
+
+
+def test_a_failure_while_indexing_rolls_the_batch_back(db_path, settings, monkeypatch):
+    import sqlite3
+
+    import pytest
+
+    from pipeline.ingest import commit_batch
+    from pipeline.store import Store
+
+    store = open_store(db_path)
+    try:
+        commit_batch(_batch(settings, "museum", "The museum reopened its frescoed east wing after a restoration."), store, settings, "r")
+
+        def broken(self) -> int:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(Store, "index_new_articles", broken)
+        with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+            commit_batch(_batch(settings, "bridge", "Engineers closed the river bridge after finding corroded girders."), store, settings, "r")
+        assert store.conn.execute("SELECT count(*) FROM articles").fetchone()[0] == 1
+        assert not store.conn.in_transaction
+    finally:
+        store.close()

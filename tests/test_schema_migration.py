@@ -72,6 +72,35 @@ def _story_states(db: Path) -> list[tuple]:
         conn.close()
 
 
+# Versions 1 to 3 indexed new articles for search with this trigger (sqlite-utils' own).
+_INSERT_TRIGGER = """CREATE TRIGGER "articles_ai" AFTER INSERT ON "articles" BEGIN
+  INSERT INTO "articles_fts" (rowid, "title", "text") VALUES (new.rowid, new."title", new."text");
+END"""
+
+
+def _with_insert_trigger(conn: sqlite3.Connection) -> None:
+    """The search index of versions before 4: every article indexed, by the insert trigger."""
+    conn.execute("DELETE FROM _meta WHERE key = 'fts_rowid'")
+    conn.execute(_INSERT_TRIGGER)
+
+
+def _search(db: Path, query: str) -> set[str]:
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute(
+            "SELECT a.external_id FROM articles_fts JOIN articles a ON a.rowid = articles_fts.rowid "
+            "WHERE articles_fts MATCH ?", (query,),
+        )
+        return {Path(row[0]).name for row in rows}
+    finally:
+        conn.close()
+
+
+def _fts_intact(db: Path) -> None:
+    """FTS5's own check that the index matches the articles table (raises when it does not)."""
+    _run_sql(db, "INSERT INTO articles_fts (articles_fts, rank) VALUES ('integrity-check', 1)")
+
+
 def _as_version_2(db: Path, settings) -> None:
     """Take a current database back to the version 2 layout: one `_lsh` table without periods that
     also holds story-level rows per article, no `_story_buckets`, no `_signatures.chars`, and
@@ -108,6 +137,7 @@ def _as_version_2(db: Path, settings) -> None:
         conn.execute("DROP TABLE _story_buckets")
         conn.execute("DROP INDEX story_merges_absorbed")
         conn.execute("ALTER TABLE _signatures DROP COLUMN chars")
+        _with_insert_trigger(conn)
         conn.execute("UPDATE _meta SET value = '2' WHERE key = 'schema_version'")
         conn.execute("COMMIT")
     finally:
@@ -148,7 +178,7 @@ def test_version_2_database_gets_story_buckets_equal_to_a_new_one(tmp_path, sett
         story_rows = store.conn.execute("SELECT count(*) FROM _lsh WHERE level = 'story'").fetchone()[0]
     finally:
         store.close()
-    assert _version(db) == str(SCHEMA_VERSION) == "3"
+    assert _version(db) == str(SCHEMA_VERSION) == "4"
     assert _story_buckets(db) == built
     assert _story_states(db) == states
     assert _lsh_rows(db) == lsh
@@ -210,7 +240,7 @@ def test_version_1_database_is_migrated_to_the_current_schema(tmp_path, settings
         assert list(store.db.query("SELECT * FROM near_duplicate_pairs")) == []
     finally:
         store.close()
-    assert _version(db) == str(SCHEMA_VERSION) == "3"
+    assert _version(db) == str(SCHEMA_VERSION) == "4"
 
 
 def test_older_schema_is_migrated_step_by_step_in_one_transaction(tmp_path, settings, monkeypatch):
@@ -270,7 +300,7 @@ def test_a_database_without_its_search_index_gets_one(db_path):
     """Databases of the first release built the index outside the schema transaction."""
     store = open_store(db_path)
     store.db.execute("DROP TABLE articles_fts")
-    for trigger in ("articles_ai", "articles_ad", "articles_au"):
+    for trigger in ("articles_ad", "articles_au"):
         store.db.execute(f"DROP TRIGGER {trigger}")
     store.close()
     store = open_store(db_path)
@@ -278,6 +308,34 @@ def test_a_database_without_its_search_index_gets_one(db_path):
         assert store.db["articles"].detect_fts() == "articles_fts"
     finally:
         store.close()
+
+
+def test_version_3_database_keeps_its_search_index_and_indexes_new_articles_without_the_trigger(tmp_path, settings):
+    """Version 4 indexes new articles after each batch instead of in an insert trigger."""
+    db = tmp_path / "v3.db"
+    (tmp_path / "a.txt").write_text("Museum reopens\n" + BODY)
+    ingest([str(tmp_path / "a.txt")], settings, db)
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        _with_insert_trigger(conn)
+        conn.execute("UPDATE _meta SET value = '3' WHERE key = 'schema_version'")
+    finally:
+        conn.close()
+    (tmp_path / "c.txt").write_text(
+        "Bridge closed\n" + "Engineers closed the river bridge to lorries after inspectors found corroded girders. " * 4
+    )
+    ingest([str(tmp_path / "c.txt")], settings, db)
+    assert _version(db) == str(SCHEMA_VERSION) == "4"
+    conn = sqlite3.connect(db)
+    try:
+        triggers = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+        marked = conn.execute("SELECT value FROM _meta WHERE key = 'fts_rowid'").fetchone()[0]
+    finally:
+        conn.close()
+    assert triggers == {"articles_ad", "articles_au"} and marked == "2"
+    # Indexed once each: the old article by the trigger, the new one by the writer.
+    assert _search(db, "museum") == {"a.txt"} and _search(db, "girders") == {"c.txt"}
+    _fts_intact(db)
 
 
 def _open_at_once(directory: str, rounds: int, barrier, results) -> None:

@@ -60,7 +60,9 @@ def test_threads_runner_prepares_big_batches_in_worker_processes_with_the_same_s
     from tests.e2e.test_dask import _stories
 
     config = tmp_path / "big.toml"
-    config.write_text("[ingest]\nbatch_size = 100\n", encoding="utf-8")
+    # A batch size of this test's own: with another test's settings the prepare tasks would be
+    # read from Prefect's cache (the harness lives for the session) and never run.
+    config.write_text("[ingest]\nbatch_size = 96\n", encoding="utf-8")
     corpus = str(DATA / "giveme5w1h.jsonl")
     monkeypatch.setattr(flows_ingest, "_LOCAL_WORKERS_MIN_BATCH", 50)
     pools: list[object] = []
