@@ -63,6 +63,11 @@ def main() -> None:
     for (i, a), (j, b) in itertools.combinations(enumerate(rows), 2):
         (same if a["story"] == b["story"] else other).append(jaccard(sets[i], sets[j]))
     same_a, other_a = np.array(same), np.array(other)
+    if not len(same_a) or not len(other_a):
+        # A big corpus's sample of 150 can hold no two write-ups of one story.
+        print(f"  (no {'same-story' if not len(same_a) else 'unrelated'} pairs among the {len(rows)} sampled "
+              "articles: use a corpus with several articles per story, or a larger --sample)")
+        return
     print(f"  same story, other write-up: median {np.median(same_a):.3f}  99th pct {np.quantile(same_a, 0.99):.3f}  "
           f"max {same_a.max():.3f}  above threshold {np.mean(same_a >= settings.matching.dup_jaccard):.2%}")
     print(f"  unrelated articles:         median {np.median(other_a):.3f}  max {other_a.max():.3f}")
