@@ -75,7 +75,9 @@ class _LocalWorkers:
             if self._pool is None:
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload(["pipeline.ingest"])
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+                self._pool = ProcessPoolExecutor(
+                    self.workers, mp_context=context, initializer=ingest.exit_with, initargs=(self.pid,)
+                )
         return self._pool.submit(ingest.prepare_batch, items, settings).result()
 
     def close(self) -> None:

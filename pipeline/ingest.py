@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import gc
 import itertools
-import threading
 import logging
+import os
+import threading
 import time
 import uuid
 from collections import deque
@@ -386,7 +387,7 @@ def _prepared_batches(
         return
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(workers) as pool:
+    with ProcessPoolExecutor(workers, initializer=exit_with, initargs=(os.getpid(),)) as pool:
         pending: deque = deque()
         for chunk in chunks:
             pending.append(pool.submit(prepare_batch, chunk, settings))
@@ -394,6 +395,26 @@ def _prepared_batches(
                 yield _waited(pending.popleft(), report)
         while pending:
             yield _waited(pending.popleft(), report)
+
+
+def exit_with(pid: int, every_s: float = 1.0) -> None:
+    """A worker process's initializer: exit as soon as process `pid` (the run) is gone.
+
+    A worker blocked on its task queue holds that queue's write end itself, so it never sees
+    the end of a run that was killed (SIGKILL, OOM killer) and would wait for ever, holding its
+    memory; a thread that checks the run's pid every `every_s` ends it instead."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(every_s)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # alive, under another user (a reused pid): keep waiting
+                pass
+
+    threading.Thread(target=watch, name="newsdedup-exit-with-run", daemon=True).start()
 
 
 def _waited(future, report: RunReport) -> PreparedBatch:

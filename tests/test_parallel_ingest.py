@@ -33,3 +33,46 @@ def test_dask_address_without_the_dask_runner_is_a_usage_error(seeds_dir, tmp_pa
     code = main(["ingest", str(seeds_dir), "--db", str(tmp_path / "s.db"), "--dask-address", "tcp://127.0.0.1:1"])
     assert code == 2
     assert "--runner dask" in capsys.readouterr().err
+
+
+def test_worker_processes_end_when_the_run_is_killed(tmp_path):
+    """A run killed with SIGKILL leaves no worker process behind (they would wait for ever)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from pipeline.ingest import exit_with\n"
+        "if __name__ == '__main__':\n"
+        "    pool = ProcessPoolExecutor(2, initializer=exit_with, initargs=(os.getpid(), 0.2))\n"
+        "    futures = [pool.submit(os.getpid) for _ in range(8)]\n"
+        "    print(' '.join(sorted({str(f.result()) for f in futures})), flush=True)\n"
+        "    time.sleep(60)\n",
+        encoding="utf-8",
+    )
+    from pathlib import Path
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    run = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
+    workers = [int(pid) for pid in run.stdout.readline().split()]
+    assert workers and run.pid not in workers
+
+    def alive(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().split(")")[-1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    assert all(alive(pid) for pid in workers)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in workers), "worker processes outlived the killed run"
