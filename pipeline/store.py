@@ -18,8 +18,8 @@ from array import array
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from pathlib import Path
 from operator import itemgetter
+from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -384,13 +384,20 @@ def _story_buckets_by_story(conn: sqlite3.Connection) -> None:
     )
 
 
+def _last_article_rowid(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT coalesce(max(rowid), 0) FROM articles").fetchone()[0]
+
+
+def _set_indexed_up_to(conn: sqlite3.Connection, rowid: int) -> None:
+    """Record that the search index holds every article up to `rowid` (`Store.index_new_articles`)."""
+    conn.execute("INSERT OR REPLACE INTO _meta (key, value) VALUES ('fts_rowid', ?)", (str(rowid),))
+
+
 def _index_after_the_batch(conn: sqlite3.Connection) -> None:
     """Version 4: new articles are indexed for search by the writer, not by an insert trigger.
     Every article already stored is indexed (the trigger did it)."""
     conn.execute('DROP TRIGGER IF EXISTS "articles_ai"')
-    conn.execute(
-        "INSERT OR REPLACE INTO _meta (key, value) VALUES ('fts_rowid', (SELECT coalesce(max(rowid), 0) FROM articles))"
-    )
+    _set_indexed_up_to(conn, _last_article_rowid(conn))
 
 
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
@@ -463,6 +470,10 @@ class SavedBatch:
     merged_stories: tuple[tuple[int, int], ...]
 
 
+# Each connection's page cache (64 MB): a batch's reads and writes touch thousands of pages.
+_PAGE_CACHE = "PRAGMA cache_size=-65536"
+
+
 class Store:
     """The story database. Use `open_store(path)`; write a batch inside `writing()`."""
 
@@ -476,7 +487,7 @@ class Store:
             _use_wal(conn, busy_timeout_s)
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA cache_size=-65536")
+            conn.execute(_PAGE_CACHE)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the story database {self.path}: {exc}") from None
         self.conn = conn
@@ -512,7 +523,7 @@ class Store:
                     for statement in _FTS_SCHEMA:
                         self.conn.execute(statement)
                     self.conn.execute("INSERT INTO articles_fts (articles_fts) VALUES ('rebuild')")
-                    self._set_indexed_up_to(self.conn.execute("SELECT coalesce(max(rowid), 0) FROM articles").fetchone()[0])
+                    _set_indexed_up_to(self.conn, _last_article_rowid(self.conn))
             self._check_columns()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a readable SQLite database: {exc}") from None
@@ -615,21 +626,17 @@ class Store:
         row = self.conn.execute("SELECT value FROM _meta WHERE key = 'fts_rowid'").fetchone()
         return int(row[0]) if row else 0
 
-    def _set_indexed_up_to(self, rowid: int) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO _meta (key, value) VALUES ('fts_rowid', ?)", (str(rowid),))
-
     def index_new_articles(self) -> int:
         """Add the articles stored since the last call to the full-text index (inside
         `transaction()`); how many. Articles are rowid-ordered, so "since" is a rowid."""
-        start = self._indexed_up_to()
-        end = self.conn.execute("SELECT coalesce(max(rowid), 0) FROM articles").fetchone()[0]
+        start, end = self._indexed_up_to(), _last_article_rowid(self.conn)
         if end <= start:
             return 0
         self.conn.execute(
             "INSERT INTO articles_fts (rowid, title, text) SELECT rowid, title, text FROM articles WHERE rowid > ?",
             (start,),
         )
-        self._set_indexed_up_to(end)
+        _set_indexed_up_to(self.conn, end)
         return end - start
 
     @contextmanager
@@ -669,9 +676,8 @@ class Store:
         """A view of this store for reads on a connection of its own (opened once)."""
         if self._reader is None:
             conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout_s, isolation_level=None)
-            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
             conn.execute("PRAGMA query_only=ON")
-            conn.execute("PRAGMA cache_size=-65536")
+            conn.execute(_PAGE_CACHE)
             view = object.__new__(Store)
             view.__dict__.update(self.__dict__, conn=conn, db=sqlite_utils.Database(conn), _reader=None)
             self._reader = view
