@@ -43,7 +43,7 @@ from .stories import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # SQLite's default limit on host parameters in one statement is 32766; stay well below it.
 _CHUNK = 900
 
@@ -209,12 +209,19 @@ ORDER BY day, outlet;
 # writes, so sqlite-utils and Datasette detect the index, plus IF NOT EXISTS, less the insert
 # trigger: new articles are indexed by `Store.index_new_articles`, from the rowid recorded in
 # _meta ('fts_rowid') on, while the writer assigns the next batch (see `commit_batch`).
+_FTS_AUTOMERGE = 8
 _FTS_SCHEMA = (
     """CREATE VIRTUAL TABLE IF NOT EXISTS "articles_fts" USING FTS5 (
     "title", "text",
     tokenize='porter',
     content="articles"
 )""",
+    # FTS5 merges its segments as it goes, and the work a batch pays for grows with the number
+    # of levels: one level per 4x growth by default, one per 8x here. Measured on a 1,000-article
+    # run into 100,000 stored articles: the run-end indexing took 0.29 s with 4 and 0.15-0.16 s
+    # with 8. A search reads a few more segments (at most 7 a level instead of 3), a fraction of
+    # a millisecond; 8 stays below FTS5's "crisis merge" of 16 segments, which would stall a batch.
+    f"""INSERT INTO "articles_fts" ("articles_fts", rank) VALUES ('automerge', {_FTS_AUTOMERGE})""",
     """CREATE TRIGGER IF NOT EXISTS "articles_ad" AFTER DELETE ON "articles" BEGIN
   INSERT INTO "articles_fts" ("articles_fts", rowid, "title", "text") VALUES('delete', old.rowid, old."title", old."text");
 END""",
@@ -400,8 +407,16 @@ def _index_after_the_batch(conn: sqlite3.Connection) -> None:
     _set_indexed_up_to(conn, _last_article_rowid(conn))
 
 
+def _merge_search_segments_less_often(conn: sqlite3.Connection) -> None:
+    """Version 5: the search index merges its segments 8 at a time, not 4 (see _FTS_SCHEMA).
+    A database left without its index gets one, so configured, when it is opened."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'articles_fts'").fetchone():
+        conn.execute(f"INSERT INTO articles_fts (articles_fts, rank) VALUES ('automerge', {_FTS_AUTOMERGE})")
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     2: _add_browsing_views, 3: _story_buckets_by_story, 4: _index_after_the_batch,
+    5: _merge_search_segments_less_often,
 }
 
 # The columns this version reads; a database missing one is refused instead of misread.
@@ -472,6 +487,13 @@ class SavedBatch:
 
 # Each connection's page cache (64 MB): a batch's reads and writes touch thousands of pages.
 _PAGE_CACHE = "PRAGMA cache_size=-65536"
+# Reads through a memory map of the database file (up to 2 GB, SQLite's usual build limit)
+# instead of a read() call and a copy per page: a run starts with a cold page cache and a batch
+# reads thousands of scattered pages (LSH buckets, story states, texts). On a 1,000-article run
+# into 100,000 stored articles its reads took 40-60% less time (LSH lookups 0.16-0.25 s down to
+# 0.10 s, story states 0.11-0.17 s to 0.06 s). Writes still go through the WAL. Mapped pages
+# count in the process's resident memory; the 100,000-article run's peak stayed at 575 MB.
+_MEMORY_MAP = "PRAGMA mmap_size=2147483648"
 
 
 class Store:
@@ -488,6 +510,7 @@ class Store:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(_PAGE_CACHE)
+            conn.execute(_MEMORY_MAP)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the story database {self.path}: {exc}") from None
         self.conn = conn
@@ -678,6 +701,7 @@ class Store:
             conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout_s, isolation_level=None)
             conn.execute("PRAGMA query_only=ON")
             conn.execute(_PAGE_CACHE)
+            conn.execute(_MEMORY_MAP)
             view = object.__new__(Store)
             view.__dict__.update(self.__dict__, conn=conn, db=sqlite_utils.Database(conn), _reader=None)
             self._reader = view

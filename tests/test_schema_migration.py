@@ -174,7 +174,7 @@ def test_version_2_database_gets_story_buckets_equal_to_a_new_one(tmp_path, sett
         story_rows = store.conn.execute("SELECT count(*) FROM _lsh WHERE level = 'story'").fetchone()[0]
     finally:
         store.close()
-    assert _version(db) == str(SCHEMA_VERSION) == "4"
+    assert _version(db) == str(SCHEMA_VERSION) == "5"
     assert _story_buckets(db) == built
     assert _story_states(db) == states
     assert _lsh_rows(db) == lsh
@@ -236,7 +236,7 @@ def test_version_1_database_is_migrated_to_the_current_schema(tmp_path, settings
         assert list(store.db.query("SELECT * FROM near_duplicate_pairs")) == []
     finally:
         store.close()
-    assert _version(db) == str(SCHEMA_VERSION) == "4"
+    assert _version(db) == str(SCHEMA_VERSION) == "5"
 
 
 def test_older_schema_is_migrated_step_by_step_in_one_transaction(tmp_path, settings, monkeypatch):
@@ -321,7 +321,7 @@ def test_version_3_database_keeps_its_search_index_and_indexes_new_articles_with
         "Bridge closed\n" + "Engineers closed the river bridge to lorries after inspectors found corroded girders. " * 4
     )
     ingest([str(tmp_path / "c.txt")], settings, db)
-    assert _version(db) == str(SCHEMA_VERSION) == "4"
+    assert _version(db) == str(SCHEMA_VERSION) == "5"
     conn = sqlite3.connect(db)
     try:
         triggers = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
@@ -364,3 +364,35 @@ def test_processes_creating_one_new_database_at_once(tmp_path):
     failures = [outcome for outcome in outcomes if outcome != "ok"]
     assert failures == []
     assert {_version(path) for path in tmp_path.glob("new-*.db")} == {str(SCHEMA_VERSION)}
+
+
+def _automerge(db: Path) -> int | None:
+    conn = sqlite3.connect(db)
+    try:
+        row = conn.execute("SELECT v FROM articles_fts_config WHERE k = 'automerge'").fetchone()
+        return row[0] if row else None
+    finally:
+        conn.close()
+
+
+def test_new_and_version_4_databases_merge_search_segments_eight_at_a_time(tmp_path, settings):
+    """Version 5 sets the search index's automerge to 8 (FTS5's default, 4, is stored as no row)."""
+    new = tmp_path / "new.db"
+    open_store(new).close()
+    assert _automerge(new) == 8
+    db = tmp_path / "v4.db"
+    (tmp_path / "a.txt").write_text("Museum reopens\n" + BODY)
+    ingest([str(tmp_path / "a.txt")], settings, db)
+    _run_sql(
+        db,
+        "DELETE FROM articles_fts_config WHERE k = 'automerge'",
+        "UPDATE _meta SET value = '4' WHERE key = 'schema_version'",
+    )
+    assert _automerge(db) is None
+    (tmp_path / "c.txt").write_text(
+        "Bridge closed\n" + "Engineers closed the river bridge to lorries after inspectors found corroded girders. " * 4
+    )
+    ingest([str(tmp_path / "c.txt")], settings, db)
+    assert _version(db) == str(SCHEMA_VERSION) == "5" and _automerge(db) == 8
+    assert _search(db, "museum") == {"a.txt"} and _search(db, "girders") == {"c.txt"}
+    assert consistency_problems(db) == []
