@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import time
 from importlib import metadata
 from datetime import timedelta
 from pathlib import Path
@@ -16,12 +18,20 @@ from typing import Any
 
 from prefect.cache_policies import CacheKeyFnPolicy
 from prefect.context import TaskRunContext
+from prefect.settings import get_current_settings
 
 from pipeline.models import RawDocument, Rejected
 
-# Long enough to span a day of scheduled polls; short enough that result files do not pile up
-# for ever (Prefect does not delete expired results: see docs/operations.md).
+log = logging.getLogger(__name__)
+
+# Long enough to span a day of scheduled polls. Prefect never deletes expired results, and a
+# prepared batch is about 17 MB for 1,000 articles (1.7 GB a day at 100,000 articles a day), so
+# every run deletes the expired ones itself (`prune_expired_results`).
 PREPARE_CACHE_EXPIRATION = timedelta(days=2)
+# Deleted a little after they expire, so a run never removes a record another run's clock
+# still counts as valid.
+_PRUNE_GRACE = timedelta(hours=1)
+_PREFIX = "prepare-"
 
 
 # Third-party code whose upgrade changes what extraction and fingerprints produce.
@@ -72,3 +82,35 @@ def prepare_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> st
 
 
 PREPARE_CACHE = CacheKeyFnPolicy(cache_key_fn=prepare_cache_key)
+
+
+def prune_expired_results(
+    storage: Path | None = None, older_than: timedelta = PREPARE_CACHE_EXPIRATION + _PRUNE_GRACE, now: float | None = None
+) -> tuple[int, int]:
+    """Delete the prepare task's cached results written more than `older_than` ago from `storage`
+    (by default Prefect's local result storage, `$PREFECT_HOME/storage`); (files, bytes) removed.
+
+    Only this flow's cache records (named by `prepare_cache_key`) are touched; a file another run
+    deletes first, or cannot be deleted, is skipped: pruning never fails a run.
+    """
+    folder = Path(storage) if storage is not None else Path(get_current_settings().results.local_storage_path)
+    cutoff = (time.time() if now is None else now) - older_than.total_seconds()
+    removed = freed = 0
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return 0, 0
+    for path in entries:
+        if not path.name.startswith(_PREFIX):
+            continue
+        try:
+            info = path.stat()
+            if not path.is_file() or info.st_mtime >= cutoff:
+                continue
+            path.unlink()
+        except OSError as exc:
+            log.debug("could not remove expired cache file %s: %s", path, exc)
+            continue
+        removed += 1
+        freed += info.st_size
+    return removed, freed

@@ -34,7 +34,7 @@ from pipeline.runlock import exclusive_run
 from pipeline.settings import RunnerSettings, Settings, load_settings
 from pipeline.store import SavedBatch, open_store
 
-from .caching import PREPARE_CACHE, PREPARE_CACHE_EXPIRATION
+from .caching import PREPARE_CACHE, PREPARE_CACHE_EXPIRATION, prune_expired_results
 
 # PREFECT_LOGGING_EXTRA_LOGGERS=pipeline gives the library's logger Prefect's handlers but not a
 # level, so it would inherit the root's WARNING and its INFO lines would never reach the UI.
@@ -245,6 +245,9 @@ def _ingest_locked(
         crawl.save_validators()
         run.add_crawl(crawl)
     ingest.finish_run(run, db, settings)
+    removed, freed = prune_expired_results()
+    if removed:
+        logger.info("removed %d expired cached batches (%.0f MB)", removed, freed / 1e6)
     publish_summary(*summary_task(run, db))
     update_progress_artifact(progress_id, 100.0)
     for line in report.summary_lines(run):

@@ -27,3 +27,31 @@ def test_code_version_covers_the_pipeline_sources():
     from flows.caching import CODE_VERSION, _code_version
 
     assert CODE_VERSION == _code_version() and len(CODE_VERSION) == 16
+
+
+def _aged(path, days: float, size: int = 10):
+    import os
+    import time
+
+    path.write_bytes(b"x" * size)
+    stamp = time.time() - days * 86400
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_pruning_removes_only_expired_prepare_records(tmp_path):
+    from flows.caching import PREPARE_CACHE_EXPIRATION, prune_expired_results
+
+    expiry_days = PREPARE_CACHE_EXPIRATION.total_seconds() / 86400
+    old = _aged(tmp_path / "prepare-aaa", expiry_days + 1, size=300)
+    also_old = _aged(tmp_path / "prepare-bbb", expiry_days + 30, size=200)
+    fresh = _aged(tmp_path / "prepare-ccc", expiry_days - 0.5)
+    just_expired = _aged(tmp_path / "prepare-ddd", expiry_days + 0.5 / 24)  # inside the grace hour
+    foreign = _aged(tmp_path / "some-other-flow-result", expiry_days + 10)
+    (tmp_path / "prepare-dir").mkdir()
+
+    assert prune_expired_results(tmp_path) == (2, 500)
+    assert not old.exists() and not also_old.exists()
+    assert fresh.exists() and just_expired.exists() and foreign.exists() and (tmp_path / "prepare-dir").is_dir()
+    assert prune_expired_results(tmp_path) == (0, 0)
+    assert prune_expired_results(tmp_path / "missing") == (0, 0)

@@ -42,6 +42,30 @@ def test_flow_on_seeds_makes_one_story_and_publishes_a_summary(flow_env, seeds_d
     assert summaries and "new articles" in summaries[0].data
 
 
+def test_a_flow_run_deletes_expired_cached_batches_and_keeps_live_ones(flow_env, seeds_dir, db_path):
+    import os
+    import time
+    from pathlib import Path
+
+    from prefect.settings import get_current_settings
+
+    from flows.caching import PREPARE_CACHE_EXPIRATION
+    from flows.ingest import ingest_flow
+
+    storage = Path(get_current_settings().results.local_storage_path)
+    storage.mkdir(parents=True, exist_ok=True)
+    expired = storage / "prepare-expired-for-this-test"
+    expired.write_bytes(b"stale")
+    stamp = time.time() - PREPARE_CACHE_EXPIRATION.total_seconds() - 2 * 3600
+    os.utime(expired, (stamp, stamp))
+
+    ingest_flow(paths=[str(seeds_dir)], db=str(db_path))
+    assert not expired.exists()
+    # The run's own batch stays cached: a second run reads it back and adds nothing.
+    assert any(path.name.startswith("prepare-") for path in storage.iterdir())
+    assert ingest_flow(paths=[str(seeds_dir)], db=str(db_path))["unchanged"] == 5
+
+
 def test_flow_counts_rejects_and_keeps_going(flow_env, seeds_dir, db_path):
     from flows.ingest import ingest_flow
 
