@@ -18,6 +18,7 @@ import platform
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -119,13 +120,19 @@ def measure_pipeline(corpus: str, workers: int, db: str | None = None) -> dict:
     settings = _settings()
     with tempfile.TemporaryDirectory() as tmp:
         path = db or str(Path(tmp) / "stories.db")
+        commits: list[float] = []  # each batch's assign+store seconds: does the writer slow as the database grows?
+
+        def on_batch(report) -> None:
+            commits.append(report.seconds["assign+store"] - sum(commits))
+
         started = time.perf_counter()
-        report = ingest([corpus], settings, path, run_id="bench", workers=workers)
+        report = ingest([corpus], settings, path, run_id="bench", workers=workers, on_batch=on_batch)
         seconds = time.perf_counter() - started
         usage = _usage()  # before scoring, which reads the corpus again
         quality = _quality(corpus, path)
     return {
         "articles": report.inputs, "seconds": seconds, "stages": report.seconds, "counts": report.counts(),
+        "batch_commit_s": [round(value, 4) for value in commits],
         **quality, **usage,
     }
 
@@ -357,6 +364,16 @@ def main() -> None:
     print(render(results))
 
 
+def _commit_growth(run: dict, articles: int) -> list[str]:
+    """The writer's time per batch early and late in the large run: flat if cost follows the batch."""
+    commits = run.get("batch_commit_s") or []
+    if len(commits) < 20:
+        return []
+    first, last = statistics.median(commits[:10]), statistics.median(commits[-10:])
+    return [f"  writer time per batch while building the {articles:,} database: first 10 batches {first:.2f} s,"
+            f" last 10 {last:.2f} s (medians; {last / first:.2f}x)"]
+
+
 def render(r: dict) -> str:
     stages = r["stages"]
     n = stages["articles"]
@@ -401,6 +418,7 @@ def render(r: dict) -> str:
              f" ({r['increment_small']['seconds'] / r['increment_empty']['seconds']:.2f}x empty)"]
             if "increment_small" in r else []
         ),
+        *_commit_growth(large, r["large"]),
         f"HTML: {rate(r['html']):.1f} pages/s on {r['workers']} processes, {rate(r['html_1']):.1f} on one",
         f"Prefect fixed cost: import {r['prefect']['import_s']:.1f} s, server {r['prefect']['server_s']:.1f} s,"
         f" a flow over seeds/ {r['prefect']['flow_s']:.1f} s",
