@@ -487,13 +487,6 @@ class SavedBatch:
 
 # Each connection's page cache (64 MB): a batch's reads and writes touch thousands of pages.
 _PAGE_CACHE = "PRAGMA cache_size=-65536"
-# Reads through a memory map of the database file (up to 2 GB, SQLite's usual build limit)
-# instead of a read() call and a copy per page: a run starts with a cold page cache and a batch
-# reads thousands of scattered pages (LSH buckets, story states, texts). On a 1,000-article run
-# into 100,000 stored articles its reads took 40-60% less time (LSH lookups 0.16-0.25 s down to
-# 0.10 s, story states 0.11-0.17 s to 0.06 s). Writes still go through the WAL. Mapped pages
-# count in the process's resident memory; the 100,000-article run's peak stayed at 575 MB.
-_MEMORY_MAP = "PRAGMA mmap_size=2147483648"
 
 
 class Store:
@@ -510,7 +503,6 @@ class Store:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(_PAGE_CACHE)
-            conn.execute(_MEMORY_MAP)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the story database {self.path}: {exc}") from None
         self.conn = conn
@@ -701,7 +693,6 @@ class Store:
             conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout_s, isolation_level=None)
             conn.execute("PRAGMA query_only=ON")
             conn.execute(_PAGE_CACHE)
-            conn.execute(_MEMORY_MAP)
             view = object.__new__(Store)
             view.__dict__.update(self.__dict__, conn=conn, db=sqlite_utils.Database(conn), _reader=None)
             self._reader = view

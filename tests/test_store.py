@@ -103,12 +103,3 @@ def test_rows_go_in_in_period_key_order_and_equal_keys_keep_their_order(rows):
     # sorted() is stable: the plain definition, ties in input order.
     assert ordered == sorted(rows, key=itemgetter(0, 1))
 
-
-def test_both_connections_read_through_a_memory_map_with_a_large_page_cache(db_path):
-    store = open_store(db_path)
-    try:
-        for conn in (store.conn, store.reader().conn):
-            assert conn.execute("PRAGMA mmap_size").fetchone()[0] >= 2**30
-            assert conn.execute("PRAGMA cache_size").fetchone()[0] == -65536
-    finally:
-        store.close()
