@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from array import array
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -61,6 +63,60 @@ class Fingerprint:
     day: int | None  # days since 1970-01-01 of the publication date, None when unknown
     story_keys: tuple[int, ...] = ()  # LSH band keys of story_hashvalues (fingerprint.band_keys)
     dup_keys: tuple[int, ...] = ()  # LSH band keys of dup_hashvalues
+
+    def __reduce__(self) -> tuple:
+        # Pickled packed: every prepared batch crosses a process boundary (workers to the writer,
+        # Prefect's result cache), and as plain tuples a fingerprint is ~800 Python objects
+        # (200 scored terms as (str, float) pairs, 30 salient terms, 73 keys) that the single
+        # writer must rebuild one by one. Packed, the terms are one string and one float64
+        # array, the keys one int64 array, and the writer unpacks them with C-level calls.
+        terms = [term for term, _ in self.terms]
+        return (
+            _fingerprint_from_wire,
+            (
+                self.article_id, self.content_hash, self.scheme, self.num_perm, self.seed,
+                self.story_hashvalues, self.dup_hashvalues,
+                _TERM_SEPARATOR.join(terms), _packed("d", [score for _, score in self.terms]),
+                len(terms), _TERM_SEPARATOR.join(self.salient_terms), len(self.salient_terms), self.day,
+                _packed("q", self.story_keys), _packed("q", self.dup_keys),
+            ),
+        )
+
+
+# Never part of a term: terms are runs of letters, digits and inner punctuation.
+_TERM_SEPARATOR = "\x1f"
+
+
+def _packed(code: str, values) -> bytes:
+    """`values` as a little-endian array of `code` ("d": float64, "q": int64), whatever the host."""
+    packed = array(code, values)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def _unpacked(code: str, data: bytes) -> list:
+    values = array(code)
+    values.frombytes(data)
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values.tolist()
+
+
+def _split(joined: str, count: int) -> list[str]:
+    return joined.split(_TERM_SEPARATOR) if count else []
+
+
+def _fingerprint_from_wire(
+    article_id: str, content_hash: str, scheme: str, num_perm: int, seed: int, story_hashvalues: bytes,
+    dup_hashvalues: bytes, terms: str, scores: bytes, term_count: int, salient: str, salient_count: int,
+    day: int | None, story_keys: bytes, dup_keys: bytes,
+) -> "Fingerprint":
+    return Fingerprint(
+        article_id, content_hash, scheme, num_perm, seed, story_hashvalues, dup_hashvalues,
+        tuple(zip(_split(terms, term_count), _unpacked("d", scores))), tuple(_split(salient, salient_count)), day,
+        tuple(_unpacked("q", story_keys)), tuple(_unpacked("q", dup_keys)),
+    )
 
 
 @dataclass(frozen=True)
