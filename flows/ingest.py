@@ -32,7 +32,7 @@ from pipeline.errors import TransientFetchError
 from pipeline.models import FeedEntry, Fetched, PreparedBatch, RawDocument, Rejected
 from pipeline.runlock import exclusive_run
 from pipeline.settings import RunnerSettings, Settings, load_settings
-from pipeline.store import SavedBatch, open_store
+from pipeline.store import SavedBatch, Store, open_store
 
 from .caching import PREPARE_CACHE, PREPARE_CACHE_EXPIRATION, prune_expired_results
 
@@ -105,7 +105,54 @@ def prepare_task(items: list[RawDocument | Rejected], settings: Settings) -> Pre
 # timeout. The transaction rolled back and stored articles are skipped, so a retry never duplicates.
 @task(name="assign-and-store-batch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
 def commit_task(batch: PreparedBatch, db: str, settings: Settings, run_id: str) -> SavedBatch:
-    return ingest.commit_batch_to(batch, db, settings, run_id)
+    stores = _run_stores.get(db)
+    if stores is None or stores.pid != os.getpid():
+        return ingest.commit_batch_to(batch, db, settings, run_id)
+    try:
+        return ingest.commit_batch(batch, stores.store(), settings, run_id)
+    except BaseException:
+        # The batch rolled back. Its retry opens the database afresh rather than trust this
+        # connection (a disk error, say, may have left it unusable).
+        stores.close()
+        raise
+
+
+class _RunStore:
+    """The story database, open for all of one run's commit tasks.
+
+    Opening it for every batch (a schema check, a second connection, and a cold 64 MB page
+    cache) measured ~70 ms a batch: 5% of the writer. Commit tasks run one at a time in the
+    flow's thread, so one store serves them all; it is closed when the run ends, and reopened
+    after a failed batch.
+    """
+
+    def __init__(self, db: str, busy_timeout_s: float) -> None:
+        self.db, self.busy_timeout_s, self.pid = db, busy_timeout_s, os.getpid()
+        self._store: Store | None = None
+
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self.db, self.busy_timeout_s)
+        return self._store
+
+    def close(self) -> None:
+        store, self._store = self._store, None
+        if store is not None:
+            store.close()
+
+
+# The open store of each database a run in this process is committing to (see _RunStore).
+_run_stores: dict[str, _RunStore] = {}
+
+
+@contextmanager
+def _store_for_run(db: str, settings: Settings) -> Iterator[None]:
+    stores = _run_stores[db] = _RunStore(db, settings.store.busy_timeout_s)
+    try:
+        yield
+    finally:
+        _run_stores.pop(db, None)
+        stores.close()
 
 
 def _transient(task, task_run, state) -> bool:
@@ -183,7 +230,7 @@ def ingest_flow(
     logger = get_run_logger()
     settings = load_settings(config)
     run = ingest.RunReport(str(flow_run.id or ingest.new_run_id())[:12])
-    with exclusive_run(db, run.run_id), _workers_for_threads(settings.runner):
+    with exclusive_run(db, run.run_id), _workers_for_threads(settings.runner), _store_for_run(db, settings):
         return _ingest_locked(paths, db, settings, kind, run, logger)
 
 

@@ -690,7 +690,8 @@ class Store:
     def reader(self) -> "Store":
         """A view of this store for reads on a connection of its own (opened once)."""
         if self._reader is None:
-            conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout_s, isolation_level=None)
+            # (Any one thread at a time: a Prefect run's commit tasks share one store.)
+            conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA query_only=ON")
             conn.execute(_PAGE_CACHE)
             view = object.__new__(Store)

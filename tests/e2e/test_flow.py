@@ -105,3 +105,53 @@ def test_threads_runner_prepares_big_batches_in_worker_processes_with_the_same_s
     report = ingest([corpus], load_settings(str(config)), tmp_path / "library.db")
     assert counts["inputs"] == report.inputs == 383 and counts["new_articles"] == report.new_articles
     assert _stories(tmp_path / "flow.db") == _stories(tmp_path / "library.db")
+
+
+def _opens_during(monkeypatch, run) -> int:
+    from pipeline import store as store_module
+
+    opened = []
+    init = store_module.Store.__init__
+
+    def counting(self, *args, **kwargs):
+        opened.append(args[0] if args else kwargs.get("path"))
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(store_module.Store, "__init__", counting)
+    try:
+        run()
+    finally:
+        monkeypatch.setattr(store_module.Store, "__init__", init)
+    return len(opened)
+
+
+def test_commit_tasks_share_one_open_database_and_a_failed_one_retries_on_a_fresh_one(flow_env, seeds_dir, tmp_path, monkeypatch):
+    import sqlite3 as sqlite
+
+    import flows.ingest as flows_ingest
+    from flows.ingest import ingest_flow
+
+    configs = {}
+    for size in (1, 2):
+        configs[size] = tmp_path / f"batch-{size}.toml"
+        configs[size].write_text(f"[ingest]\nbatch_size = {size}\n", encoding="utf-8")
+    five = _opens_during(monkeypatch, lambda: ingest_flow(paths=[str(seeds_dir)], db=str(tmp_path / "five.db"), config=str(configs[1])))
+    three = _opens_during(monkeypatch, lambda: ingest_flow(paths=[str(seeds_dir)], db=str(tmp_path / "three.db"), config=str(configs[2])))
+    assert five == three, "each batch (5 and 3 of them) opened the database again"
+    assert flows_ingest._run_stores == {}
+
+    # The second batch fails once, as when another writer holds the lock past the busy timeout.
+    commit = flows_ingest.ingest.commit_batch
+    calls = []
+
+    def failing_once(batch, store, settings, run_id):
+        calls.append(store)
+        if len(calls) == 2:
+            raise sqlite.OperationalError("database is locked")
+        return commit(batch, store, settings, run_id)
+
+    monkeypatch.setattr(flows_ingest.ingest, "commit_batch", failing_once)
+    db = tmp_path / "retried.db"
+    counts = ingest_flow(paths=[str(seeds_dir)], db=str(db), config=str(configs[2]))
+    assert counts["new_articles"] == 5 and count(db, "articles") == 5 and count(db, "stories") == 1
+    assert len(calls) == 4 and calls[0] is calls[1] and calls[2] is not calls[1] and calls[3] is calls[2]
