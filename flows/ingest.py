@@ -34,7 +34,7 @@ from pipeline.runlock import exclusive_run
 from pipeline.settings import RunnerSettings, Settings, load_settings
 from pipeline.store import SavedBatch, Store, open_store
 
-from .caching import PREPARE_CACHE, PREPARE_CACHE_EXPIRATION, prune_expired_results
+from .caching import PREPARE_CACHE, PREPARE_CACHE_EXPIRATION, PreparedBatchSerializer, prune_expired_results
 
 # PREFECT_LOGGING_EXTRA_LOGGERS=pipeline gives the library's logger Prefect's handlers but not a
 # level, so it would inherit the root's WARNING and its INFO lines would never reach the UI.
@@ -91,7 +91,10 @@ _local_workers: _LocalWorkers | None = None
 
 # Preparing is pure CPU work: no retries (it would fail the same way again), but cached by the
 # content of its inputs so unchanged pages are not extracted twice (flows/caching.py).
-@task(name="prepare-batch", cache_policy=PREPARE_CACHE, cache_expiration=PREPARE_CACHE_EXPIRATION)
+@task(
+    name="prepare-batch", cache_policy=PREPARE_CACHE, cache_expiration=PREPARE_CACHE_EXPIRATION,
+    result_serializer=PreparedBatchSerializer(),
+)
 def prepare_task(items: list[RawDocument | Rejected], settings: Settings) -> PreparedBatch:
     local = _local_workers
     # (The pid check: a process or Dask worker that inherited the variable must not use it.)

@@ -55,3 +55,19 @@ def test_pruning_removes_only_expired_prepare_records(tmp_path):
     assert fresh.exists() and just_expired.exists() and foreign.exists() and (tmp_path / "prepare-dir").is_dir()
     assert prune_expired_results(tmp_path) == (0, 0)
     assert prune_expired_results(tmp_path / "missing") == (0, 0)
+
+
+def test_prepared_batches_round_trip_through_the_result_serializer_as_text(settings, seeds_dir):
+    from prefect.serializers import Serializer
+
+    from flows.caching import PreparedBatchSerializer
+    from pipeline.ingest import batches, prepare_batch
+
+    batch = prepare_batch(next(batches([str(seeds_dir)], settings)), settings)
+    serializer = PreparedBatchSerializer()
+    blob = serializer.dumps(batch)
+    blob.decode("ascii")  # stored inside Prefect's JSON result record
+    assert serializer.loads(blob) == batch
+    # Prefect finds the serializer again by its type when it reads a cached result back.
+    found = Serializer(type="newsdedup-prepared-batch")
+    assert isinstance(found, PreparedBatchSerializer) and found.loads(blob) == batch
