@@ -76,35 +76,38 @@ class Fingerprint:
             (
                 self.article_id, self.content_hash, self.scheme, self.num_perm, self.seed,
                 self.story_hashvalues, self.dup_hashvalues,
-                _TERM_SEPARATOR.join(terms), _packed("d", [score for _, score in self.terms]),
-                len(terms), _TERM_SEPARATOR.join(self.salient_terms), len(self.salient_terms), self.day,
+                TERM_SEPARATOR.join(terms), _packed("d", [score for _, score in self.terms]),
+                len(terms), TERM_SEPARATOR.join(self.salient_terms), len(self.salient_terms), self.day,
                 _packed("q", self.story_keys), _packed("q", self.dup_keys),
             ),
         )
 
 
-# Never part of a term: terms are runs of letters, digits and inner punctuation.
-_TERM_SEPARATOR = "\x1f"
+# Joins terms wherever they are packed into one string (here, and story centroids in the
+# store); never part of a term: terms are runs of letters, digits and inner punctuation.
+TERM_SEPARATOR = "\x1f"
+
+
+def little_endian(values: array) -> array:
+    """`values` in the packed byte order (little-endian), swapped in place on a big-endian host."""
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values
 
 
 def _packed(code: str, values) -> bytes:
     """`values` as a little-endian array of `code` ("d": float64, "q": int64), whatever the host."""
-    packed = array(code, values)
-    if sys.byteorder == "big":
-        packed.byteswap()
-    return packed.tobytes()
+    return little_endian(array(code, values)).tobytes()
 
 
 def _unpacked(code: str, data: bytes) -> list:
     values = array(code)
     values.frombytes(data)
-    if sys.byteorder == "big":
-        values.byteswap()
-    return values.tolist()
+    return little_endian(values).tolist()
 
 
 def _split(joined: str, count: int) -> list[str]:
-    return joined.split(_TERM_SEPARATOR) if count else []
+    return joined.split(TERM_SEPARATOR) if count else []
 
 
 def _fingerprint_from_wire(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import sys
 import threading
 import time
 from array import array
@@ -27,7 +26,7 @@ import sqlite_utils
 
 from .errors import StoreError
 from .fingerprint import cosine
-from .models import Prepared, Rejected
+from .models import TERM_SEPARATOR, Prepared, Rejected, little_endian
 from .settings import MatchingSettings
 from .stories import (
     BatchOutcome,
@@ -258,13 +257,6 @@ def _add_browsing_views(conn: sqlite3.Connection) -> None:
 _ID_TYPE = next(code for code in "IL" if array(code).itemsize == 4)
 
 
-def _little_endian(values: array) -> array:
-    """`values` in the stored byte order (little-endian), swapped in place on a big-endian host."""
-    if sys.byteorder == "big":
-        values.byteswap()
-    return values
-
-
 def _in_period_key_order(rows: list, period: Callable, key: Callable) -> list:
     """`rows` sorted by their (period, key) integers. A batch writes ~37,000 LSH rows and
     ~17,000 buckets; numpy's sort of the two integer columns costs a third to a half of
@@ -280,23 +272,21 @@ def pack_story_ids(story_ids: Sequence[int]) -> bytes:
     """A story bucket's ids as stored: little-endian uint32 (story ids count up from 1), oldest
     first. Four bytes, not eight: every batch rewrites thousands of buckets, and smaller rows
     mean fewer pages to write."""
-    return _little_endian(array(_ID_TYPE, story_ids)).tobytes()
+    return little_endian(array(_ID_TYPE, story_ids)).tobytes()
 
 
 def unpack_story_ids(packed: bytes) -> list[int]:
     ids = array(_ID_TYPE)
     ids.frombytes(packed)
-    return _little_endian(ids).tolist()
+    return little_endian(ids).tolist()
 
 
-# A story centroid is stored as its terms joined by this separator (never part of a term: terms
-# are runs of letters, digits and inner punctuation) and a float64 array of their weights:
-# four to ten times faster to read and write than JSON, and exact.
-_TERM_SEPARATOR = "\x1f"
+# A story centroid is stored as its terms joined by models.TERM_SEPARATOR and a float64 array of
+# their weights: four to ten times faster to read and write than JSON, and exact.
 
 
 def pack_vector(vector: Mapping[str, float]) -> tuple[str, bytes]:
-    return _TERM_SEPARATOR.join(vector), _little_endian(array("d", vector.values())).tobytes()
+    return TERM_SEPARATOR.join(vector), little_endian(array("d", vector.values())).tobytes()
 
 
 def unpack_vector(terms: str, packed: bytes) -> dict[str, float]:
@@ -304,7 +294,7 @@ def unpack_vector(terms: str, packed: bytes) -> dict[str, float]:
         return {}
     weights = array("d")
     weights.frombytes(packed)
-    return dict(zip(terms.split(_TERM_SEPARATOR), _little_endian(weights)))
+    return dict(zip(terms.split(TERM_SEPARATOR), little_endian(weights)))
 
 
 def pack_article_vector(vector: Mapping[str, float]) -> bytes:
