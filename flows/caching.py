@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import pickle
+import stat
 import time
 from importlib import metadata
 from datetime import timedelta
@@ -130,7 +131,7 @@ def prune_expired_results(
             continue
         try:
             info = path.stat()
-            if not path.is_file() or info.st_mtime >= cutoff:
+            if not stat.S_ISREG(info.st_mode) or info.st_mtime >= cutoff:
                 continue
             path.unlink()
         except OSError as exc:

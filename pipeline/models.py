@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from array import array
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Iterable, Iterator, Mapping
 
 
 @dataclass(frozen=True)
@@ -70,21 +70,21 @@ class Fingerprint:
         # (200 scored terms as (str, float) pairs, 30 salient terms, 73 keys) that the single
         # writer must rebuild one by one. Packed, the terms are one string and one float64
         # array, the keys one int64 array, and the writer unpacks them with C-level calls.
-        terms = [term for term, _ in self.terms]
         return (
             _fingerprint_from_wire,
             (
                 self.article_id, self.content_hash, self.scheme, self.num_perm, self.seed,
                 self.story_hashvalues, self.dup_hashvalues,
-                TERM_SEPARATOR.join(terms), _packed("d", [score for _, score in self.terms]),
-                len(terms), TERM_SEPARATOR.join(self.salient_terms), len(self.salient_terms), self.day,
+                *pack_terms([term for term, _ in self.terms], [score for _, score in self.terms]),
+                TERM_SEPARATOR.join(self.salient_terms), self.day,
                 _packed("q", self.story_keys), _packed("q", self.dup_keys),
             ),
         )
 
 
-# Joins terms wherever they are packed into one string (here, and story centroids in the
-# store); never part of a term: terms are runs of letters, digits and inner punctuation.
+# Joins terms wherever they are packed into one string (fingerprints on the wire, story and
+# article vectors in the store); never part of a term: terms are runs of letters, digits and
+# inner punctuation, never empty.
 TERM_SEPARATOR = "\x1f"
 
 
@@ -106,18 +106,29 @@ def _unpacked(code: str, data: bytes) -> list:
     return little_endian(values).tolist()
 
 
-def _split(joined: str, count: int) -> list[str]:
-    return joined.split(TERM_SEPARATOR) if count else []
+def pack_terms(terms: Iterable[str], weights: Iterable[float]) -> tuple[str, bytes]:
+    """Terms and their weights as one joined string and one float64 array: exact, and four to
+    ten times faster to write and read than JSON."""
+    return TERM_SEPARATOR.join(terms), _packed("d", weights)
+
+
+def unpack_terms(joined: str, packed: bytes) -> Iterator[tuple[str, float]]:
+    """The (term, weight) pairs `pack_terms` packed, in order."""
+    return zip(_split(joined), _unpacked("d", packed))
+
+
+def _split(joined: str) -> list[str]:
+    return joined.split(TERM_SEPARATOR) if joined else []
 
 
 def _fingerprint_from_wire(
     article_id: str, content_hash: str, scheme: str, num_perm: int, seed: int, story_hashvalues: bytes,
-    dup_hashvalues: bytes, terms: str, scores: bytes, term_count: int, salient: str, salient_count: int,
-    day: int | None, story_keys: bytes, dup_keys: bytes,
+    dup_hashvalues: bytes, terms: str, scores: bytes, salient: str, day: int | None, story_keys: bytes,
+    dup_keys: bytes,
 ) -> "Fingerprint":
     return Fingerprint(
         article_id, content_hash, scheme, num_perm, seed, story_hashvalues, dup_hashvalues,
-        tuple(zip(_split(terms, term_count), _unpacked("d", scores))), tuple(_split(salient, salient_count)), day,
+        tuple(unpack_terms(terms, scores)), tuple(_split(salient)), day,
         tuple(_unpacked("q", story_keys)), tuple(_unpacked("q", dup_keys)),
     )
 

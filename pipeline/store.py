@@ -26,7 +26,7 @@ import sqlite_utils
 
 from .errors import StoreError
 from .fingerprint import cosine
-from .models import TERM_SEPARATOR, Prepared, Rejected, little_endian
+from .models import Prepared, Rejected, little_endian, pack_terms, unpack_terms
 from .settings import MatchingSettings
 from .stories import (
     BatchOutcome,
@@ -217,8 +217,8 @@ _FTS_SCHEMA = (
 )""",
     # FTS5 merges its segments as it goes, and the work a batch pays for grows with the number
     # of levels: one level per 4x growth by default, one per 8x here. Measured on a 1,000-article
-    # run into 100,000 stored articles: the run-end indexing took 0.29 s with 4 and 0.15-0.16 s
-    # with 8. A search reads a few more segments (at most 7 a level instead of 3), a fraction of
+    # run into 100,000 stored articles: the run end (indexing the batch) took 0.29-0.37 s with 4
+    # and 0.14-0.19 s with 8. A search reads a few more segments (at most 7 a level instead of 3), a fraction of
     # a millisecond; 8 stays below FTS5's "crisis merge" of 16 segments, which would stall a batch.
     f"""INSERT INTO "articles_fts" ("articles_fts", rank) VALUES ('automerge', {_FTS_AUTOMERGE})""",
     """CREATE TRIGGER IF NOT EXISTS "articles_ad" AFTER DELETE ON "articles" BEGIN
@@ -281,20 +281,15 @@ def unpack_story_ids(packed: bytes) -> list[int]:
     return little_endian(ids).tolist()
 
 
-# A story centroid is stored as its terms joined by models.TERM_SEPARATOR and a float64 array of
-# their weights: four to ten times faster to read and write than JSON, and exact.
+# A story centroid is stored as its terms and a float64 array of their weights (models.pack_terms).
 
 
 def pack_vector(vector: Mapping[str, float]) -> tuple[str, bytes]:
-    return TERM_SEPARATOR.join(vector), little_endian(array("d", vector.values())).tobytes()
+    return pack_terms(vector, vector.values())
 
 
 def unpack_vector(terms: str, packed: bytes) -> dict[str, float]:
-    if not terms:
-        return {}
-    weights = array("d")
-    weights.frombytes(packed)
-    return dict(zip(terms.split(TERM_SEPARATOR), little_endian(weights)))
+    return dict(unpack_terms(terms, packed))
 
 
 def pack_article_vector(vector: Mapping[str, float]) -> bytes:
