@@ -713,7 +713,22 @@ class Store:
         """The articles in the LSH buckets of `level` that `groups` name: each group is (periods,
         keys), every key looked up in every one of its periods. Keyed by (period, key)."""
         matches: dict[tuple[int, int], list[str]] = {}
-        for periods, keys in groups:
+        # Every (period, key) pair is one B-tree seek, ~2 microseconds each, and a batch probes
+        # ~110,000 of them. A period with no rows (one after the newest stored, or an empty
+        # database) cannot match: one seek per period finds those, and they are left out.
+        # Measured on the 100k benchmark's increment, whose next period is empty: lookups 0.12 s
+        # -> 0.11 s.
+        stocked = {
+            period
+            for period in {p for periods, _ in groups for p in periods}
+            if self.conn.execute(
+                "SELECT 1 FROM _lsh WHERE level = ? AND period = ? LIMIT 1", (level, period)
+            ).fetchone()
+        }
+        for wanted, keys in groups:
+            periods = [p for p in wanted if p in stocked]
+            if not periods:
+                continue
             # One IN list of periods and one of keys: SQLite seeks each pair itself, so the
             # caller never builds the cross product.
             period_marks = ",".join("?" * len(periods))

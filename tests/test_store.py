@@ -103,3 +103,22 @@ def test_rows_go_in_in_period_key_order_and_equal_keys_keep_their_order(rows):
     # sorted() is stable: the plain definition, ties in input order.
     assert ordered == sorted(rows, key=itemgetter(0, 1))
 
+
+
+def test_periods_without_stored_keys_are_not_probed_and_the_rest_still_match(db_path):
+    store = open_store(db_path)
+    try:
+        with store.transaction():
+            store.conn.executemany(
+                "INSERT INTO _lsh (level, period, key, article_id) VALUES ('dup', ?, ?, ?)",
+                [(5, 11, "a"), (5, 12, "b"), (6, 11, "c")],
+            )
+        probed: list = []
+        store.conn.set_trace_callback(probed.append)
+        found = store.lsh_matches("dup", [((4, 5, 6), [11, 12, 13]), ((7, 8), [11])])
+        store.conn.set_trace_callback(None)
+    finally:
+        store.close()
+    assert found == {(5, 11): ["a"], (5, 12): ["b"], (6, 11): ["c"]}
+    lookups = [sql for sql in probed if "key IN" in sql]
+    assert lookups == ["SELECT period, key, article_id FROM _lsh WHERE level = 'dup' AND period IN (5,6) AND key IN (11,12,13)"]
