@@ -488,12 +488,17 @@ class Store:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(_PAGE_CACHE)
+            if str(self.path) != ":memory:":
+                # Checkpoints run on a thread of their own after each commit (see `_checkpoint_soon`).
+                conn.execute("PRAGMA wal_autocheckpoint=0")
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the story database {self.path}: {exc}") from None
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
         self.busy_timeout_s = busy_timeout_s
         self._reader: Store | None = None
+        self._checkpointer: threading.Thread | None = None
+        self._checkpoint_conn: sqlite3.Connection | None = None
         self._ensure_schema()
 
     # -- schema -------------------------------------------------------------------------------
@@ -613,8 +618,42 @@ class Store:
             raise
         else:
             self.conn.execute("COMMIT")
+            self._checkpoint_soon()
+
+    def _checkpoint_soon(self) -> None:
+        """Copy the committed pages from the write-ahead log into the database, on a second thread.
+
+        SQLite's automatic checkpoint runs inside the COMMIT that crosses 1,000 log pages, on the
+        writer's critical path: a batch into a 100,000-article database commits ~12,000 pages,
+        and copying them back took ~0.15 s of each ~0.36 s COMMIT. A PASSIVE checkpoint on its own
+        connection never blocks the writer or readers; meanwhile the writer goes on (the run's
+        last search-index update, or the next batch). It is SQLite's C code, which runs without
+        Python's lock. If one is still running, the next commit's pages wait for the next one;
+        `close` waits for it, and closing the last connection checkpoints the rest.
+        """
+        if str(self.path) == ":memory:" or (self._checkpointer is not None and self._checkpointer.is_alive()):
+            return
+        if self._checkpoint_conn is None:
+            self._checkpoint_conn = sqlite3.connect(
+                str(self.path), timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+
+        def checkpoint(conn: sqlite3.Connection = self._checkpoint_conn) -> None:
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as exc:  # nothing is lost: the pages stay in the log
+                log.warning("background checkpoint of %s failed (%s); the next one retries", self.path, exc)
+
+        self._checkpointer = threading.Thread(target=checkpoint, name="newsdedup-checkpoint", daemon=True)
+        self._checkpointer.start()
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.join()
+            self._checkpointer = None
+        if self._checkpoint_conn is not None:
+            self._checkpoint_conn.close()
+            self._checkpoint_conn = None
         if self._reader is not None:
             self._reader.conn.close()
             self._reader = None
@@ -680,7 +719,10 @@ class Store:
             conn.execute("PRAGMA query_only=ON")
             conn.execute(_PAGE_CACHE)
             view = object.__new__(Store)
-            view.__dict__.update(self.__dict__, conn=conn, db=sqlite_utils.Database(conn), _reader=None)
+            view.__dict__.update(
+                self.__dict__, conn=conn, db=sqlite_utils.Database(conn), _reader=None, _checkpointer=None,
+                _checkpoint_conn=None,
+            )
             self._reader = view
         return self._reader
 

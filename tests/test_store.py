@@ -105,6 +105,31 @@ def test_rows_go_in_in_period_key_order_and_equal_keys_keep_their_order(rows):
 
 
 
+def test_a_background_checkpoint_brings_committed_pages_into_the_database_file(db_path, tmp_path):
+    """The writer checkpoints on a thread of its own after each commit (SQLite's own checkpoint
+    in COMMIT is off): the database file alone, without its write-ahead log, holds the rows."""
+    import shutil
+    import sqlite3
+
+    store = open_store(db_path)
+    try:
+        for first in range(0, 300, 100):
+            with store.transaction():
+                for story_id in range(first + 1, first + 101):
+                    _story(store, story_id)
+            store._checkpointer.join()
+        assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        snapshot = tmp_path / "file-only.db"
+        shutil.copyfile(db_path, snapshot)  # the main file as it is now, no -wal beside it
+    finally:
+        store.close()
+    copy = sqlite3.connect(snapshot)
+    try:
+        assert copy.execute("SELECT count(*) FROM stories").fetchone()[0] == 300
+    finally:
+        copy.close()
+
+
 def test_periods_without_stored_keys_are_not_probed_and_the_rest_still_match(db_path):
     store = open_store(db_path)
     try:
