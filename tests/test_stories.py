@@ -210,3 +210,55 @@ def test_a_trimmed_centroid_keeps_the_heaviest_terms_ties_to_the_smallest(weight
         stories._CENTROID_TERMS = original
     expected = dict(sorted(weights.items(), key=lambda item: (-item[1], item[0]))[:keep])
     assert state.vector_sum == expected
+
+
+def test_a_copy_neither_looks_for_candidate_stories_nor_is_proposed_as_one(settings):
+    """A near-duplicate's story is its original's: its story-level keys are not looked up, and
+    the batch's other articles do not vote for it (its original stands for it)."""
+    from pipeline.extract import build_article
+    from pipeline.fingerprint import fingerprint
+    from pipeline.models import Prepared
+    from pipeline.stories import StoryState, assign_batch
+
+    text = " ".join(f"Paragraph {i} of the harbour bridge report with its many details." for i in range(8))
+    other = " ".join(f"Section {i} on the orchard frost and the apple growers' losses." for i in range(8))
+    items = []
+    for external_id, body in [("original", text), ("copy", text + " Reprinted."), ("unrelated", other)]:
+        article = build_article(external_id=external_id, text=body, settings=settings.ingest)
+        items.append(Prepared(article, fingerprint(article, settings.matching)))
+    original, copy, unrelated = items
+    looked_up: list = []
+
+    class Index:
+        def lsh_matches(self, level, groups):
+            return {}
+
+        def story_buckets(self, keys):
+            looked_up.extend(keys)
+            return {}
+
+        def originals_by_content_hash(self, hashes):
+            return {}
+
+        def indexed_articles(self, ids, with_text):
+            return {}
+
+        def story_states(self, story_ids):
+            assert not set(story_ids), "nothing stored was proposed"
+            return {}
+
+        def document_frequencies(self, terms):
+            return 0, {}
+
+        def next_story_id(self):
+            return 1
+
+    outcome = assign_batch(items, Index(), settings.matching)
+    by_id = {a.article_id: a for a in outcome.assignments}
+    assert by_id[copy.article.article_id].duplicate_of == original.article.article_id
+    assert by_id[copy.article.article_id].story_id == by_id[original.article.article_id].story_id
+    keys = {key for _, key in looked_up}
+    only_the_copys = set(copy.fingerprint.story_keys) - set(original.fingerprint.story_keys) - set(unrelated.fingerprint.story_keys)
+    assert only_the_copys, "the copy's edit gives it keys of its own"
+    assert keys.isdisjoint(only_the_copys)
+    assert set(original.fingerprint.story_keys) <= keys
