@@ -31,6 +31,8 @@ sys.path.insert(0, str(ROOT))
 CACHE = HERE / ".cache"
 # The incremental test: this many new articles into a database holding the big corpus.
 INCREMENT = 1_000
+# ... measured this many times into each database, alternating.
+INCREMENT_PAIRS = 5
 HTML_PAGES = 1_600
 # Text input is measured on the small corpus's first articles written as files (one file each).
 TEXT_FILES = 5_000
@@ -258,6 +260,12 @@ MEASURES = {
 # -- orchestration ---------------------------------------------------------------------------------
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """The run with the median time, with every run's time beside it."""
+    ordered = sorted(runs, key=lambda run: run["seconds"])
+    return {**ordered[len(ordered) // 2], "all_seconds": [round(run["seconds"], 3) for run in runs]}
+
+
 def child(name: str, *args: str) -> dict:
     """Run one measurement in a fresh Python process and return what it reports."""
     env = dict(os.environ, PYTHONHASHSEED="0", DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
@@ -346,8 +354,14 @@ def main() -> None:
         big_db = str(Path(tmp) / "big.db")
         results["pipeline_large"] = child("pipeline", str(large_corpus), str(args.workers), big_db)
         step(f"incremental: {INCREMENT:,} into {large:,} and into an empty database")
-        results["increment_full"] = child("increment", str(increment), big_db, "3")
-        results["increment_empty"] = child("increment", str(increment), "", "3")
+        # Alternating, one run per child: the machine's speed drifts by 10-20% within minutes,
+        # and three runs into one database then three into the other put the drift in the ratio.
+        full, empty = [], []
+        for _ in range(INCREMENT_PAIRS):
+            full.append(child("increment", str(increment), big_db, "1"))
+            empty.append(child("increment", str(increment), "", "1"))
+        results["increment_full"], results["increment_empty"] = _median_run(full), _median_run(empty)
+        results["increment_pair_ratios"] = [round(f["seconds"] / e["seconds"], 3) for f, e in zip(full, empty)]
     step(f"HTML: {HTML_PAGES} pages, {args.workers} workers")
     with tempfile.TemporaryDirectory() as tmp:
         from generate import write_html_pages
@@ -415,6 +429,11 @@ def render(r: dict) -> str:
         "",
         f"incremental: {INCREMENT:,} new articles into {r['large']:,}: {r['increment_full']['seconds']:.2f} s,"
         f" into empty: {r['increment_empty']['seconds']:.2f} s, ratio {inc:.2f} (target <= 1.5)",
+        *(
+            [f"  medians of {len(r['increment_pair_ratios'])} alternating runs each; the pairs' ratios"
+             f" {min(r['increment_pair_ratios']):.2f}-{max(r['increment_pair_ratios']):.2f}"]
+            if "increment_pair_ratios" in r else []
+        ),
         *(
             [f"  the same batch into {r['small']:,}: {r['increment_small']['seconds']:.2f} s"
              f" ({r['increment_small']['seconds'] / r['increment_empty']['seconds']:.2f}x empty)"]
