@@ -224,14 +224,22 @@ def _timed(run: ingest.RunReport, stage: str) -> Iterator[None]:
 
 @flow(name="newsdedup-ingest", log_prints=False)
 def ingest_flow(
-    paths: list[str], db: str = "data/stories.db", config: str | None = None, kind: str | None = None
+    paths: list[str],
+    db: str = "data/stories.db",
+    config: str | None = None,
+    kind: str | None = None,
+    workers: int | None = None,
 ) -> dict[str, int]:
     """Ingest files, directories, page/feed/sitemap URLs and feed/sitemap files into the database at `db`.
 
     `kind` ("feed", "sitemap" or "page") says what the URLs are; by default each response tells.
+    `workers`: processes for the prepare tasks' CPU work under the threads runner (by default
+    `runner.workers` of the settings; 0 = one per core).
     """
     logger = get_run_logger()
     settings = load_settings(config)
+    if workers is not None:
+        settings = settings.model_copy(update={"runner": settings.runner.model_copy(update={"workers": workers})})
     run = ingest.RunReport(str(flow_run.id or ingest.new_run_id())[:12])
     with exclusive_run(db, run.run_id), _workers_for_threads(settings.runner), _store_for_run(db, settings):
         return _ingest_locked(paths, db, settings, kind, run, logger)

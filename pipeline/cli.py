@@ -305,11 +305,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         )
         if args.dask_address and runner.kind != "dask":
             raise UsageError("--dask-address needs --runner dask")
-        if args.workers is not None:
-            # The flow loads its own settings (a deployment's run has only its config): the
-            # threads runner's local worker processes read their number from there.
-            os.environ["NEWSDEDUP_RUNNER__WORKERS"] = str(args.workers)
-        counts = with_runner(runner)(paths=list(args.paths), db=db, config=args.config, kind=args.kind)
+        counts = with_runner(runner)(
+            paths=list(args.paths), db=db, config=args.config, kind=args.kind, workers=args.workers
+        )
         lines = [f"{key.replace('_', ' '):<16} {value:,}" for key, value in counts.items()]
         lines += reports.web_nothing_new(counts)
     return _print_summary(args, f"newsdedup ingest {' '.join(args.paths)} -> {db}", lines)

@@ -98,8 +98,12 @@ def test_threads_runner_prepares_big_batches_in_worker_processes_with_the_same_s
 
     monkeypatch.setattr(flows_ingest._LocalWorkers, "close", spy)
 
-    counts = flows_ingest.with_runner("threads")(paths=[corpus], db=str(tmp_path / "flow.db"), config=str(config))
+    # workers=1, a flow parameter (`newsdedup ingest --workers`): the default is one per core.
+    counts = flows_ingest.with_runner("threads")(
+        paths=[corpus], db=str(tmp_path / "flow.db"), config=str(config), workers=1
+    )
     assert len(pools) == 1 and pools[0] is not None, "the batches were not handed to worker processes"
+    assert pools[0]._max_workers == 1
     assert flows_ingest._local_workers is None
 
     report = ingest([corpus], load_settings(str(config)), tmp_path / "library.db")
