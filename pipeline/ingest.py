@@ -348,12 +348,14 @@ def ingest(
             report.time("assign+store", time.perf_counter() - started)
             if on_batch:
                 on_batch(report)
+        crawl.save_validators()
+        if documents is None and web.split_locations(paths, kind)[1]:
+            report.add_crawl(crawl)
+        # While the run's store is still open: closing it waits for the checkpoint of its last
+        # batch, which meanwhile runs beside the indexing of that batch for search.
+        finish_run(report, db_path, settings)
     finally:
         store.close()
-    crawl.save_validators()
-    if documents is None and web.split_locations(paths, kind)[1]:
-        report.add_crawl(crawl)
-    finish_run(report, db_path, settings)
     return report
 
 
