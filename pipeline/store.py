@@ -694,6 +694,12 @@ class Store:
             self.index_new_articles()
             yield self
             return
+        if self._indexed_up_to() >= _last_article_rowid(self.conn):
+            # Nothing to index (a run's first batch, or a one-batch run): read here, so the pages
+            # the batch's writes will change are already in this connection's cache. Measured on
+            # the 100k benchmark's increment: commit 1.75 s -> 1.62 s (means of 8 alternating).
+            yield self
+            return
         failure: list[BaseException] = []
 
         def index() -> None:

@@ -147,3 +147,27 @@ def test_periods_without_stored_keys_are_not_probed_and_the_rest_still_match(db_
     assert found == {(5, 11): ["a"], (5, 12): ["b"], (6, 11): ["c"]}
     lookups = [sql for sql in probed if "key IN" in sql]
     assert lookups == ["SELECT period, key, article_id FROM _lsh WHERE level = 'dup' AND period IN (5,6) AND key IN (11,12,13)"]
+
+
+def test_a_batch_reads_on_the_write_connection_unless_earlier_articles_await_indexing(db_path):
+    """With nothing to index (a run's first batch) the batch reads where it will write, so the
+    pages its writes change are already cached there; otherwise it reads on a second connection
+    while the earlier articles are indexed for search beside it."""
+    store = open_store(db_path)
+    try:
+        with store.transaction(), store.indexing_in_background() as view:
+            assert view is store
+        with store.transaction():
+            _story(store, 1)
+            store.conn.execute(
+                "INSERT INTO articles (id, external_id, text, content_hash, story_id, ingested_at) "
+                "VALUES ('a1', 'x', 'harbour bridge closed', 'h1', 1, 'now')"
+            )
+        assert store.search("harbour") == []
+        with store.transaction(), store.indexing_in_background() as view:
+            assert view is not store and view.conn is not store.conn
+        assert [row["article_id"] for row in store.search("harbour")] == ["a1"]
+        with store.transaction(), store.indexing_in_background() as view:
+            assert view is store
+    finally:
+        store.close()
