@@ -689,6 +689,7 @@ class Store:
         writer's critical path. The reads go through a second connection: this one is busy. It
         sees what the last commit left, which is everything, since the caller holds the write
         lock. A batch is therefore searchable once the next batch (or `finish_run`) commits.
+        When nothing awaits indexing, the caller reads on this connection instead (below).
         """
         if str(self.path) == ":memory:":  # a second connection would open another database
             self.index_new_articles()
