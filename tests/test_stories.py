@@ -262,3 +262,46 @@ def test_a_copy_neither_looks_for_candidate_stories_nor_is_proposed_as_one(setti
     assert only_the_copys, "the copy's edit gives it keys of its own"
     assert keys.isdisjoint(only_the_copys)
     assert set(original.fingerprint.story_keys) <= keys
+
+
+def test_an_identical_copy_of_a_stored_article_probes_no_lsh_bucket(settings):
+    """Matched by its content hash, an identical copy needs no near-duplicate candidates."""
+    from pipeline.extract import build_article
+    from pipeline.fingerprint import fingerprint
+    from pipeline.models import Prepared
+    from pipeline.stories import IndexedArticle, StoryState, assign_batch
+
+    text = " ".join(f"Paragraph {i} of the harbour bridge report with its many details." for i in range(8))
+    article = build_article(external_id="reprint", text=text, settings=settings.ingest)
+    item = Prepared(article, fingerprint(article, settings.matching))
+    probed: list = []
+
+    class Index:
+        def lsh_matches(self, level, groups):
+            probed.extend(key for _, keys in groups for key in keys)
+            return {}
+
+        def story_buckets(self, keys):
+            return {}
+
+        def originals_by_content_hash(self, hashes):
+            return {article.content_hash: "stored"}
+
+        def indexed_articles(self, ids, with_text):
+            return {"stored": IndexedArticle("stored", 4, None, item.fingerprint.dup_hashvalues)} if "stored" in set(ids) else {}
+
+        def story_states(self, story_ids):
+            return {4: StoryState(4, {"harbour": 1.0}, 1, None, None)} if 4 in set(story_ids) else {}
+
+        def document_frequencies(self, terms):
+            return 0, {}
+
+        def next_story_id(self):
+            return 5
+
+    outcome = assign_batch([item], Index(), settings.matching)
+    [assignment] = outcome.assignments
+    assert assignment.duplicate_of == "stored" and assignment.story_id == 4
+    assert probed == []
+    # Its keys are still stored: later copies may match it like any other article.
+    assert {key for _, _, key, _ in outcome.band_rows} == set(item.fingerprint.dup_keys)
