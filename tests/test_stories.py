@@ -143,37 +143,61 @@ def test_a_merge_is_recorded_and_show_points_to_the_surviving_story(tmp_path, db
     assert "merged into story 1" in capsys.readouterr().err
 
 
-def test_a_copy_of_a_stored_copy_joins_its_story_without_looking_up_the_original(settings):
-    """The original behind a stored near-duplicate need not be among the batch's candidates."""
+_HARBOUR = " ".join(f"Paragraph {i} of the harbour bridge report with its many details." for i in range(8))
+
+
+def _prepared(settings, external_id: str, text: str):
+    """A fingerprinted article, as a worker would hand it to the writer."""
     from pipeline.extract import build_article
     from pipeline.fingerprint import fingerprint
     from pipeline.models import Prepared
+
+    article = build_article(external_id=external_id, text=text, settings=settings.ingest)
+    return Prepared(article, fingerprint(article, settings.matching))
+
+
+class _EmptyIndex:
+    """A StoryIndex with nothing stored; tests override what their case stores or records."""
+
+    def lsh_matches(self, level, groups):
+        return {}
+
+    def story_buckets(self, keys):
+        return {}
+
+    def originals_by_content_hash(self, hashes):
+        return {}
+
+    def indexed_articles(self, ids, with_text):
+        return {}
+
+    def story_states(self, story_ids):
+        return {}
+
+    def document_frequencies(self, terms):
+        return 0, {}
+
+    def next_story_id(self):
+        return 1
+
+
+def test_a_copy_of_a_stored_copy_joins_its_story_without_looking_up_the_original(settings):
+    """The original behind a stored near-duplicate need not be among the batch's candidates."""
     from pipeline.stories import IndexedArticle, StoryState, assign_batch
 
-    text = " ".join(f"Paragraph {i} of the harbour bridge report with its many details." for i in range(8))
-    article = build_article(external_id="new-copy", text=text, settings=settings.ingest)
-    item = Prepared(article, fingerprint(article, settings.matching))
+    item = _prepared(settings, "new-copy", _HARBOUR)
 
-    class Index:
+    class Index(_EmptyIndex):
         """Only the stored copy ('b', a near-duplicate of 'a') is found; 'a' never is."""
 
-        def lsh_matches(self, level, groups):
-            return {}
-
-        def story_buckets(self, keys):
-            return {}
-
         def originals_by_content_hash(self, hashes):
-            return {article.content_hash: "b"}
+            return {item.article.content_hash: "b"}
 
         def indexed_articles(self, ids, with_text):
             return {"b": IndexedArticle("b", 7, "a", item.fingerprint.dup_hashvalues)} if "b" in set(ids) else {}
 
         def story_states(self, story_ids):
             return {7: StoryState(7, {"harbour": 1.0}, 2, None, None)} if 7 in set(story_ids) else {}
-
-        def document_frequencies(self, terms):
-            return 0, {}
 
         def next_story_id(self):
             return 8
@@ -215,43 +239,24 @@ def test_a_trimmed_centroid_keeps_the_heaviest_terms_ties_to_the_smallest(weight
 def test_a_copy_neither_looks_for_candidate_stories_nor_is_proposed_as_one(settings):
     """A near-duplicate's story is its original's: its story-level keys are not looked up, and
     the batch's other articles do not vote for it (its original stands for it)."""
-    from pipeline.extract import build_article
-    from pipeline.fingerprint import fingerprint
-    from pipeline.models import Prepared
-    from pipeline.stories import StoryState, assign_batch
+    from pipeline.stories import assign_batch
 
-    text = " ".join(f"Paragraph {i} of the harbour bridge report with its many details." for i in range(8))
     other = " ".join(f"Section {i} on the orchard frost and the apple growers' losses." for i in range(8))
-    items = []
-    for external_id, body in [("original", text), ("copy", text + " Reprinted."), ("unrelated", other)]:
-        article = build_article(external_id=external_id, text=body, settings=settings.ingest)
-        items.append(Prepared(article, fingerprint(article, settings.matching)))
+    items = [
+        _prepared(settings, external_id, body)
+        for external_id, body in [("original", _HARBOUR), ("copy", _HARBOUR + " Reprinted."), ("unrelated", other)]
+    ]
     original, copy, unrelated = items
     looked_up: list = []
 
-    class Index:
-        def lsh_matches(self, level, groups):
-            return {}
-
+    class Index(_EmptyIndex):
         def story_buckets(self, keys):
             looked_up.extend(keys)
-            return {}
-
-        def originals_by_content_hash(self, hashes):
-            return {}
-
-        def indexed_articles(self, ids, with_text):
             return {}
 
         def story_states(self, story_ids):
             assert not set(story_ids), "nothing stored was proposed"
             return {}
-
-        def document_frequencies(self, terms):
-            return 0, {}
-
-        def next_story_id(self):
-            return 1
 
     outcome = assign_batch(items, Index(), settings.matching)
     by_id = {a.article_id: a for a in outcome.assignments}
@@ -266,35 +271,24 @@ def test_a_copy_neither_looks_for_candidate_stories_nor_is_proposed_as_one(setti
 
 def test_an_identical_copy_of_a_stored_article_probes_no_lsh_bucket(settings):
     """Matched by its content hash, an identical copy needs no near-duplicate candidates."""
-    from pipeline.extract import build_article
-    from pipeline.fingerprint import fingerprint
-    from pipeline.models import Prepared
     from pipeline.stories import IndexedArticle, StoryState, assign_batch
 
-    text = " ".join(f"Paragraph {i} of the harbour bridge report with its many details." for i in range(8))
-    article = build_article(external_id="reprint", text=text, settings=settings.ingest)
-    item = Prepared(article, fingerprint(article, settings.matching))
+    item = _prepared(settings, "reprint", _HARBOUR)
     probed: list = []
 
-    class Index:
+    class Index(_EmptyIndex):
         def lsh_matches(self, level, groups):
             probed.extend(key for _, keys in groups for key in keys)
             return {}
 
-        def story_buckets(self, keys):
-            return {}
-
         def originals_by_content_hash(self, hashes):
-            return {article.content_hash: "stored"}
+            return {item.article.content_hash: "stored"}
 
         def indexed_articles(self, ids, with_text):
             return {"stored": IndexedArticle("stored", 4, None, item.fingerprint.dup_hashvalues)} if "stored" in set(ids) else {}
 
         def story_states(self, story_ids):
             return {4: StoryState(4, {"harbour": 1.0}, 1, None, None)} if 4 in set(story_ids) else {}
-
-        def document_frequencies(self, terms):
-            return 0, {}
 
         def next_story_id(self):
             return 5
