@@ -479,6 +479,9 @@ class Store:
 
     def __init__(self, path: str | Path, busy_timeout_s: float = 120.0) -> None:
         self.path = Path(path)
+        # An in-memory database has no second connection (it would open another database) and
+        # no write-ahead log to checkpoint.
+        self.in_memory = str(path) == ":memory:"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # check_same_thread=False: `indexing_in_background` writes the search index on
@@ -488,7 +491,7 @@ class Store:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(_PAGE_CACHE)
-            if str(self.path) != ":memory:":
+            if not self.in_memory:
                 # Checkpoints run on a thread of their own after each commit (see `_checkpoint_soon`).
                 conn.execute("PRAGMA wal_autocheckpoint=0")
         except (sqlite3.Error, OSError) as exc:
@@ -631,7 +634,7 @@ class Store:
         Python's lock. If one is still running, the next commit's pages wait for the next one;
         `close` waits for it, and closing the last connection checkpoints the rest.
         """
-        if str(self.path) == ":memory:" or (self._checkpointer is not None and self._checkpointer.is_alive()):
+        if self.in_memory or (self._checkpointer is not None and self._checkpointer.is_alive()):
             return
         if self._checkpoint_conn is None:
             self._checkpoint_conn = sqlite3.connect(
@@ -691,7 +694,7 @@ class Store:
         lock. A batch is therefore searchable once the next batch (or `finish_run`) commits.
         When nothing awaits indexing, the caller reads on this connection instead (below).
         """
-        if str(self.path) == ":memory:":  # a second connection would open another database
+        if self.in_memory:
             self.index_new_articles()
             yield self
             return
