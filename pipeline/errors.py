@@ -78,11 +78,12 @@ class TransientFetchError(Exception):
     are exhausted turns it into a reject with `fetch.unreachable`.
     """
 
-    def __init__(self, url: str, reason: str, detail: str = "") -> None:
+    def __init__(self, url: str, reason: str, detail: str = "", retry_after_s: float | None = None) -> None:
         super().__init__(f"{reason}: {url}")
         self.url = url
         self.reason = reason
         self.detail = detail
+        self.retry_after_s = retry_after_s  # the server's Retry-After, when it sent one
 
-    def __reduce__(self):  # picklable with all three arguments (Prefect may serialise task errors)
-        return (type(self), (self.url, self.reason, self.detail))
+    def __reduce__(self):  # picklable with every argument (Prefect may serialise task errors)
+        return (type(self), (self.url, self.reason, self.detail, self.retry_after_s))

@@ -10,6 +10,7 @@ become rejects.
 
 from __future__ import annotations
 
+import email.utils
 import ipaddress
 import logging
 import socket
@@ -17,6 +18,7 @@ import threading
 import time
 import zlib
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import Iterator
 from urllib.parse import urlsplit
 from urllib.robotparser import RobotFileParser
@@ -98,13 +100,18 @@ def check_address(url: str, settings: FetchSettings) -> None:
 
     Raises:
         FetchRefusedError: the host does not resolve, or an address is not public and not allowed.
+        TransientFetchError: the resolver could not answer for now (EAI_AGAIN).
     """
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError, OSError) as exc:
+    except socket.gaierror as exc:
+        if exc.errno == socket.EAI_AGAIN:  # the resolver did not answer in time: may pass
+            raise TransientFetchError(url, f"cannot resolve host {host} for now", str(exc)) from None
+        raise FetchRefusedError(f"cannot resolve host {host}", str(exc)) from None
+    except (UnicodeError, OSError) as exc:
         raise FetchRefusedError(f"cannot resolve host {host}", str(exc)) from None
     for info in infos:
         _refuse_unless_public(url, host, str(info[4][0]), settings)
@@ -126,12 +133,29 @@ def _check_peer(url: str, response: httpx.Response, settings: FetchSettings) -> 
 
 
 class _HostGate:
-    """At most `concurrency` requests to one host at a time, started at least `delay` seconds apart."""
+    """At most `concurrency` requests to one host at a time, started at least `delay` seconds
+    apart, and none while the host has asked for a pause (Retry-After)."""
 
     def __init__(self, concurrency: int) -> None:
         self.slots = threading.BoundedSemaphore(concurrency)
         self.lock = threading.Lock()
         self.next_start = 0.0
+        self.paused_until = 0.0  # time.monotonic() before which the host asked not to be asked
+
+    def pause(self, seconds: float, longest: float) -> None:
+        """The host asked for no requests for `seconds`: later turns wait for it, when that is at
+        most `longest` (a longer pause is kept only to refuse requests: see `refused_for`)."""
+        with self.lock:
+            until = time.monotonic() + seconds
+            self.paused_until = max(self.paused_until, until)
+            if seconds <= longest:
+                self.next_start = max(self.next_start, until)
+
+    def refused_for(self, longest: float) -> float:
+        """The seconds left of a pause the host asked for that is longer than `longest`, else 0."""
+        with self.lock:
+            left = self.paused_until - time.monotonic()
+        return left if left > longest else 0.0
 
     @contextmanager
     def turn(self, delay: float) -> Iterator[None]:
@@ -156,6 +180,12 @@ _robots_lock = threading.Lock()
 def _gate(host: str, concurrency: int) -> _HostGate:
     with _gates_lock:
         return _gates.setdefault((host.lower(), concurrency), _HostGate(concurrency))
+
+
+def forget_hosts() -> None:
+    """Drop every host's pacing and asked-for pause (tests, or a long-running process)."""
+    with _gates_lock:
+        _gates.clear()
 
 
 def forget_robots() -> None:
@@ -277,11 +307,43 @@ def _body(response: httpx.Response, url: str, max_bytes: int, deadline: float) -
     return bytes(out)
 
 
-def _status_error(url: str, response: httpx.Response) -> None:
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header's pause in seconds (delay-seconds or an HTTP date; RFC 9110 10.2.3),
+    None when it is missing or unreadable."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(int(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC, as HTTP dates always are
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _too_long_a_pause(url: str, what: str, seconds: float, settings: FetchSettings) -> HttpStatusError:
+    return HttpStatusError(
+        f"{what} asked for a pause of {seconds:,.0f} s, longer than fetch.max_retry_after_s "
+        f"({settings.max_retry_after_s:,.0f} s); replay it later with `newsdedup ingest --retry-rejects`",
+        url,
+    )
+
+
+def _status_error(url: str, response: httpx.Response, gate: _HostGate, settings: FetchSettings) -> None:
     status = response.status_code
     phrase = f"HTTP {status} {response.reason_phrase}".strip()
     if status >= 500 or status in _TRANSIENT_STATUSES:
-        raise TransientFetchError(url, f"server answered {phrase}")
+        pause = retry_after_seconds(response.headers.get("retry-after"))
+        if pause is None:
+            raise TransientFetchError(url, f"server answered {phrase}")
+        # The whole host waits, not only this URL: a rate limit is the server's, not the page's.
+        gate.pause(pause, settings.max_retry_after_s)
+        if pause > settings.max_retry_after_s:
+            raise _too_long_a_pause(url, f"server answered {phrase} and", pause, settings)
+        raise TransientFetchError(url, f"server answered {phrase}", f"Retry-After: {pause:,.0f} s", retry_after_s=pause)
     if status >= 300 or status < 200:  # a redirect without a Location, or a 304 we did not ask for
         raise HttpStatusError(f"server answered {phrase}", url)
 
@@ -312,7 +374,11 @@ def _get(
                 raise FetchRefusedError("robots.txt disallows fetching this URL", url)
             delay = _crawl_delay(rules, settings)
         host = urlsplit(url).hostname or ""
-        with _gate(host, settings.per_domain_concurrency).turn(delay):
+        gate = _gate(host, settings.per_domain_concurrency)
+        refused = gate.refused_for(settings.max_retry_after_s)
+        if refused:  # the host asked for a longer pause than we wait for: not asked again this run
+            raise _too_long_a_pause(url, f"{host}", refused, settings)
+        with gate.turn(delay):
             try:
                 with client.stream("GET", url, headers=headers) as response:
                     _check_peer(url, response, settings)
@@ -322,7 +388,7 @@ def _get(
                         continue
                     if response.status_code == 304 and headers.keys() & {"If-None-Match", "If-Modified-Since"}:
                         return Fetched(url=url, requested_url=requested, status=304, body=b"", not_modified=True)
-                    _status_error(url, response)
+                    _status_error(url, response, gate, settings)
                     declared = response.headers.get("content-length", "")
                     if declared.isdigit() and int(declared) > max_bytes:
                         raise TooLargeError(

@@ -127,6 +127,10 @@ class FetchSettings(_Section):
     # exponential backoff starting at retry_delay_s (Prefect task retries).
     retries: int = Field(3, ge=0)
     retry_delay_s: float = Field(2.0, ge=0)
+    # A 429 or 5xx answer's Retry-After pauses every request to that host until then, up to
+    # this long; a server that asks for a longer pause gets none of this run's requests, and
+    # what it refused becomes a reject to replay later (`ingest --retry-rejects`).
+    max_retry_after_s: float = Field(120.0, ge=0)
     # A sitemap index may point at sitemap indexes; deeper nesting is a loop or an accident.
     max_sitemap_depth: int = Field(3, ge=1)
     # Private, loopback and link-local addresses are refused (a feed must not make newsdedup

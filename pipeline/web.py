@@ -351,7 +351,8 @@ def expand(
 
 
 def retrying(call: Callable[[], object], settings: Settings) -> object:
-    """`call()`, retried on TransientFetchError with exponential backoff; the last error is returned."""
+    """`call()`, retried on TransientFetchError with exponential backoff, or after the pause the
+    server asked for (Retry-After) when that is longer; the last error is returned."""
     delay = settings.fetch.retry_delay_s
     for attempt in range(settings.fetch.retries + 1):
         try:
@@ -359,8 +360,9 @@ def retrying(call: Callable[[], object], settings: Settings) -> object:
         except TransientFetchError as exc:
             if attempt == settings.fetch.retries:
                 return exc
-            log.info("retrying in %.1fs: %s", delay, exc)
-            time.sleep(delay)
+            wait = max(delay, exc.retry_after_s or 0.0)
+            log.info("retrying in %.1fs%s: %s", wait, " (Retry-After)" if wait > delay else "", exc)
+            time.sleep(wait)
             delay *= 2
     raise AssertionError("unreachable")
 

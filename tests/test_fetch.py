@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import socket
 import threading
 import time
 
@@ -36,6 +37,7 @@ def limits(**changes) -> FetchSettings:
 def web():
     with LocalWeb() as server:
         yield server
+    fetch.forget_hosts()  # pacing and pauses are per host, and every test's host is 127.0.0.1
 
 
 def test_fetches_a_page_with_an_honest_user_agent(web):
@@ -264,3 +266,64 @@ def test_a_robots_crawl_delay_raises_the_per_host_delay(web):
     fetch.fetch(web.url("/b"), settings)
     assert web.hits("/b")[0].at - web.hits("/a")[0].at >= 0.95
     assert fetch.fetch(web.url("/a"), limits(max_crawl_delay_s=0.0)).status == 200  # capped by max_crawl_delay_s
+
+
+def test_retry_after_is_read_as_seconds_or_an_http_date():
+    assert fetch.retry_after_seconds("120") == 120.0
+    assert fetch.retry_after_seconds(" 0 ") == 0.0
+    soon = time.time() + 90
+    date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(soon))
+    assert 85 <= fetch.retry_after_seconds(date) <= 91
+    assert fetch.retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # already past
+    for unreadable in (None, "", "soon", "-5", "1.5"):
+        assert fetch.retry_after_seconds(unreadable) is None
+
+
+def test_a_retry_after_pauses_every_request_to_the_host(web):
+    web.add("/busy", b"slow down", status=429, headers={"Retry-After": "1"})
+    web.add("/other", PAGE)
+    with pytest.raises(TransientFetchError, match="HTTP 429") as caught:
+        fetch.fetch(web.url("/busy"), limits())
+    assert caught.value.retry_after_s == 1.0
+    assert caught.value.detail == "Retry-After: 1 s"
+    assert fetch.fetch(web.url("/other"), limits()).status == 200
+    waited = web.hits("/other")[0].at - web.hits("/busy")[0].at
+    assert waited >= 0.9, waited
+
+
+def test_a_pause_longer_than_we_wait_rejects_without_asking_the_host_again(web):
+    web.add("/busy", b"come back tomorrow", status=503, headers={"Retry-After": "3600"})
+    web.add("/other", PAGE)
+    with pytest.raises(HttpStatusError, match=r"HTTP 503 .*pause of 3,600 s.*max_retry_after_s \(120 s\).*--retry-rejects"):
+        fetch.fetch(web.url("/busy"), limits(max_retry_after_s=120.0))
+    with pytest.raises(HttpStatusError, match=r"127\.0\.0\.1 asked for a pause of 3,[56]\d\d s"):
+        fetch.fetch(web.url("/other"), limits(max_retry_after_s=120.0))
+    assert web.hits("/other") == []
+    fetch.forget_hosts()
+    assert fetch.fetch(web.url("/other"), limits()).status == 200
+
+
+def test_library_retries_wait_as_long_as_the_server_asks(web, settings):
+    calls: list[float] = []
+    web.add("/page", PAGE)
+
+    def flaky():
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise TransientFetchError("http://x/", "server answered HTTP 429", retry_after_s=0.6)
+        return "done"
+
+    from pipeline import web as web_module
+
+    fast = settings.model_copy(update={"fetch": settings.fetch.model_copy(update={"retry_delay_s": 0.01})})
+    assert web_module.retrying(flaky, fast) == "done"
+    assert calls[1] - calls[0] >= 0.55
+
+
+def test_a_resolver_that_cannot_answer_for_now_is_transient(monkeypatch):
+    def no_answer(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_answer)
+    with pytest.raises(TransientFetchError, match="cannot resolve host news.example for now"):
+        fetch.check_address("https://news.example/a", limits())
