@@ -141,6 +141,21 @@ def measure_pipeline(corpus: str, workers: int, db: str | None = None) -> dict:
     }
 
 
+def measure_prepare(corpus: str, workers: int) -> dict:
+    """Reading and preparing (extract, fingerprint) in `workers` processes, as the pipeline does,
+    with nothing assigned or stored: the most the pipeline could reach if the writer cost nothing."""
+    from pipeline.ingest import RunReport, _prepared_batches, batches, timed_iter
+
+    settings = _settings()
+    report = RunReport("bench")
+    started = time.perf_counter()
+    inputs = sum(
+        batch.inputs
+        for batch in _prepared_batches(timed_iter(batches([corpus], settings), report, "read"), settings, report, workers)
+    )
+    return {"articles": inputs, "seconds": time.perf_counter() - started, **_usage()}
+
+
 def _quality(corpus: str, db: str) -> dict:
     """B-cubed scores of the stored stories against the generator's labels (JSON Lines corpora)."""
     from pipeline.evaluate import bcubed, predicted_labels, read_corpus
@@ -251,6 +266,7 @@ MEASURES = {
     "stages": lambda a: measure_stages(a[0]),
     "pipeline": lambda a: measure_pipeline(a[0], int(a[1]), a[2] if len(a) > 2 else None),
     "baseline": lambda a: measure_baseline(a[0]),
+    "prepare": lambda a: measure_prepare(a[0], int(a[1])),
     "increment": lambda a: measure_increment(a[0], a[1] or None, int(a[2])),
     "html": lambda a: measure_html(a[0], int(a[1])),
     "prefect": lambda a: measure_prefect(a[0], a[1]),
@@ -340,6 +356,8 @@ def main() -> None:
         # The large corpus's increment into this smaller database too: how the cost of the same
         # batch grows with what is stored (empty, small, large).
         results["increment_small"] = child("increment", str(increment), small_db, "3")
+    step(f"reading and preparing alone on {small:,}, {args.workers} workers")
+    results["prepare_small"] = child("prepare", str(small_corpus), str(args.workers))
     step(f"end to end on {min(small, TEXT_FILES):,} .txt files")
     with tempfile.TemporaryDirectory() as tmp:
         from generate import write_text_files
@@ -416,6 +434,12 @@ def render(r: dict) -> str:
         f"  baseline ({r['small']:,})  {rate(base):>8,.0f} articles/s  ({base['articles'] / base['cpu_s']:,.0f} per CPU-s)"
         f"  peak {base['peak_mb']:,.0f} MB",
         f"  ratio to baseline         {ratio:.1f}x   (target >= 4x; >= 2,000 articles/s)",
+        *(
+            [f"  {r['small']:>7,} read and prepared, nothing stored  {rate(r['prepare_small']):,.0f} articles/s"
+             f"  ({r['prepare_small']['articles'] / r['prepare_small']['cpu_s']:,.0f} per CPU-s):"
+             " the ceiling with a writer that cost nothing"]
+            if "prepare_small" in r else []
+        ),
         *(
             [f"  {r['small']:>7,} articles through the Prefect flow (threads; server start excluded)"
              f"  {rate(r['flow_small']):,.0f} articles/s"]
