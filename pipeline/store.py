@@ -474,7 +474,194 @@ class SavedBatch:
 _PAGE_CACHE = "PRAGMA cache_size=-65536"
 
 
-class Store:
+class IndexReads:
+    """The reads that story assignment makes (the `StoryIndex` protocol of pipeline/stories.py)
+    on one connection: the store's own, or the second one `Store.reader()` opens for reading
+    while the write connection indexes for search."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def _chunks(self, values: Sequence) -> Iterator[Sequence]:
+        for start in range(0, len(values), _CHUNK):
+            yield values[start : start + _CHUNK]
+
+    def existing_ids(self, article_ids: Iterable[str]) -> set[str]:
+        ids = sorted(set(article_ids))
+        found: set[str] = set()
+        for chunk in self._chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self.conn.execute(f"SELECT id FROM articles WHERE id IN ({marks})", chunk))
+        return found
+
+    def _by_period(self, keys: Sequence[tuple[int, int]]) -> Iterator[tuple[int, Sequence[int]]]:
+        """(period, chunk of keys) groups of `keys`, for one indexed lookup each."""
+        grouped: dict[int, list[int]] = {}
+        for period, key in keys:
+            grouped.setdefault(period, []).append(key)
+        for period, found in sorted(grouped.items()):
+            for chunk in self._chunks(found):
+                yield period, chunk
+
+    def lsh_matches(
+        self, level: str, groups: Sequence[tuple[Sequence[int], Iterable[int]]]
+    ) -> dict[tuple[int, int], list[str]]:
+        """The articles in the LSH buckets of `level` that `groups` name: each group is (periods,
+        keys), every key looked up in every one of its periods. Keyed by (period, key)."""
+        matches: dict[tuple[int, int], list[str]] = {}
+        # Every (period, key) pair is one B-tree seek, ~2 microseconds each, and a batch probes
+        # ~110,000 of them. A period with no rows (one after the newest stored, or an empty
+        # database) cannot match: one seek per period finds those, and they are left out.
+        # Measured on the 100k benchmark's increment, whose next period is empty: lookups 0.12 s
+        # -> 0.11 s.
+        stocked = {
+            period
+            for period in {p for periods, _ in groups for p in periods}
+            if self.conn.execute(
+                "SELECT 1 FROM _lsh WHERE level = ? AND period = ? LIMIT 1", (level, period)
+            ).fetchone()
+        }
+        for wanted, keys in groups:
+            periods = [p for p in wanted if p in stocked]
+            if not periods:
+                continue
+            # One IN list of periods and one of keys: SQLite seeks each pair itself, so the
+            # caller never builds the cross product.
+            period_marks = ",".join("?" * len(periods))
+            for chunk in self._chunks(list(keys)):
+                marks = ",".join("?" * len(chunk))
+                rows = self.conn.execute(
+                    f"SELECT period, key, article_id FROM _lsh WHERE level = ? AND period IN ({period_marks}) "
+                    f"AND key IN ({marks})",
+                    (level, *periods, *chunk),
+                )
+                for period, key, article_id in rows:
+                    matches.setdefault((period, key), []).append(article_id)
+        return matches
+
+    def story_buckets(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], list[int]]:
+        """The stories in each (period, key) story-level LSH bucket (oldest first), merged stories
+        resolved to the story that absorbed them. Buckets are capped when written, so a lookup
+        costs the same however large the database grows."""
+        found: dict[tuple[int, int], list[int]] = {}
+        for period, chunk in self._by_period(keys):
+            marks = ",".join("?" * len(chunk))
+            for key, packed in self.conn.execute(
+                f"SELECT key, stories FROM _story_buckets WHERE period = ? AND key IN ({marks})", (period, *chunk)
+            ):
+                found[(period, key)] = unpack_story_ids(packed)
+        # (A batch reads ~10,000 buckets of up to 32 ids; set.union keeps the loop over them in C.)
+        named = set().union(*found.values())
+        live = self._resolve_merged(named)
+        # Only buckets naming a story merged away (or gone) need rewriting; most name none.
+        stale = {s for s in named if live.get(s) != s}
+        if stale:
+            for key, ids in found.items():
+                if stale.isdisjoint(ids):
+                    continue
+                resolved = [live[s] for s in ids if s in live]
+                # A merge can leave one story twice in a bucket: keep its latest place.
+                found[key] = latest_stories(resolved, len(resolved))
+        return found
+
+    def _resolve_merged(self, story_ids: set[int]) -> dict[int, int]:
+        """Each of `story_ids` mapped to the story holding its articles now (itself, unless it
+        was merged away; a story gone without a merge record is left out)."""
+        ids = sorted(story_ids)
+        alive = self._resolve_alive(story_ids)
+        mapping = {story_id: story_id for story_id in alive}
+        pending = {story_id: story_id for story_id in ids if story_id not in alive}  # origin -> current
+        for _ in range(64):  # merge chains are short; the bound only guards against a cycle
+            if not pending:
+                break
+            current = sorted(set(pending.values()))
+            into: dict[int, int] = {}
+            for chunk in self._chunks(current):
+                marks = ",".join("?" * len(chunk))
+                into.update(
+                    self.conn.execute(
+                        f"SELECT absorbed_story_id, into_story_id FROM story_merges "
+                        f"WHERE absorbed_story_id IN ({marks}) ORDER BY rowid",
+                        chunk,
+                    ).fetchall()
+                )
+            survivors = self._resolve_alive(set(into.values()))
+            step: dict[int, int] = {}
+            for origin, now in pending.items():
+                if now not in into:
+                    continue
+                target = into[now]
+                if target in survivors:
+                    mapping[origin] = target
+                else:
+                    step[origin] = target
+            pending = step
+        return mapping
+
+    def _resolve_alive(self, story_ids: set[int]) -> set[int]:
+        alive: set[int] = set()
+        for chunk in self._chunks(sorted(story_ids)):
+            marks = ",".join("?" * len(chunk))
+            alive.update(r[0] for r in self.conn.execute(f"SELECT id FROM stories WHERE id IN ({marks})", chunk))
+        return alive
+
+    def originals_by_content_hash(self, hashes: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for chunk in self._chunks(list(hashes)):
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT content_hash, id FROM articles WHERE content_hash IN ({marks}) "
+                "ORDER BY duplicate_of IS NOT NULL, ingested_at, id",
+                chunk,
+            )
+            for content_hash, article_id in rows:
+                found.setdefault(content_hash, article_id)
+        return found
+
+    def indexed_articles(self, article_ids: Iterable[str], with_text: bool) -> dict[str, IndexedArticle]:
+        ids = sorted(set(article_ids))
+        found: dict[str, IndexedArticle] = {}
+        text_column = "a.text" if with_text else "NULL"
+        for chunk in self._chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT a.id, a.story_id, a.duplicate_of, s.dup_minhash, {text_column} "
+                f"FROM articles a JOIN _signatures s ON s.article_id = a.id WHERE a.id IN ({marks})",
+                chunk,
+            )
+            for article_id, story_id, duplicate_of, dup_minhash, text in rows:
+                found[article_id] = IndexedArticle(article_id, story_id, duplicate_of, dup_minhash, text)
+        return found
+
+    def story_states(self, story_ids: Iterable[int]) -> dict[int, StoryState]:
+        ids = sorted(set(story_ids))
+        states: dict[int, StoryState] = {}
+        for chunk in self._chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT story_id, terms, weights, members, first_day, last_day FROM _story_state WHERE story_id IN ({marks})",
+                chunk,
+            )
+            for story_id, terms, weights, members, first_day, last_day in rows:
+                states[story_id] = StoryState(story_id, unpack_vector(terms, weights), members, first_day, last_day)
+        return states
+
+    def document_frequencies(self, terms: Iterable[str]) -> tuple[int, dict[str, int]]:
+        """(number of articles counted, document frequency of each of `terms` among them)."""
+        row = self.conn.execute("SELECT value FROM _meta WHERE key = 'documents'").fetchone()
+        documents = int(row[0]) if row else 0
+        found: dict[str, int] = {}
+        for chunk in self._chunks(sorted(set(terms))):
+            marks = ",".join("?" * len(chunk))
+            found.update(self.conn.execute(f"SELECT term, df FROM _term_df WHERE term IN ({marks})", chunk).fetchall())
+        return documents, found
+
+    def next_story_id(self) -> int:
+        row = self.conn.execute("SELECT max(id) FROM stories").fetchone()
+        return (row[0] or 0) + 1
+
+
+class Store(IndexReads):
     """The story database. Use `open_store(path)`; write a batch inside `writing()`."""
 
     def __init__(self, path: str | Path, busy_timeout_s: float = 120.0) -> None:
@@ -499,7 +686,7 @@ class Store:
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
         self.busy_timeout_s = busy_timeout_s
-        self._reader: Store | None = None
+        self._reader: IndexReads | None = None
         self._checkpointer: threading.Thread | None = None
         self._checkpoint_conn: sqlite3.Connection | None = None
         self._ensure_schema()
@@ -682,7 +869,7 @@ class Store:
         return end - start
 
     @contextmanager
-    def indexing_in_background(self) -> Iterator["Store"]:
+    def indexing_in_background(self) -> Iterator[IndexReads]:
         """Index earlier batches' articles for search on a second thread, inside the caller's
         transaction, while the caller reads through the store this yields.
 
@@ -721,200 +908,15 @@ class Store:
         if failure:
             raise failure[0]
 
-    def reader(self) -> "Store":
-        """A view of this store for reads on a connection of its own (opened once)."""
+    def reader(self) -> IndexReads:
+        """The matching reads on a connection of their own (opened once, closed with the store)."""
         if self._reader is None:
             # (Any one thread at a time: a Prefect run's commit tasks share one store.)
             conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA query_only=ON")
             conn.execute(_PAGE_CACHE)
-            view = object.__new__(Store)
-            view.__dict__.update(
-                self.__dict__, conn=conn, db=sqlite_utils.Database(conn), _reader=None, _checkpointer=None,
-                _checkpoint_conn=None,
-            )
-            self._reader = view
+            self._reader = IndexReads(conn)
         return self._reader
-
-    # -- reads for matching (the StoryIndex protocol) ------------------------------------------
-
-    def _chunks(self, values: Sequence) -> Iterator[Sequence]:
-        for start in range(0, len(values), _CHUNK):
-            yield values[start : start + _CHUNK]
-
-    def existing_ids(self, article_ids: Iterable[str]) -> set[str]:
-        ids = sorted(set(article_ids))
-        found: set[str] = set()
-        for chunk in self._chunks(ids):
-            marks = ",".join("?" * len(chunk))
-            found.update(r[0] for r in self.conn.execute(f"SELECT id FROM articles WHERE id IN ({marks})", chunk))
-        return found
-
-    def _by_period(self, keys: Sequence[tuple[int, int]]) -> Iterator[tuple[int, Sequence[int]]]:
-        """(period, chunk of keys) groups of `keys`, for one indexed lookup each."""
-        grouped: dict[int, list[int]] = {}
-        for period, key in keys:
-            grouped.setdefault(period, []).append(key)
-        for period, found in sorted(grouped.items()):
-            for chunk in self._chunks(found):
-                yield period, chunk
-
-    def lsh_matches(
-        self, level: str, groups: Sequence[tuple[Sequence[int], Iterable[int]]]
-    ) -> dict[tuple[int, int], list[str]]:
-        """The articles in the LSH buckets of `level` that `groups` name: each group is (periods,
-        keys), every key looked up in every one of its periods. Keyed by (period, key)."""
-        matches: dict[tuple[int, int], list[str]] = {}
-        # Every (period, key) pair is one B-tree seek, ~2 microseconds each, and a batch probes
-        # ~110,000 of them. A period with no rows (one after the newest stored, or an empty
-        # database) cannot match: one seek per period finds those, and they are left out.
-        # Measured on the 100k benchmark's increment, whose next period is empty: lookups 0.12 s
-        # -> 0.11 s.
-        stocked = {
-            period
-            for period in {p for periods, _ in groups for p in periods}
-            if self.conn.execute(
-                "SELECT 1 FROM _lsh WHERE level = ? AND period = ? LIMIT 1", (level, period)
-            ).fetchone()
-        }
-        for wanted, keys in groups:
-            periods = [p for p in wanted if p in stocked]
-            if not periods:
-                continue
-            # One IN list of periods and one of keys: SQLite seeks each pair itself, so the
-            # caller never builds the cross product.
-            period_marks = ",".join("?" * len(periods))
-            for chunk in self._chunks(list(keys)):
-                marks = ",".join("?" * len(chunk))
-                rows = self.conn.execute(
-                    f"SELECT period, key, article_id FROM _lsh WHERE level = ? AND period IN ({period_marks}) "
-                    f"AND key IN ({marks})",
-                    (level, *periods, *chunk),
-                )
-                for period, key, article_id in rows:
-                    matches.setdefault((period, key), []).append(article_id)
-        return matches
-
-    def story_buckets(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], list[int]]:
-        """The stories in each (period, key) story-level LSH bucket (oldest first), merged stories
-        resolved to the story that absorbed them. Buckets are capped when written, so a lookup
-        costs the same however large the database grows."""
-        found: dict[tuple[int, int], list[int]] = {}
-        for period, chunk in self._by_period(keys):
-            marks = ",".join("?" * len(chunk))
-            for key, packed in self.conn.execute(
-                f"SELECT key, stories FROM _story_buckets WHERE period = ? AND key IN ({marks})", (period, *chunk)
-            ):
-                found[(period, key)] = unpack_story_ids(packed)
-        # (A batch reads ~10,000 buckets of up to 32 ids; set.union keeps the loop over them in C.)
-        named = set().union(*found.values())
-        live = self._resolve_merged(named)
-        # Only buckets naming a story merged away (or gone) need rewriting; most name none.
-        stale = {s for s in named if live.get(s) != s}
-        if stale:
-            for key, ids in found.items():
-                if stale.isdisjoint(ids):
-                    continue
-                resolved = [live[s] for s in ids if s in live]
-                # A merge can leave one story twice in a bucket: keep its latest place.
-                found[key] = latest_stories(resolved, len(resolved))
-        return found
-
-    def _resolve_merged(self, story_ids: set[int]) -> dict[int, int]:
-        """Each of `story_ids` mapped to the story holding its articles now (itself, unless it
-        was merged away; a story gone without a merge record is left out)."""
-        ids = sorted(story_ids)
-        alive = self._resolve_alive(story_ids)
-        mapping = {story_id: story_id for story_id in alive}
-        pending = {story_id: story_id for story_id in ids if story_id not in alive}  # origin -> current
-        for _ in range(64):  # merge chains are short; the bound only guards against a cycle
-            if not pending:
-                break
-            current = sorted(set(pending.values()))
-            into: dict[int, int] = {}
-            for chunk in self._chunks(current):
-                marks = ",".join("?" * len(chunk))
-                into.update(
-                    self.conn.execute(
-                        f"SELECT absorbed_story_id, into_story_id FROM story_merges "
-                        f"WHERE absorbed_story_id IN ({marks}) ORDER BY rowid",
-                        chunk,
-                    ).fetchall()
-                )
-            survivors = self._resolve_alive(set(into.values()))
-            step: dict[int, int] = {}
-            for origin, now in pending.items():
-                if now not in into:
-                    continue
-                target = into[now]
-                if target in survivors:
-                    mapping[origin] = target
-                else:
-                    step[origin] = target
-            pending = step
-        return mapping
-
-    def _resolve_alive(self, story_ids: set[int]) -> set[int]:
-        alive: set[int] = set()
-        for chunk in self._chunks(sorted(story_ids)):
-            marks = ",".join("?" * len(chunk))
-            alive.update(r[0] for r in self.conn.execute(f"SELECT id FROM stories WHERE id IN ({marks})", chunk))
-        return alive
-
-    def originals_by_content_hash(self, hashes: Sequence[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        for chunk in self._chunks(list(hashes)):
-            marks = ",".join("?" * len(chunk))
-            rows = self.conn.execute(
-                f"SELECT content_hash, id FROM articles WHERE content_hash IN ({marks}) "
-                "ORDER BY duplicate_of IS NOT NULL, ingested_at, id",
-                chunk,
-            )
-            for content_hash, article_id in rows:
-                found.setdefault(content_hash, article_id)
-        return found
-
-    def indexed_articles(self, article_ids: Iterable[str], with_text: bool) -> dict[str, IndexedArticle]:
-        ids = sorted(set(article_ids))
-        found: dict[str, IndexedArticle] = {}
-        text_column = "a.text" if with_text else "NULL"
-        for chunk in self._chunks(ids):
-            marks = ",".join("?" * len(chunk))
-            rows = self.conn.execute(
-                f"SELECT a.id, a.story_id, a.duplicate_of, s.dup_minhash, {text_column} "
-                f"FROM articles a JOIN _signatures s ON s.article_id = a.id WHERE a.id IN ({marks})",
-                chunk,
-            )
-            for article_id, story_id, duplicate_of, dup_minhash, text in rows:
-                found[article_id] = IndexedArticle(article_id, story_id, duplicate_of, dup_minhash, text)
-        return found
-
-    def story_states(self, story_ids: Iterable[int]) -> dict[int, StoryState]:
-        ids = sorted(set(story_ids))
-        states: dict[int, StoryState] = {}
-        for chunk in self._chunks(ids):
-            marks = ",".join("?" * len(chunk))
-            rows = self.conn.execute(
-                f"SELECT story_id, terms, weights, members, first_day, last_day FROM _story_state WHERE story_id IN ({marks})",
-                chunk,
-            )
-            for story_id, terms, weights, members, first_day, last_day in rows:
-                states[story_id] = StoryState(story_id, unpack_vector(terms, weights), members, first_day, last_day)
-        return states
-
-    def document_frequencies(self, terms: Iterable[str]) -> tuple[int, dict[str, int]]:
-        """(number of articles counted, document frequency of each of `terms` among them)."""
-        row = self.conn.execute("SELECT value FROM _meta WHERE key = 'documents'").fetchone()
-        documents = int(row[0]) if row else 0
-        found: dict[str, int] = {}
-        for chunk in self._chunks(sorted(set(terms))):
-            marks = ",".join("?" * len(chunk))
-            found.update(self.conn.execute(f"SELECT term, df FROM _term_df WHERE term IN ({marks})", chunk).fetchall())
-        return documents, found
-
-    def next_story_id(self) -> int:
-        row = self.conn.execute("SELECT max(id) FROM stories").fetchone()
-        return (row[0] or 0) + 1
 
     # -- writes ---------------------------------------------------------------------------------
 
