@@ -246,6 +246,9 @@ def measure_html(pages: str, workers: int) -> dict:
 
 def measure_prefect(inputs: str, runner: str) -> dict:
     """Prefect's fixed cost: import, embedded server start and one flow run over a handful of inputs."""
+    # A home of its own: nothing cached by an earlier run (in ~/.prefect or elsewhere) is read back.
+    home = tempfile.mkdtemp(prefix="newsdedup-bench-prefect-")
+    os.environ["PREFECT_HOME"] = home
     started = time.perf_counter()
     from prefect.testing.utilities import prefect_test_harness
 
@@ -257,6 +260,7 @@ def measure_prefect(inputs: str, runner: str) -> dict:
         flow_started = time.perf_counter()
         counts = with_runner(runner)(paths=[inputs], db=str(Path(tmp) / "stories.db"))
         flow_seconds = time.perf_counter() - flow_started
+    shutil.rmtree(home, ignore_errors=True)
     return {"articles": counts["inputs"], "import_s": imported, "server_s": up - imported,
             "flow_s": flow_seconds, "seconds": flow_seconds, **_usage()}
 

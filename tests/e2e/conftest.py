@@ -20,6 +20,7 @@ SEEDS = ROOT / "seeds"
 # The labelled development corpus (tests/data, with its licence) gives the run enough stories
 # for the charts to mean something; the test config's 50-article batches make it 8 batches.
 CORPUS = ROOT / "tests" / "data" / "giveme5w1h.jsonl"
+PAGES = ROOT / "tests" / "data" / "html" / "html"
 TEST_CONFIG = ROOT / "config" / "test.toml"
 NEWSDEDUP = str(Path(sys.executable).with_name("newsdedup"))
 SERVER_START_TIMEOUT_S = 180
@@ -113,7 +114,8 @@ def prefect_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def served_deployment(prefect_server, tmp_path_factory):
-    """`newsdedup serve` of one source (a copy of seeds/), registered with the server.
+    """`newsdedup serve` of one source (seeds/, the development corpus and three HTML pages),
+    registered with the server.
 
     Yields (deployment JSON, database path).
     """
@@ -121,6 +123,10 @@ def served_deployment(prefect_server, tmp_path_factory):
     inputs = work / "inputs"
     shutil.copytree(SEEDS, inputs / "seeds")
     shutil.copyfile(CORPUS, inputs / CORPUS.name)
+    # A few HTML pages: a batch holding one is cached (extraction is the costly stage).
+    (inputs / "pages").mkdir()
+    for page in sorted(PAGES.glob("*.html.gz"))[:3]:
+        shutil.copyfile(page, inputs / "pages" / page.name)
     sources = work / "sources.toml"
     sources.write_text(
         "[[sources]]\n"

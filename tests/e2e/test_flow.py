@@ -42,8 +42,12 @@ def test_flow_on_seeds_makes_one_story_and_publishes_a_summary(flow_env, seeds_d
     assert summaries and "new articles" in summaries[0].data
 
 
-def test_a_flow_run_deletes_expired_cached_batches_and_keeps_live_ones(flow_env, seeds_dir, db_path):
+PAGE = "042bb7b5fedab6eac7db576522b89b93904c237d344bcbe14a6a5ab7f7335856.html.gz"
+
+
+def test_batches_with_an_html_page_are_cached_and_expired_ones_deleted(flow_env, seeds_dir, db_path):
     import os
+    import shutil
     import time
     from pathlib import Path
 
@@ -54,16 +58,30 @@ def test_a_flow_run_deletes_expired_cached_batches_and_keeps_live_ones(flow_env,
 
     storage = Path(get_current_settings().results.local_storage_path)
     storage.mkdir(parents=True, exist_ok=True)
+
+    def cached() -> set[str]:
+        return {path.name for path in storage.iterdir() if path.name.startswith("prepare-")}
+
     expired = storage / "prepare-expired-for-this-test"
     expired.write_bytes(b"stale")
     stamp = time.time() - PREPARE_CACHE_EXPIRATION.total_seconds() - 2 * 3600
     os.utime(expired, (stamp, stamp))
+    before = cached() - {expired.name}
 
-    ingest_flow(paths=[str(seeds_dir)], db=str(db_path))
+    # Text files only: preparing them again is cheaper than caching them.
+    assert ingest_flow(paths=[str(seeds_dir)], db=str(db_path))["new_articles"] == 5
     assert not expired.exists()
-    # The run's own batch stays cached: a second run reads it back and adds nothing.
-    assert any(path.name.startswith("prepare-") for path in storage.iterdir())
-    assert ingest_flow(paths=[str(seeds_dir)], db=str(db_path))["unchanged"] == 5
+    assert cached() == before
+
+    # With an HTML page in the batch (extraction is the costly stage), the batch is cached, and
+    # a second run reads it back and adds nothing.
+    shutil.copyfile(Path(__file__).parents[1] / "data" / "html" / "html" / PAGE, seeds_dir / PAGE)
+    assert ingest_flow(paths=[str(seeds_dir)], db=str(db_path))["new_articles"] == 1
+    written = cached() - before
+    assert len(written) == 1
+    again = ingest_flow(paths=[str(seeds_dir)], db=str(db_path))
+    assert again["unchanged"] == 6 and again["new_articles"] == 0
+    assert cached() - before == written
 
 
 def test_flow_counts_rejects_and_keeps_going(flow_env, seeds_dir, db_path):
