@@ -181,28 +181,45 @@ class _EmptyIndex:
         return 1
 
 
+class _StoredMatchIndex(_EmptyIndex):
+    """An index holding one article, `stored_id` (story `story_id` of `members` articles), whose
+    content hash is that of `item`: the batch's `item` is an identical copy of it."""
+
+    def __init__(self, item, stored_id: str, story_id: int, duplicate_of: str | None, members: int) -> None:
+        self.item, self.stored_id, self.story_id = item, stored_id, story_id
+        self.duplicate_of, self.members = duplicate_of, members
+
+    def originals_by_content_hash(self, hashes):
+        return {self.item.article.content_hash: self.stored_id}
+
+    def indexed_articles(self, ids, with_text):
+        from pipeline.stories import IndexedArticle
+
+        if self.stored_id not in set(ids):
+            return {}
+        signature = self.item.fingerprint.dup_hashvalues
+        return {self.stored_id: IndexedArticle(self.stored_id, self.story_id, self.duplicate_of, signature)}
+
+    def story_states(self, story_ids):
+        from pipeline.stories import StoryState
+
+        if self.story_id not in set(story_ids):
+            return {}
+        return {self.story_id: StoryState(self.story_id, {"harbour": 1.0}, self.members, None, None)}
+
+    def next_story_id(self):
+        return self.story_id + 1
+
+
 def test_a_copy_of_a_stored_copy_joins_its_story_without_looking_up_the_original(settings):
     """The original behind a stored near-duplicate need not be among the batch's candidates."""
-    from pipeline.stories import IndexedArticle, StoryState, assign_batch
+    from pipeline.stories import assign_batch
 
     item = _prepared(settings, "new-copy", _HARBOUR)
 
-    class Index(_EmptyIndex):
-        """Only the stored copy ('b', a near-duplicate of 'a') is found; 'a' never is."""
-
-        def originals_by_content_hash(self, hashes):
-            return {item.article.content_hash: "b"}
-
-        def indexed_articles(self, ids, with_text):
-            return {"b": IndexedArticle("b", 7, "a", item.fingerprint.dup_hashvalues)} if "b" in set(ids) else {}
-
-        def story_states(self, story_ids):
-            return {7: StoryState(7, {"harbour": 1.0}, 2, None, None)} if 7 in set(story_ids) else {}
-
-        def next_story_id(self):
-            return 8
-
-    outcome = assign_batch([item], Index(), settings.matching)
+    # Only the stored copy ('b', a near-duplicate of 'a') is found; 'a' never is.
+    index = _StoredMatchIndex(item, "b", story_id=7, duplicate_of="a", members=2)
+    outcome = assign_batch([item], index, settings.matching)
     [assignment] = outcome.assignments
     assert assignment.story_id == 7 and assignment.duplicate_of == "a"
     assert not outcome.new_stories
@@ -271,29 +288,17 @@ def test_a_copy_neither_looks_for_candidate_stories_nor_is_proposed_as_one(setti
 
 def test_an_identical_copy_of_a_stored_article_probes_no_lsh_bucket(settings):
     """Matched by its content hash, an identical copy needs no near-duplicate candidates."""
-    from pipeline.stories import IndexedArticle, StoryState, assign_batch
+    from pipeline.stories import assign_batch
 
     item = _prepared(settings, "reprint", _HARBOUR)
     probed: list = []
 
-    class Index(_EmptyIndex):
+    class Index(_StoredMatchIndex):
         def lsh_matches(self, level, groups):
             probed.extend(key for _, keys in groups for key in keys)
             return {}
 
-        def originals_by_content_hash(self, hashes):
-            return {item.article.content_hash: "stored"}
-
-        def indexed_articles(self, ids, with_text):
-            return {"stored": IndexedArticle("stored", 4, None, item.fingerprint.dup_hashvalues)} if "stored" in set(ids) else {}
-
-        def story_states(self, story_ids):
-            return {4: StoryState(4, {"harbour": 1.0}, 1, None, None)} if 4 in set(story_ids) else {}
-
-        def next_story_id(self):
-            return 5
-
-    outcome = assign_batch([item], Index(), settings.matching)
+    outcome = assign_batch([item], Index(item, "stored", story_id=4, duplicate_of=None, members=1), settings.matching)
     [assignment] = outcome.assignments
     assert assignment.duplicate_of == "stored" and assignment.story_id == 4
     assert probed == []
