@@ -669,11 +669,12 @@ class Store(IndexReads):
         # An in-memory database has no second connection (it would open another database) and
         # no write-ahead log to checkpoint.
         self.in_memory = str(path) == ":memory:"
+        self.busy_timeout_s = busy_timeout_s
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # check_same_thread=False: `indexing_in_background` writes the search index on
-            # this connection from a second thread (never at the same time as this one).
-            conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
+            # (`indexing_in_background` writes the search index on this connection from a second
+            # thread, never at the same time as this one.)
+            conn = self._connect()
             _use_wal(conn, busy_timeout_s)
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -685,7 +686,6 @@ class Store(IndexReads):
             raise StoreError(f"cannot open the story database {self.path}: {exc}") from None
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
-        self.busy_timeout_s = busy_timeout_s
         self._reader: IndexReads | None = None
         self._checkpointer: threading.Thread | None = None
         self._checkpoint_conn: sqlite3.Connection | None = None
@@ -824,9 +824,7 @@ class Store(IndexReads):
         if self.in_memory or (self._checkpointer is not None and self._checkpointer.is_alive()):
             return
         if self._checkpoint_conn is None:
-            self._checkpoint_conn = sqlite3.connect(
-                str(self.path), timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
-            )
+            self._checkpoint_conn = self._connect()
 
         def checkpoint(conn: sqlite3.Connection = self._checkpoint_conn) -> None:
             try:
@@ -908,11 +906,19 @@ class Store(IndexReads):
         if failure:
             raise failure[0]
 
+    def _connect(self) -> sqlite3.Connection:
+        """A connection to this store's file: the writer's own, the reader's or the checkpointer's.
+
+        Autocommit (transactions are taken explicitly), and usable from any one thread at a time:
+        a Prefect run's tasks share a store, and the search index and checkpoints run on threads.
+        """
+        return sqlite3.connect(str(self.path), timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
+
     def reader(self) -> IndexReads:
         """The matching reads on a connection of their own (opened once, closed with the store)."""
         if self._reader is None:
             # (Any one thread at a time: a Prefect run's commit tasks share one store.)
-            conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
+            conn = self._connect()
             conn.execute("PRAGMA query_only=ON")
             conn.execute(_PAGE_CACHE)
             self._reader = IndexReads(conn)
