@@ -35,6 +35,7 @@ from pipeline.settings import RunnerSettings, Settings, load_settings
 from pipeline.store import SavedBatch, Store, open_store
 
 from .caching import PREPARE_CACHE, PREPARE_CACHE_EXPIRATION, PreparedBatchSerializer, prune_expired_results
+from .server import guard_embedded_server
 
 # PREFECT_LOGGING_EXTRA_LOGGERS=pipeline gives the library's logger Prefect's handlers but not a
 # level, so it would inherit the root's WARNING and its INFO lines would never reach the UI.
@@ -252,6 +253,9 @@ def ingest_flow(
     `runner.workers` of the settings; 0 = one per core).
     """
     logger = get_run_logger()
+    # By now the run has talked to the API: if that meant starting Prefect's embedded server,
+    # it is running, and must not outlive this process if the process is killed.
+    guard_embedded_server()
     settings = load_settings(config)
     if workers is not None:
         settings = settings.model_copy(update={"runner": settings.runner.model_copy(update={"workers": workers})})

@@ -7,6 +7,7 @@ reaches us first and we stop it in order); ready means `/api/health` answers, wh
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -20,6 +21,8 @@ from pathlib import Path
 
 from pipeline.errors import PipelineError
 from pipeline.settings import PROJECT_ROOT
+
+log = logging.getLogger(__name__)
 
 DEFAULT_HOME = PROJECT_ROOT / ".prefect"
 DEFAULT_PORT = 4200
@@ -66,6 +69,50 @@ class LocalServer:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(STOP_TIMEOUT_S)
         return self.process.returncode
+
+
+_WATCHDOG = Path(__file__).with_name("watchdog.py")
+# The watchdog of each guarded process id (kept, so that none is collected while it runs).
+_watchdogs: dict[int, subprocess.Popen] = {}
+
+
+def stop_with_this_process(pid: int, group: bool = False) -> None:
+    """Have the child process `pid` (with `group`: its process group) stopped when this process
+    dies, even by SIGKILL or the OOM killer, which skip every exit handler (see flows/watchdog.py).
+
+    Idempotent per pid. Costs one small process, which exits with the child or with us.
+    """
+    for guarded, watchdog in list(_watchdogs.items()):
+        if watchdog.poll() is not None:
+            del _watchdogs[guarded]
+    if pid in _watchdogs:
+        return
+    command = [sys.executable, "-I", "-S", str(_WATCHDOG), str(os.getpid()), str(pid)] + (["--group"] if group else [])
+    try:
+        # Its own session: a Ctrl-C in the terminal is for us, and we stop the server in order.
+        _watchdogs[pid] = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        log.warning("no watchdog for process %d (%s): if this process is killed, stop it by hand", pid, exc)
+
+
+def guard_embedded_server() -> None:
+    """If this process runs Prefect's embedded server, make it stop when this process dies.
+
+    Prefect starts that server (a uvicorn child) on a run's first API call when PREFECT_API_URL
+    is unset, and stops it from an exit handler, which a SIGKILL skips: the server then lived on
+    as an orphan, holding its port, memory and database.
+    """
+    from prefect.server.api.server import SubprocessASGIServer
+
+    # Prefect's own handle on the server it started for this process (a singleton per port;
+    # None is the embedded server's key, which Prefect's test harness takes over too).
+    server = SubprocessASGIServer._instances.get(None)
+    process = getattr(server, "server_process", None)
+    if process is not None and process.poll() is None:
+        stop_with_this_process(process.pid)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -133,6 +180,8 @@ def start_server(host: str = "127.0.0.1", port: int = DEFAULT_PORT, home: Path =
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+    # `prefect server start` runs uvicorn as a child of its own: stop their whole group.
+    stop_with_this_process(process.pid, group=True)
     server = LocalServer(process, host, port, home, log_path)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while not healthy(server.api_url):
