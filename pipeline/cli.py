@@ -233,11 +233,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _table(rows: Sequence[dict], columns: Sequence[tuple[str, str, int]]) -> str:
-    """A plain text table; columns are (key, header, max width)."""
+    """A plain text table; columns are (key, header, max width). A negative width cuts a long
+    value at its start instead of its end: for paths and input refs, whose end (the file name,
+    a JSON Lines line number) is what tells them apart."""
     def cell(value: object, width: int) -> str:
         text = "" if value is None else str(value)
         text = " ".join(text.split())
-        return text if len(text) <= width else text[: width - 1] + "…"
+        if len(text) <= abs(width):
+            return text
+        return "…" + text[len(text) - (-width - 1):] if width < 0 else text[: width - 1] + "…"
 
     widths = [
         max([len(header)] + [len(cell(row.get(key), width)) for row in rows])
@@ -441,7 +445,7 @@ def cmd_rejects(args: argparse.Namespace) -> int:
     if not rows:
         print("no rejects")
         return 0
-    print(_table(rows, [("ref", "input", 40), ("stage", "stage", 8), ("reason", "reason", 60), ("detail", "detail", 40)]))
+    print(_table(rows, [("ref", "input", -40), ("stage", "stage", 8), ("reason", "reason", 100), ("detail", "detail", 40)]))
     return 0
 
 

@@ -257,8 +257,12 @@ def test_rejects_command_lists_every_reject(tmp_path, settings):
     (inputs / "empty.txt").write_bytes(b"")
     (inputs / "image.html").write_bytes(FILES["image.html"][0])
     (inputs / "feed.jsonl").write_text(_record(text=LONG) + "\nbroken\n" + _record(text=3) + "\n")
+    # Given by its own (long, absolute) path, a file's rejects are named by that path.
+    deep = tmp_path.joinpath("an-archive-folder-with-a-long-name", "and-another-one-below-it")
+    deep.mkdir(parents=True)
+    (deep / "wire.jsonl").write_text(_record(text=LONG) + "\n" + _record(text=LONG) + "\n" + "{not json\n")
     db = tmp_path / "stories.db"
-    ingest([str(inputs)], settings, db)
+    ingest([str(inputs), str(deep / "wire.jsonl")], settings, db)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "rejects", "--db", str(db), "--json"],
@@ -266,13 +270,15 @@ def test_rejects_command_lists_every_reject(tmp_path, settings):
     )
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert {row["ref"] for row in rows} == {"empty.txt", "image.html", "feed.jsonl:2", "feed.jsonl:3"}
-    assert all(row["reason"] and row["stage"] and row["input"].startswith(str(inputs)) for row in rows)
+    assert {row["ref"] for row in rows} == {"empty.txt", "image.html", "feed.jsonl:2", "feed.jsonl:3", f"{deep}/wire.jsonl:3"}
+    assert all(row["reason"] and row["stage"] and row["input"].startswith(str(tmp_path)) for row in rows)
     table = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "rejects", "--db", str(db)],
         env=env, capture_output=True, text=True, timeout=120,
     )
     assert "feed.jsonl:2" in table.stdout and "not valid JSON" in table.stdout
+    # A long ref is cut at its start: the file name and line number stay readable.
+    assert "…" in table.stdout and "/wire.jsonl:3" in table.stdout
 
 
 def test_a_binary_file_named_jsonl_is_not_a_million_rejects(tmp_path, settings):
