@@ -283,6 +283,7 @@ def _workers_for_threads(runner: RunnerSettings) -> Iterator[None]:
 def _ingest_locked(
     paths: list[str], db: str, settings: Settings, kind: str | None, run: ingest.RunReport, logger
 ) -> dict[str, int]:
+    started = time.monotonic()
     expected = progress.expected_inputs(paths, settings.ingest)
     progress_id = create_progress_artifact(
         progress=0.0, key="ingest-progress", description=f"inputs stored, of about {expected:,}"
@@ -308,7 +309,9 @@ def _ingest_locked(
             # raw documents are ~30 times fewer objects.)
             run.add(commit_task(quote(batch), db, settings, run.run_id))
         update_progress_artifact(progress_id, progress.fraction_done(run.inputs, expected))
-        logger.info("%s inputs so far, %s new articles", f"{run.inputs:,}", f"{run.new_articles:,}")
+        logger.info(
+            "%s", progress.progress_line(run.inputs, expected, run.new_articles, run.rejects, time.monotonic() - started)
+        )
 
     # quote() the raw batch too when prepare tasks run in this process's threads: Prefect would
     # otherwise walk its ~20,000 objects twice per task (about 0.2 s a batch of 1,000 records,

@@ -282,19 +282,26 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if missing and len(missing) == len(args.paths):
         raise UsageError(f"no such file or directory: {', '.join(missing)}")
     if args.engine == "local":
+        import time
+
         from .ingest import ingest
+        from .progress import expected_inputs, progress_line
+
+        started = time.monotonic()
+        expected = 0 if args.quiet else expected_inputs(args.paths, settings.ingest)
+        # On a terminal the line is rewritten in place; in a log file each batch gets its own line.
+        live = sys.stderr.isatty()
 
         def progress(run) -> None:
             if not args.quiet:
-                print(
-                    f"  batch {run.batches}: {run.inputs:,} inputs, {run.new_articles:,} new, "
-                    f"{run.rejects:,} rejects",
-                    file=sys.stderr,
-                )
+                line = progress_line(run.inputs, expected, run.new_articles, run.rejects, time.monotonic() - started)
+                print(f"\r\x1b[K  {line}" if live else f"  {line}", end="" if live else "\n", file=sys.stderr, flush=True)
 
         # One process unless asked: worker processes hold more batches in memory at once.
         workers = args.workers if args.workers is not None else 1
         run = ingest(args.paths, settings, db, on_batch=progress, kind=args.kind, workers=workers)
+        if live and not args.quiet and run.batches:
+            print(file=sys.stderr)
         counts = run.counts()
         lines = reports.summary_lines(run)
     else:

@@ -65,3 +65,36 @@ def fraction_done(inputs_read: int, expected: int) -> float:
     if expected <= 0:
         return 0.0
     return round(min(99.0, 100.0 * inputs_read / expected), 1)
+
+
+def _duration(seconds: float) -> str:
+    """A rough, readable duration: "40 s", "3 min 10 s", "2 h 05 min"."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def progress_line(inputs: int, expected: int, new_articles: int, rejects: int, elapsed_s: float) -> str:
+    """One line of a run's progress for the terminal and the flow run's logs, e.g.
+    "3,000 of about 20,000 inputs (15%), 2,950 new articles, 12 rejects; 780 inputs/s, about 22 s left".
+
+    The rate is the run's own so far (start-up included). Once the run has read more than
+    `expected` (a feed or sitemap expands into pages), it says neither a total nor a time left.
+    """
+    rate = inputs / elapsed_s if elapsed_s > 0 else 0.0
+    counts = f"{new_articles:,} new articles, {rejects:,} rejects"
+    if 0 < inputs < expected:
+        done = f"{inputs:,} of about {expected:,} inputs ({100 * inputs // expected}%)"
+        seconds_left = (expected - inputs) / rate if rate > 0 else None
+        if seconds_left is None:
+            left = ""
+        elif seconds_left < 1:
+            left = ", under 1 s left"
+        else:
+            left = f", about {_duration(seconds_left)} left"
+    else:
+        done, left = f"{inputs:,} inputs", ""
+    return f"{done}, {counts}; {rate:,.0f} inputs/s{left}"

@@ -1,10 +1,10 @@
-"""The input estimate behind the progress artifact."""
+"""The input estimate behind the progress artifact, and the progress line of a run."""
 
 from __future__ import annotations
 
 import gzip
 
-from pipeline.progress import expected_inputs, fraction_done
+from pipeline.progress import expected_inputs, fraction_done, progress_line
 
 
 def test_expected_inputs_counts_files_and_json_lines(tmp_path, settings):
@@ -24,3 +24,18 @@ def test_fraction_done_stays_below_100_until_the_run_ends():
     assert fraction_done(5, 10) == 50.0
     assert fraction_done(30, 10) == 99.0
     assert fraction_done(3, 0) == 0.0
+
+
+def test_progress_line_says_how_far_how_fast_and_how_long_is_left():
+    line = progress_line(3_000, 20_000, 2_950, 12, 4.0)
+    assert line == "3,000 of about 20,000 inputs (15%), 2,950 new articles, 12 rejects; 750 inputs/s, about 23 s left"
+    assert progress_line(1_000, 100_000, 1_000, 0, 2.0).endswith("500 inputs/s, about 3 min 18 s left")
+    assert progress_line(1_000, 10_000_000, 1_000, 0, 1.0).endswith("about 2 h 46 min left")
+    assert progress_line(999, 1_000, 999, 0, 1.0).endswith("999 inputs/s, under 1 s left")
+
+
+def test_progress_line_without_a_usable_estimate_gives_counts_and_rate_only():
+    # A feed expanded into more pages than estimated, the last batch, and a run's first instant.
+    assert progress_line(30, 10, 25, 5, 3.0) == "30 inputs, 25 new articles, 5 rejects; 10 inputs/s"
+    assert progress_line(10, 10, 10, 0, 2.0) == "10 inputs, 10 new articles, 0 rejects; 5 inputs/s"
+    assert progress_line(5, 10, 5, 0, 0.0) == "5 of about 10 inputs (50%), 5 new articles, 0 rejects; 0 inputs/s"
