@@ -351,11 +351,9 @@ def _retry_rejects(args: argparse.Namespace, settings, db: str) -> int:
 def cmd_stories(args: argparse.Namespace) -> int:
     store = _open(args)
     try:
-        rows = [r for r in store.stories(None) if r["article_count"] >= args.min_size]
+        rows = store.stories(args.limit or None, args.min_size)
     finally:
         store.close()
-    if args.limit:
-        rows = rows[: args.limit]
     if args.json:
         for row in rows:
             print(json.dumps(row, ensure_ascii=False))

@@ -171,3 +171,20 @@ def test_a_batch_reads_on_the_write_connection_unless_earlier_articles_await_ind
             assert view is store
     finally:
         store.close()
+
+
+def test_stories_are_largest_first_and_limit_and_min_size_pick_from_all(story_db):
+    store = open_store(story_db)
+    try:
+        every = store.stories()
+        sizes = [row["article_count"] for row in every]
+        assert len(every) == store.conn.execute("SELECT count(*) FROM stories").fetchone()[0]
+        assert sizes == sorted(sizes, reverse=True) and sizes[0] > sizes[-1]
+        assert store.stories(2) == every[:2]
+        larger = [row for row in every if row["article_count"] >= 2]
+        assert 0 < len(larger) < len(every)
+        assert store.stories(None, 2) == larger
+        assert store.stories(1, 2) == larger[:1]
+        assert store.stories(None, sizes[0] + 1) == []
+    finally:
+        store.close()
