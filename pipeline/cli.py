@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sqlite3
 import sys
 import textwrap
+from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
 from .errors import PipelineError, StoreError, UsageError
@@ -47,6 +49,7 @@ are not fetched again, and a feed that has not changed costs one conditional req
         """examples:
   newsdedup stories
   newsdedup stories --limit 20 --min-size 2
+  newsdedup stories --since 24h --sort updated   # what changed in the last day, latest first
   newsdedup stories --json | jq .""",
     ),
     "show": (
@@ -82,7 +85,10 @@ facets by outlet and date and full-text search over titles and texts. See docs/q
         """examples:
   newsdedup export --format jsonl --output stories.jsonl
   newsdedup export --format csv --no-text > articles.csv
-  newsdedup export --format jsonl --min-size 2 | jq .title""",
+  newsdedup export --format jsonl --min-size 2 | jq .title
+  newsdedup export --since 2026-11-23T06:00Z -o changed.jsonl   # stories created or changed since then
+
+A story merged into another is gone from later exports; the table story_merges says where it went.""",
     ),
     "eval": (
         "Score story clustering against a labelled corpus (JSON Lines with a 'story' field).",
@@ -134,6 +140,13 @@ def _parser() -> argparse.ArgumentParser:
         )
         return p
 
+    def since_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--since", type=_since_argument, default=None, metavar="WHEN",
+            help="only stories created or changed since WHEN: a UTC date or time (2026-11-23, "
+            "2026-11-23T08:00Z) or a span back from now (30m, 24h, 7d, 2w)",
+        )
+
     def db_option(p: argparse.ArgumentParser) -> None:
         p.add_argument("--db", default=None, help="story database (default: store.db in config, data/stories.db)")
         p.add_argument("--config", default=None, help="a TOML file overriding config/default.toml")
@@ -174,6 +187,9 @@ def _parser() -> argparse.ArgumentParser:
     db_option(p)
     p.add_argument("--limit", type=int, default=50, help="at most this many stories (default 50; 0 for all)")
     p.add_argument("--min-size", type=int, default=1, help="only stories with at least this many articles")
+    since_option(p)
+    p.add_argument("--sort", choices=("size", "updated"), default="size",
+                   help="size: largest first (default); updated: last changed first")
     p.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
 
     p = command("show")
@@ -212,6 +228,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", default=None, metavar="FILE", help="write here instead of standard output")
     p.add_argument("--min-size", type=int, default=1, help="only stories with at least this many articles")
     p.add_argument("--no-text", action="store_true", help="leave out the article texts")
+    since_option(p)
 
     p = command("eval")
     p.add_argument("corpus", metavar="CORPUS.jsonl")
@@ -230,6 +247,35 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sources", default=None, help="sources file (default config/sources.toml)")
     p.add_argument("--limit", type=int, default=None, help="at most this many flow runs at once")
     return parser
+
+
+_SPAN = re.compile(r"(\d+)\s*([mhdw])")
+_SPAN_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(value: str, now: datetime | None = None) -> str:
+    """A `--since` value as the stored UTC time format ("2026-11-23T08:00:00Z").
+
+    Takes a date (midnight UTC), a date and time (UTC unless it gives its own offset), or a span
+    back from `now`: "30m", "24h", "7d", "2w". Raises ValueError for anything else."""
+    text = value.strip()
+    span = _SPAN.fullmatch(text.lower())
+    if span:
+        moment = (now or datetime.now(timezone.utc)) - timedelta(**{_SPAN_UNITS[span[2]]: int(span[1])})
+    else:
+        moment = datetime.fromisoformat(text)  # 3.11 reads "2026-11-23", "...T08:00", "...Z", "+02:00"
+        moment = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _since_argument(value: str) -> str:
+    try:
+        return parse_since(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"cannot read {value!r}: give a UTC date or time (2026-11-23, 2026-11-23T08:00Z) "
+            "or a span back from now (30m, 24h, 7d, 2w)"
+        ) from None
 
 
 def _table(rows: Sequence[dict], columns: Sequence[tuple[str, str, int]]) -> str:
@@ -351,7 +397,7 @@ def _retry_rejects(args: argparse.Namespace, settings, db: str) -> int:
 def cmd_stories(args: argparse.Namespace) -> int:
     store = _open(args)
     try:
-        rows = store.stories(args.limit or None, args.min_size)
+        rows = store.stories(args.limit or None, args.min_size, args.since, args.sort)
     finally:
         store.close()
     if args.json:
@@ -359,13 +405,16 @@ def cmd_stories(args: argparse.Namespace) -> int:
             print(json.dumps(row, ensure_ascii=False))
         return 0
     if not rows:
-        print("no stories yet: run 'newsdedup ingest PATH' first")
+        print(f"no stories changed since {args.since}" if args.since else "no stories yet: run 'newsdedup ingest PATH' first")
         return 0
     for row in rows:
         first, last = (row["first_published"] or "")[:10], (row["last_published"] or "")[:10]
         row["dates"] = first if first == last else f"{first} .. {last}"
-    print(_table(rows, [("story_id", "id", 6), ("article_count", "size", 4), ("title", "canonical title", 70),
-                        ("outlets", "outlets", 40), ("dates", "dates", 24)]))
+    columns = [("story_id", "id", 6), ("article_count", "size", 4), ("title", "canonical title", 70),
+               ("outlets", "outlets", 40), ("dates", "dates", 24)]
+    if args.since or args.sort == "updated":
+        columns.append(("updated_at", "changed (UTC)", 20))
+    print(_table(rows, columns))
     return 0
 
 
@@ -488,7 +537,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
     try:
         stories = (
-            (story, articles) for story, articles in store.stories_with_articles(with_text=not args.no_text)
+            (story, articles) for story, articles in store.stories_with_articles(not args.no_text, args.since)
             if story["article_count"] >= args.min_size
         )
         counts = write_stories(stories, out, args.format, with_text=not args.no_text)

@@ -1227,23 +1227,28 @@ class Store(IndexReads):
 
     # -- reads for people ----------------------------------------------------------------------
 
-    def stories(self, limit: int | None = None, min_size: int = 1) -> list[dict]:
-        """Stories, largest first (ties: earliest first), with at least `min_size` articles.
+    def stories(
+        self, limit: int | None = None, min_size: int = 1, since: str | None = None, by: str = "size"
+    ) -> list[dict]:
+        """Stories with at least `min_size` articles, and with `since` (a UTC time as stored,
+        "2026-11-23T00:00:00Z") only those created or changed at or after it.
 
-        The largest are picked from `stories` alone before the overview's per-story columns
+        `by="size"`: largest first (ties: earliest first); `by="updated"`: last changed first.
+        The stories are picked from `stories` alone before the overview's per-story columns
         (outlets, canonical URL) are worked out: for 50 of 30,000 stories that is 0.01 s
         instead of 0.3 s, and it stays so as the database grows."""
-        order = "article_count DESC, first_published, id"
-        picked = f"SELECT id FROM stories WHERE article_count >= ? ORDER BY {order}"
-        params: list[int] = [min_size]
+        order = {"size": "article_count DESC, first_published, id", "updated": "updated_at DESC, id DESC"}[by]
+        picked = "SELECT id FROM stories WHERE article_count >= ?"
+        params: list[object] = [min_size]
+        if since:
+            picked += " AND updated_at >= ?"
+            params.append(since)
+        picked += f" ORDER BY {order}"
         if limit:
             picked += " LIMIT ?"
             params.append(int(limit))
-        sql = (
-            f"SELECT * FROM story_overview WHERE story_id IN ({picked}) "
-            "ORDER BY article_count DESC, first_published, story_id"
-        )
-        return list(self.db.query(sql, params))
+        overview_order = order.replace(", id", ", story_id")
+        return list(self.db.query(f"SELECT * FROM story_overview WHERE story_id IN ({picked}) ORDER BY {overview_order}", params))
 
     def story(self, story_id: int) -> dict | None:
         rows = list(self.db.query("SELECT * FROM story_overview WHERE story_id = ?", [story_id]))
@@ -1288,15 +1293,21 @@ class Store(IndexReads):
             )
         )
 
-    def stories_with_articles(self, with_text: bool = True) -> Iterator[tuple[dict, list[dict]]]:
-        """Every story (by id) with its articles, canonical first; streamed, one story in memory at a time."""
+    def stories_with_articles(
+        self, with_text: bool = True, since: str | None = None
+    ) -> Iterator[tuple[dict, list[dict]]]:
+        """Every story (by id) with its articles, canonical first; streamed, one story in memory at a time.
+
+        With `since` (a UTC time as stored), only the stories created or changed at or after it."""
         text_column = ", a.text" if with_text else ""
-        stories = self.db.query("SELECT * FROM story_overview ORDER BY story_id")
+        where, params = ("WHERE story_id IN (SELECT id FROM stories WHERE updated_at >= ?) ", [since]) if since else ("", [])
+        stories = self.db.query(f"SELECT * FROM story_overview {where}ORDER BY story_id", params)
         # Both cursors walk story ids in the same order, so they can be merged without holding either.
         articles = self.db.query(
             "SELECT sa.*, a.content_hash, a.extra" + text_column + " FROM story_articles sa "
-            "JOIN articles a ON a.id = sa.article_id "
-            "ORDER BY sa.story_id, sa.is_canonical DESC, sa.similarity DESC, sa.published, sa.article_id"
+            "JOIN articles a ON a.id = sa.article_id " + where.replace("story_id", "sa.story_id", 1)
+            + "ORDER BY sa.story_id, sa.is_canonical DESC, sa.similarity DESC, sa.published, sa.article_id",
+            params,
         )
         pending = next(articles, None)
         for story in stories:

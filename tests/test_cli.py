@@ -53,3 +53,61 @@ def test_errors_are_one_line_with_documented_exit_codes(tmp_path):
     bad_config.write_text("[matching]\nthreshold = 3\n")
     config_error = run("stories", "--config", str(bad_config))
     assert config_error.returncode == 3 and "matching.threshold" in config_error.stderr
+
+
+def test_since_reads_dates_times_and_spans_back_from_now():
+    from datetime import datetime, timezone
+
+    import pytest
+
+    from pipeline.cli import parse_since
+
+    now = datetime(2026, 11, 24, 9, 30, 15, tzinfo=timezone.utc)
+    assert parse_since("2026-11-23", now) == "2026-11-23T00:00:00Z"
+    assert parse_since("2026-11-23T08:00Z", now) == "2026-11-23T08:00:00Z"
+    assert parse_since("2026-11-23T08:00", now) == "2026-11-23T08:00:00Z"  # no offset: UTC
+    assert parse_since("2026-11-23T10:00+02:00", now) == "2026-11-23T08:00:00Z"
+    assert parse_since("30m", now) == "2026-11-24T09:00:15Z"
+    assert parse_since(" 24h ", now) == "2026-11-23T09:30:15Z"
+    assert parse_since("7D", now) == "2026-11-17T09:30:15Z"
+    assert parse_since("2w", now) == "2026-11-10T09:30:15Z"
+    for bad in ("yesterday", "24", "h", "2026-13-01", ""):
+        with pytest.raises(ValueError):
+            parse_since(bad, now)
+
+
+def test_stories_and_export_since_keep_only_what_changed(tmp_path, story_db, capsys):
+    import shutil
+    import sqlite3
+
+    db = tmp_path / "stories.db"
+    shutil.copyfile(story_db, db)
+    with sqlite3.connect(db) as conn:
+        ids = [row[0] for row in conn.execute("SELECT id FROM stories ORDER BY id")]
+        assert len(ids) >= 3
+        conn.execute("UPDATE stories SET updated_at = '2026-01-01T00:00:00Z'")
+        conn.execute("UPDATE stories SET updated_at = '2026-03-01T12:00:00Z' WHERE id = ?", (ids[0],))
+        conn.execute("UPDATE stories SET updated_at = '2026-02-01T00:00:00Z' WHERE id = ?", (ids[-1],))
+
+    assert main(["stories", "--db", str(db), "--since", "2026-02-01", "--json"]) == 0
+    changed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {row["story_id"] for row in changed} == {ids[0], ids[-1]}
+
+    assert main(["stories", "--db", str(db), "--sort", "updated", "--limit", "2", "--json"]) == 0
+    latest = [json.loads(line)["story_id"] for line in capsys.readouterr().out.splitlines()]
+    assert latest == [ids[0], ids[-1]]
+
+    assert main(["stories", "--db", str(db), "--since", "2026-03-01T12:00:01Z"]) == 0
+    assert "no stories changed since 2026-03-01T12:00:01Z" in capsys.readouterr().out
+
+    out = tmp_path / "changed.jsonl"
+    assert main(["export", "--db", str(db), "--since", "2026-02-01T00:00Z", "-o", str(out)]) == 0
+    exported = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [story["story_id"] for story in exported] == sorted([ids[0], ids[-1]])
+    with sqlite3.connect(db) as conn:
+        for story in exported:
+            stored = {row[0] for row in conn.execute("SELECT id FROM articles WHERE story_id = ?", (story["story_id"],))}
+            assert {article["article_id"] for article in story["articles"]} == stored
+
+    bad = run("stories", "--db", str(db), "--since", "yesterday")
+    assert bad.returncode == 2 and "24h" in bad.stderr
