@@ -19,6 +19,20 @@ def test_expected_inputs_counts_files_and_json_lines(tmp_path, settings):
     assert expected_inputs([str(tmp_path / "c.jsonl"), "https://example.org/feed"], settings.ingest) == 4
 
 
+def test_a_plain_file_longer_than_the_counting_limit_is_estimated_from_its_size(tmp_path, settings):
+    # Records of uneven length, so the estimate is a scaled count, not an exact one.
+    lines = [f'{{"text": "{"word " * (10 + n % 50)}"}}' for n in range(20_000)]
+    (tmp_path / "big.jsonl").write_text("\n".join(lines) + "\n")
+    with gzip.open(tmp_path / "big.jsonl.gz", "wt") as handle:
+        handle.write("\n".join(lines) + "\n")
+    small = settings.ingest.model_copy(update={"max_decompressed_bytes": 100_000})
+    estimate = expected_inputs([str(tmp_path / "big.jsonl")], small)
+    assert abs(estimate - 20_000) < 20_000 * 0.05, estimate
+    # The reader stops a gzip file at the limit too: the estimate counts only what it will read.
+    assert expected_inputs([str(tmp_path / "big.jsonl.gz")], small) < 10_000
+    assert expected_inputs([str(tmp_path / "big.jsonl")], settings.ingest) == 20_000
+
+
 def test_fraction_done_stays_below_100_until_the_run_ends():
     assert fraction_done(0, 10) == 0.0
     assert fraction_done(5, 10) == 50.0
