@@ -446,7 +446,7 @@ def render(r: dict) -> str:
         ),
         *(
             [f"  {r['small']:>7,} articles through the Prefect flow (threads; server start excluded)"
-             f"  {rate(r['flow_small']):,.0f} articles/s"]
+             f"  {rate(r['flow_small']):,.0f} articles/s  peak {r['flow_small']['peak_mb']:,.0f} MB in the flow's process"]
             if "flow_small" in r else []
         ),
         *[
