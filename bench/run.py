@@ -249,18 +249,20 @@ def measure_prefect(inputs: str, runner: str) -> dict:
     # A home of its own: nothing cached by an earlier run (in ~/.prefect or elsewhere) is read back.
     home = tempfile.mkdtemp(prefix="newsdedup-bench-prefect-")
     os.environ["PREFECT_HOME"] = home
-    started = time.perf_counter()
-    from prefect.testing.utilities import prefect_test_harness
+    try:
+        started = time.perf_counter()
+        from prefect.testing.utilities import prefect_test_harness
 
-    imported = time.perf_counter() - started
-    from flows.ingest import with_runner
+        imported = time.perf_counter() - started
+        from flows.ingest import with_runner
 
-    with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=120):
-        up = time.perf_counter() - started
-        flow_started = time.perf_counter()
-        counts = with_runner(runner)(paths=[inputs], db=str(Path(tmp) / "stories.db"))
-        flow_seconds = time.perf_counter() - flow_started
-    shutil.rmtree(home, ignore_errors=True)
+        with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=120):
+            up = time.perf_counter() - started
+            flow_started = time.perf_counter()
+            counts = with_runner(runner)(paths=[inputs], db=str(Path(tmp) / "stories.db"))
+            flow_seconds = time.perf_counter() - flow_started
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
     return {"articles": counts["inputs"], "import_s": imported, "server_s": up - imported,
             "flow_s": flow_seconds, "seconds": flow_seconds, **_usage()}
 

@@ -266,12 +266,17 @@ def ingest_flow(
         return _ingest_locked(paths, db, settings, kind, run, logger)
 
 
+def _prepares_in_threads() -> bool:
+    """Whether this flow run's prepare tasks run in its own process's threads (the default
+    runner), rather than in processes or on Dask."""
+    return isinstance(getattr(FlowRunContext.get(), "task_runner", None), ThreadPoolTaskRunner)
+
+
 @contextmanager
 def _workers_for_threads(runner: RunnerSettings) -> Iterator[None]:
     """Local worker processes for this run's prepare tasks, when they run in its threads."""
     global _local_workers
-    context = FlowRunContext.get()
-    if _local_workers is not None or not isinstance(getattr(context, "task_runner", None), ThreadPoolTaskRunner):
+    if _local_workers is not None or not _prepares_in_threads():
         yield
         return
     _local_workers = _LocalWorkers(runner.workers or (os.cpu_count() or 1))
@@ -320,7 +325,7 @@ def _ingest_locked(
     # otherwise walk its ~20,000 objects twice per task (about 0.2 s a batch of 1,000 records,
     # under the interpreter lock the writer needs). Not for Dask or process runners, which pickle
     # a task's parameters: a quoted value does not survive that in Prefect 3.8.
-    in_threads = isinstance(getattr(FlowRunContext.get(), "task_runner", None), ThreadPoolTaskRunner)
+    in_threads = _prepares_in_threads()
     pending: deque = deque()
     # "read" includes fetching: web batches are fetched as the loop asks for them.
     for chunk in ingest.timed_iter(chunks, run, "read"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pipeline.ingest import ingest
 from pipeline.store import open_store
 from tests.conftest import DATA
+from tests.processes import running, wait_until_ended
 
 
 def _assignments(db) -> list[tuple]:
@@ -41,7 +42,6 @@ def test_worker_processes_end_when_the_run_is_killed(tmp_path):
     import signal
     import subprocess
     import sys
-    import time
 
     script = tmp_path / "run.py"
     script.write_text(
@@ -62,17 +62,7 @@ def test_worker_processes_end_when_the_run_is_killed(tmp_path):
     workers = [int(pid) for pid in run.stdout.readline().split()]
     assert workers and run.pid not in workers
 
-    def alive(pid: int) -> bool:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                return stat.read().split(")")[-1].split()[0] != "Z"
-        except FileNotFoundError:
-            return False
-
-    assert all(alive(pid) for pid in workers)
+    assert all(running(pid) for pid in workers)
     run.send_signal(signal.SIGKILL)
     run.wait()
-    deadline = time.monotonic() + 10
-    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(alive(pid) for pid in workers), "worker processes outlived the killed run"
+    assert not wait_until_ended(workers, 10), "worker processes outlived the killed run"

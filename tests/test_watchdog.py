@@ -16,6 +16,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from tests.processes import running, wait_until_ended
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # The parent: starts a child (which, with --group, starts a grandchild in its process group),
@@ -43,24 +45,6 @@ _WITH_GRANDCHILD = (
 )
 
 
-def _running(pid: int) -> bool:
-    """True while `pid` runs; a zombie (dead, waiting to be reaped by whoever adopted it) has ended."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except FileNotFoundError:
-        return False
-
-
-def _wait_until_ended(pids: list[int], timeout_s: float) -> list[int]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        alive = [pid for pid in pids if _running(pid)]
-        if not alive:
-            return []
-        time.sleep(0.1)
-    return [pid for pid in pids if _running(pid)]
-
-
 def _start_parent(child_code: str, group: bool) -> tuple[subprocess.Popen, list[str]]:
     parent = subprocess.Popen(
         [sys.executable, "-c", _PARENT.format(root=str(ROOT), group=group, child_code=child_code)],
@@ -82,12 +66,12 @@ def test_a_sigkilled_parents_child_is_stopped_and_the_watchdog_exits():
     try:
         assert count == "1"
         time.sleep(0.5)
-        assert _running(int(child)) and _running(int(watchdog)), "the guarded child must run while its parent does"
+        assert running(int(child)) and running(int(watchdog)), "the guarded child must run while its parent does"
         _kill(parent)
-        assert _wait_until_ended([int(child), int(watchdog)], 15) == []
+        assert wait_until_ended([int(child), int(watchdog)], 15) == []
     finally:
         for pid in (child, watchdog):
-            if _running(int(pid)):
+            if running(int(pid)):
                 os.kill(int(pid), signal.SIGKILL)
 
 
@@ -96,12 +80,12 @@ def test_with_group_the_childs_own_children_are_stopped_too():
     pids = [int(child), int(grandchild), int(watchdog)]
     try:
         time.sleep(0.5)
-        assert all(map(_running, pids))
+        assert all(map(running, pids))
         _kill(parent)
-        assert _wait_until_ended(pids, 15) == []
+        assert wait_until_ended(pids, 15) == []
     finally:
         for pid in pids:
-            if _running(pid):
+            if running(pid):
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -109,11 +93,11 @@ def test_the_watchdog_leaves_when_the_child_ends_first_and_the_parent_lives_on()
     parent, (child, _, watchdog, _) = _start_parent(_SLEEPER, group=False)
     try:
         os.kill(int(child), signal.SIGTERM)  # what the parent's own stop() does
-        assert _wait_until_ended([int(watchdog)], 10) == []
+        assert wait_until_ended([int(watchdog)], 10) == []
         assert parent.poll() is None
     finally:
         _kill(parent)
-        if _running(int(child)):
+        if running(int(child)):
             os.kill(int(child), signal.SIGKILL)
 
 

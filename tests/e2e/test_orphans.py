@@ -11,40 +11,17 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.localweb import LocalWeb
+from tests.processes import children, running, wait_until_ended
 
 from .conftest import NEWSDEDUP, ROOT
 
 pytestmark = pytest.mark.slow
 
 START_TIMEOUT_S = 180
-
-
-def _children(pid: int) -> dict[int, str]:
-    """The running child processes of `pid`, with their command lines."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if int(stat[1]) == pid and stat[0] != b"Z":
-            found[int(entry.name)] = command
-    return found
-
-
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_sigkill_of_an_ingest_run_takes_its_embedded_prefect_server_with_it(tmp_path):
@@ -68,23 +45,21 @@ def test_sigkill_of_an_ingest_run_takes_its_embedded_prefect_server_with_it(tmp_
                 assert run.poll() is None, f"the ingest run ended early (exit {run.returncode})"
                 assert time.monotonic() < deadline, "the ingest run never asked for the page"
                 time.sleep(0.2)
-            children = _children(run.pid)
-            servers = [pid for pid, command in children.items() if "uvicorn" in command and "prefect" in command]
-            watchdogs = [pid for pid, command in children.items() if "watchdog.py" in command]
-            assert len(servers) == 1, f"expected Prefect's embedded server among {children}"
-            assert len(watchdogs) == 1, f"expected one watchdog among {children}"
+            found = children(run.pid)
+            servers = [pid for pid, command in found.items() if "uvicorn" in command and "prefect" in command]
+            watchdogs = [pid for pid, command in found.items() if "watchdog.py" in command]
+            assert len(servers) == 1, f"expected Prefect's embedded server among {found}"
+            assert len(watchdogs) == 1, f"expected one watchdog among {found}"
 
             run.send_signal(signal.SIGKILL)
             run.wait(10)
-            deadline = time.monotonic() + 30
-            while any(map(_running, servers + watchdogs)) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert not any(map(_running, servers)), "the embedded Prefect server outlived its killed parent"
-            assert not any(map(_running, watchdogs))
+            left = wait_until_ended(servers + watchdogs, 30)
+            assert not set(left) & set(servers), "the embedded Prefect server outlived its killed parent"
+            assert not left
         finally:
-            leftover = [*_children(run.pid), *servers]
+            leftover = [*children(run.pid), *servers]
             if run.poll() is None:
                 run.kill()
             for pid in leftover:
-                if _running(pid):
+                if running(pid):
                     os.kill(pid, signal.SIGKILL)
