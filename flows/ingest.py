@@ -42,6 +42,23 @@ from .server import guard_embedded_server
 if logging.getLogger("pipeline").level == logging.NOTSET:
     logging.getLogger("pipeline").setLevel(logging.INFO)
 
+
+def quiet_console() -> None:
+    """Show only warnings and errors on this process's console from now on (`--quiet`).
+
+    Prefect logs every batch to the console and, through a second handler, to the flow run on
+    the server; only the console's handler is raised, so the UI keeps the run's full log. The
+    CLI also sets PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL before Prefect is imported, which covers
+    processes Prefect starts; this covers a caller that had imported Prefect already.
+    """
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in logging.root.manager.loggerDict)]
+    for handler in {h for logger in loggers if isinstance(logger, logging.Logger) for h in logger.handlers}:
+        if isinstance(handler, PrefectConsoleHandler) and handler.level < logging.WARNING:
+            handler.setLevel(logging.WARNING)
+
+
 # Batches prepared ahead of the writer: enough to keep the workers busy, few enough that a
 # 100,000-article input never sits in memory whole.
 _PREPARE_AHEAD = 4

@@ -177,7 +177,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None,
                    help="prepare processes: for the local engine (default 1), and for the threads and processes "
                    "runners and a local Dask cluster (default: runner.workers in config, 0 = one per core)")
-    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.add_argument("--quiet", action="store_true",
+                   help="print only the summary (and warnings); a flow run's full log stays in the Prefect UI")
     p.add_argument(
         "--kind", choices=("feed", "sitemap", "page"), default=None,
         help="what the URLs and .xml files are (default: told by each response or file)",
@@ -351,8 +352,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         counts = run.counts()
         lines = reports.summary_lines(run)
     else:
-        from flows.ingest import with_runner
+        if args.quiet:
+            # Set before Prefect is imported, so that the processes it starts inherit it too.
+            os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "WARNING"
+        from flows.ingest import quiet_console, with_runner
 
+        if args.quiet:
+            quiet_console()
         runner = settings.runner.model_copy(
             update={
                 key: value
@@ -371,6 +377,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _print_summary(args: argparse.Namespace, heading: str, lines: Sequence[str]) -> int:
+    from . import report as reports
+
     store = _open(args)
     try:
         totals = store.counts()
@@ -379,7 +387,7 @@ def _print_summary(args: argparse.Namespace, heading: str, lines: Sequence[str])
     print(heading)
     for line in lines:
         print("  " + line)
-    print(f"  database now     {totals['articles']:,} articles, {totals['stories']:,} stories, {totals['rejects']:,} rejects")
+    print("  " + reports.database_line(totals))
     return 0
 
 

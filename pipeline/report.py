@@ -17,6 +17,15 @@ def _plural(count: int, word: str) -> str:
     return f"{count:,} {word}{'' if count == 1 else 's'}"
 
 
+def database_line(totals: dict[str, int]) -> str:
+    """What the database holds after a run, e.g. "database now     5 articles, 1 story, 0 rejects"."""
+    return (
+        f"database now     {_plural(totals['articles'], 'article')}, "
+        f"{_plural(totals['stories'], 'story').replace('storys', 'stories')}, "
+        f"{_plural(totals['rejects'], 'reject')}"
+    )
+
+
 def summary_lines(report: RunReport, totals: dict[str, int] | None = None) -> list[str]:
     """A short, aligned run summary for the terminal."""
     lines = [
@@ -37,11 +46,7 @@ def summary_lines(report: RunReport, totals: dict[str, int] | None = None) -> li
         rate = f", {report.inputs / total:,.0f} inputs/s" if total > 0 else ""
         lines.append(f"time             {total:.2f}s ({stages}{rate})")
     if totals:
-        lines.append(
-            f"database now     {_plural(totals['articles'], 'article')}, "
-            f"{_plural(totals['stories'], 'story').replace('storys', 'stories')}, "
-            f"{_plural(totals['rejects'], 'reject')}"
-        )
+        lines.append(database_line(totals))
     if not report.balanced:
         lines.append("WARNING: inputs != new + unchanged + rejects; please report this as a bug")
     return lines

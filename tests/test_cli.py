@@ -24,7 +24,7 @@ def test_top_level_help_lists_every_command_with_an_example():
 def test_local_ingest_then_stories_show_and_search(seeds_dir, db_path, capsys):
     assert main(["ingest", str(seeds_dir), "--db", str(db_path), "--engine", "local", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "inputs           5" in out and "5 articles, 1 stories" in out
+    assert "inputs           5" in out and "5 articles, 1 story, 0 rejects" in out
 
     assert main(["stories", "--db", str(db_path)]) == 0
     table = capsys.readouterr().out.splitlines()

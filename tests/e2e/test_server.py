@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
 
 import pytest
 
 from pipeline.ingest import batches
 from pipeline.settings import load_settings
 
-from .conftest import TEST_CONFIG, api, run_deployment
+from .conftest import NEWSDEDUP, RUN_TIMEOUT_S, TEST_CONFIG, api, run_deployment
 
 pytestmark = pytest.mark.slow
 
@@ -99,3 +101,27 @@ def test_server_second_run_reads_batches_with_html_pages_from_the_cache(prefect_
     with sqlite3.connect(db) as conn:
         articles = conn.execute("SELECT count(*) FROM articles").fetchone()[0]
     assert "| new articles | 0 |" in summary["data"] and f"| unchanged re-ingests | {articles:,} |" in summary["data"]
+
+
+def test_quiet_ingest_prints_only_the_summary_while_the_run_keeps_its_full_log(prefect_server, seeds_dir, tmp_path):
+    # `newsdedup ingest --quiet` (the Prefect engine, the default) against the running server,
+    # as a cron job would run it: Prefect's per-batch lines stay off the terminal, not out of the UI.
+    db = tmp_path / "quiet.db"
+    env = dict(os.environ, PREFECT_API_URL=prefect_server, PREFECT_HOME=str(tmp_path / "prefect-home"))
+    env.pop("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", None)
+    result = subprocess.run(
+        [NEWSDEDUP, "ingest", str(seeds_dir), "--db", str(db), "--quiet"],
+        capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=RUN_TIMEOUT_S,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == f"newsdedup ingest {seeds_dir} -> {db}"
+    assert "database now     5 articles, 1 story, 0 rejects" in result.stdout
+    chatter = [line for line in result.stderr.splitlines() if "INFO" in line]
+    assert not chatter, chatter
+
+    runs = api(prefect_server, "POST", "/flow_runs/filter", {"sort": "START_TIME_DESC", "limit": 20})
+    run = next(r for r in runs if r["parameters"].get("db") == str(db))
+    assert run["state_type"] == "COMPLETED"
+    logs = api(prefect_server, "POST", "/logs/filter", {"logs": {"flow_run_id": {"any_": [run["id"]]}}, "limit": 200})
+    messages = [log["message"] for log in logs]
+    assert any("5 inputs, 5 new articles" in message for message in messages), messages
