@@ -92,6 +92,35 @@ def _refuse_unless_public(url: str, host: str, address_text: str, settings: Fetc
         )
 
 
+def _resolved(host: str, port: int, timeout_s: float) -> list:
+    """socket.getaddrinfo(host, port), waiting at most `timeout_s` for the resolver.
+
+    getaddrinfo has no timeout of its own: a resolver that does not answer holds the caller for
+    as long as the system's resolver settings say (tens of seconds), and a crawl thread with it.
+    The lookup runs on a daemon thread, left to finish on its own when it is too slow.
+
+    Raises:
+        socket.gaierror: as getaddrinfo does; EAI_AGAIN when no answer came in time.
+    """
+    answer: dict[str, object] = {}
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            answer["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except BaseException as exc:  # handed to the caller, whatever it is
+            answer["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=lookup, name=f"resolve {host}", daemon=True).start()
+    if not done.wait(timeout_s):
+        raise socket.gaierror(socket.EAI_AGAIN, f"no answer from the resolver in {timeout_s:g} s")
+    if "error" in answer:
+        raise answer["error"]  # type: ignore[misc]
+    return answer["infos"]  # type: ignore[return-value]
+
+
 def check_address(url: str, settings: FetchSettings) -> None:
     """Refuse a URL whose host resolves to a private, loopback, link-local or reserved address.
 
@@ -100,13 +129,14 @@ def check_address(url: str, settings: FetchSettings) -> None:
 
     Raises:
         FetchRefusedError: the host does not resolve, or an address is not public and not allowed.
-        TransientFetchError: the resolver could not answer for now (EAI_AGAIN).
+        TransientFetchError: the resolver could not answer for now (EAI_AGAIN), or not within
+            `connect_timeout_s`.
     """
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = _resolved(host, port, settings.connect_timeout_s)
     except socket.gaierror as exc:
         if exc.errno == socket.EAI_AGAIN:  # the resolver did not answer in time: may pass
             raise TransientFetchError(url, f"cannot resolve host {host} for now", str(exc)) from None

@@ -104,8 +104,9 @@ class FetchSettings(_Section):
     # matched against `robots_agent`.
     user_agent: str = "newsdedup/0.1 (news deduplication bot; operator contact: set fetch.user_agent)"
     robots_agent: str = "newsdedup"
-    # Seconds to connect, and to wait for each chunk; `total_timeout_s` bounds a whole response
-    # so a server dripping one byte a second cannot hold a worker for ever.
+    # Seconds to connect (and, separately, to resolve the host's name), and to wait for each
+    # chunk; `total_timeout_s` bounds a whole response so a server dripping one byte a second
+    # cannot hold a worker for ever.
     connect_timeout_s: float = Field(10.0, gt=0)
     read_timeout_s: float = Field(20.0, gt=0)
     total_timeout_s: float = Field(60.0, gt=0)

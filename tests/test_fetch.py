@@ -327,3 +327,33 @@ def test_a_resolver_that_cannot_answer_for_now_is_transient(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", no_answer)
     with pytest.raises(TransientFetchError, match="cannot resolve host news.example for now"):
         fetch.check_address("https://news.example/a", limits())
+
+
+def test_a_resolver_that_never_answers_costs_at_most_the_connect_timeout(monkeypatch):
+    # getaddrinfo has no timeout of its own: a hung resolver would hold a crawl thread for as
+    # long as the system's resolver settings allow.
+    released = threading.Event()
+
+    def hung(*args, **kwargs):
+        released.wait(30)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hung)
+    started = time.monotonic()
+    try:
+        with pytest.raises(TransientFetchError, match="cannot resolve host news.example for now") as caught:
+            fetch.check_address("https://news.example/a", limits(connect_timeout_s=0.3))
+    finally:
+        released.set()
+    assert time.monotonic() - started < 2.0
+    assert "no answer from the resolver in 0.3 s" in caught.value.detail
+
+
+def test_a_lookup_that_answers_in_time_is_checked_as_before(monkeypatch):
+    def slow_loopback(host, port, *args, **kwargs):
+        time.sleep(0.1)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_loopback)
+    with pytest.raises(FetchRefusedError, match=r"news.example is 127.0.0.1"):
+        fetch.check_address("https://news.example/a", limits(connect_timeout_s=2.0, allow_private_hosts=()))
