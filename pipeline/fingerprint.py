@@ -13,7 +13,6 @@ import hashlib
 import itertools
 import math
 import operator
-import re
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import numpy as np
 import xxhash
 from datasketch import MinHash, MinHashLSH
 
-from .models import Article, Fingerprint
+from .models import Article, Fingerprint, ScoredTerms, pack_terms
 from .normalize import unified, words
 from .settings import MatchingSettings
 
@@ -317,7 +316,7 @@ def idf_table(frequencies: Mapping[str, int], documents: int, settings: Matching
 
 
 def weighted_vector(
-    scores: Mapping[str, float] | Iterable[tuple[str, float]],
+    scores: ScoredTerms | Mapping[str, float] | Iterable[tuple[str, float]],
     frequencies: Mapping[str, int],
     documents: int,
     settings: MatchingSettings,
@@ -328,13 +327,16 @@ def weighted_vector(
     `idf` (from `idf_table`) saves recomputing the logarithms article by article; it must cover
     every scored term.
     """
-    pairs = list(scores.items() if isinstance(scores, Mapping) else scores)
-    if not pairs:
+    if isinstance(scores, ScoredTerms):
+        terms, values = scores.texts(), scores.scores()
+    else:
+        pairs = list(scores.items() if isinstance(scores, Mapping) else scores)
+        terms, values = [term for term, _ in pairs], [value for _, value in pairs]
+    if not terms:
         return {}
     if idf is None:
         prior = settings.idf_prior_documents
-        idf = {term: inverse_document_frequency(frequencies.get(term, 0), documents, prior) for term, _ in pairs}
-    terms, values = zip(*pairs)
+        idf = {term: inverse_document_frequency(frequencies.get(term, 0), documents, prior) for term in terms}
     # Negated weights sort heaviest first with ties by term, as plain tuples (no key function);
     # the loops are maps, in C: the writer runs this for every article. (-(s * i) is -s * i exactly.)
     negated = map(operator.neg, map(operator.mul, values, map(idf.__getitem__, terms)))
@@ -384,7 +386,7 @@ def fingerprint(article: Article, settings: MatchingSettings) -> Fingerprint:
         seed=perms.seed,
         story_hashvalues=story_packed,
         dup_hashvalues=dup_packed,
-        terms=tuple(scores.items()),
+        terms=ScoredTerms(*pack_terms(scores, scores.values())),
         salient_terms=salient,
         day=day_number(article.published),
         # Band keys depend on the signature alone: hashing them here, where batches run in

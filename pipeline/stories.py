@@ -19,7 +19,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from itertools import chain
-from operator import itemgetter
 from typing import Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
@@ -269,7 +268,7 @@ def assign_batch(
     ids = [p.article.article_id for p in ordered]
 
     # Corpus statistics, this batch included, turn each article's scores into its vector.
-    batch_df = dict(Counter(map(itemgetter(0), chain.from_iterable(item.fingerprint.terms for item in ordered))))
+    batch_df = dict(Counter(chain.from_iterable(item.fingerprint.terms.texts() for item in ordered)))
     stored_documents, stored_df = index.document_frequencies(batch_df)
     documents = stored_documents + len(ordered)
     frequencies = {term: count + stored_df.get(term, 0) for term, count in batch_df.items()}

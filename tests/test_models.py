@@ -7,7 +7,7 @@ import pickle
 
 from hypothesis import given, strategies as st
 
-from pipeline.models import Fingerprint
+from pipeline.models import Fingerprint, ScoredTerms
 
 terms = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x1f"), min_size=1, max_size=12)
 keys = st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=40).map(tuple)
@@ -22,14 +22,15 @@ keys = st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=4
 )
 def test_a_fingerprint_pickles_and_copies_exactly(scored, salient, day, story_keys, dup_keys):
     original = Fingerprint(
-        "a1", "c" * 32, "affine32", 128, 1, bytes(range(16)), bytes(16), scored, salient, day, story_keys, dup_keys
+        "a1", "c" * 32, "affine32", 128, 1, bytes(range(16)), bytes(16), ScoredTerms.of(scored), salient, day,
+        story_keys, dup_keys,
     )
     for protocol in range(2, pickle.HIGHEST_PROTOCOL + 1):
         back = pickle.loads(pickle.dumps(original, protocol=protocol))
         assert back == original
         # Bit for bit, signed zeros included (0.0 == -0.0 would hide a lost sign).
         assert [repr(score) for _, score in back.terms] == [repr(score) for _, score in original.terms]
-        assert type(back.terms) is tuple and all(type(pair) is tuple for pair in back.terms)
+        assert list(back.terms) == list(scored) and len(back.terms) == len(scored)
     assert copy.deepcopy(original) == original
 
 
