@@ -264,8 +264,10 @@ def ingest_flow(
     config: str | None = None,
     kind: str | None = None,
     workers: int | None = None,
-) -> dict[str, int]:
+) -> dict[str, float]:
     """Ingest files, directories, page/feed/sitemap URLs and feed/sitemap files into the database at `db`.
+
+    Returns the run's counts (`RunReport.counts`) and `seconds`, the flow's own time.
 
     `kind` ("feed", "sitemap" or "page") says what the URLs are; by default each response tells.
     `workers`: processes for the prepare tasks' CPU work under the threads runner (by default
@@ -306,7 +308,7 @@ def _workers_for_threads(runner: RunnerSettings) -> Iterator[None]:
 
 def _ingest_locked(
     paths: list[str], db: str, settings: Settings, kind: str | None, run: ingest.RunReport, logger
-) -> dict[str, int]:
+) -> dict[str, float]:
     started = time.monotonic()
     expected = progress.expected_inputs(paths, settings.ingest)
     progress_id = create_progress_artifact(
@@ -362,7 +364,7 @@ def _ingest_locked(
     update_progress_artifact(progress_id, 100.0)
     for line in report.summary_lines(run):
         logger.info(line)
-    return run.counts()
+    return {**run.counts(), "seconds": round(time.monotonic() - started, 3)}
 
 
 def _let_go_of_result(future) -> None:

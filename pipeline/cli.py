@@ -9,6 +9,7 @@ import re
 import sqlite3
 import sys
 import textwrap
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
@@ -329,8 +330,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if missing and len(missing) == len(args.paths):
         raise UsageError(f"no such file or directory: {', '.join(missing)}")
     if args.engine == "local":
-        import time
-
         from .ingest import ingest
         from .progress import expected_inputs, progress_line
 
@@ -368,11 +367,18 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         )
         if args.dask_address and runner.kind != "dask":
             raise UsageError("--dask-address needs --runner dask")
+        started = time.monotonic()
         counts = with_runner(runner)(
             paths=list(args.paths), db=db, config=args.config, kind=args.kind, workers=args.workers
         )
+        flow_s = counts.pop("seconds", None)
         lines = [f"{key.replace('_', ' '):<16} {value:,}" for key, value in counts.items()]
         lines += reports.web_nothing_new(counts)
+        if flow_s:
+            lines.append(
+                f"time             {flow_s:.2f}s in the flow ({counts['inputs'] / flow_s:,.0f} inputs/s), "
+                f"{time.monotonic() - started:.1f}s with Prefect's start"
+            )
     return _print_summary(args, f"newsdedup ingest {' '.join(args.paths)} -> {db}", lines)
 
 
