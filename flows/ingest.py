@@ -309,10 +309,9 @@ def _workers_for_threads(runner: RunnerSettings) -> Iterator[None]:
 def _ingest_locked(
     paths: list[str], db: str, settings: Settings, kind: str | None, run: ingest.RunReport, logger
 ) -> dict[str, float]:
-    started = time.monotonic()
-    expected = progress.expected_inputs(paths, settings.ingest)
+    clock = progress.RunProgress(progress.expected_inputs(paths, settings.ingest))
     progress_id = create_progress_artifact(
-        progress=0.0, key="ingest-progress", description=f"inputs stored, of about {expected:,}"
+        progress=0.0, key="ingest-progress", description=f"inputs stored, of about {clock.expected:,}"
     )
     ingest.start_run(run, db, settings)
     local, remote = web.split_locations(paths, kind)
@@ -335,10 +334,8 @@ def _ingest_locked(
             # prepare tasks, which Dask and process runners pickle, get their raw batch as is;
             # raw documents are ~30 times fewer objects.)
             run.add(commit_task(quote(batch), db, settings, run.run_id))
-        update_progress_artifact(progress_id, progress.fraction_done(run.inputs, expected))
-        logger.info(
-            "%s", progress.progress_line(run.inputs, expected, run.new_articles, run.rejects, time.monotonic() - started)
-        )
+        update_progress_artifact(progress_id, progress.fraction_done(run.inputs, clock.expected))
+        logger.info("%s", clock.line(run))
 
     # quote() the raw batch too when prepare tasks run in this process's threads: Prefect would
     # otherwise walk its ~20,000 objects twice per task (about 0.2 s a batch of 1,000 records,
@@ -364,7 +361,7 @@ def _ingest_locked(
     update_progress_artifact(progress_id, 100.0)
     for line in report.summary_lines(run):
         logger.info(line)
-    return {**run.counts(), "seconds": round(time.monotonic() - started, 3)}
+    return {**run.counts(), "seconds": round(clock.elapsed_s(), 3)}
 
 
 def _let_go_of_result(future) -> None:

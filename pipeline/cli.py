@@ -331,16 +331,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         raise UsageError(f"no such file or directory: {', '.join(missing)}")
     if args.engine == "local":
         from .ingest import ingest
-        from .progress import expected_inputs, progress_line
+        from .progress import RunProgress, expected_inputs
 
-        started = time.monotonic()
-        expected = 0 if args.quiet else expected_inputs(args.paths, settings.ingest)
+        clock = RunProgress(0 if args.quiet else expected_inputs(args.paths, settings.ingest))
         # On a terminal the line is rewritten in place; in a log file each batch gets its own line.
         live = sys.stderr.isatty()
 
         def progress(run) -> None:
             if not args.quiet:
-                line = progress_line(run.inputs, expected, run.new_articles, run.rejects, time.monotonic() - started)
+                line = clock.line(run)
                 print(f"\r\x1b[K  {line}" if live else f"  {line}", end="" if live else "\n", file=sys.stderr, flush=True)
 
         # One process unless asked: worker processes hold more batches in memory at once.
@@ -348,7 +347,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         run = ingest(args.paths, settings, db, on_batch=progress, kind=args.kind, workers=workers)
         if live and not args.quiet and run.batches:
             print(file=sys.stderr)
-        counts = run.counts()
         lines = reports.summary_lines(run)
     else:
         if args.quiet:
@@ -371,14 +369,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         counts = with_runner(runner)(
             paths=list(args.paths), db=db, config=args.config, kind=args.kind, workers=args.workers
         )
-        flow_s = counts.pop("seconds", None)
-        lines = [f"{key.replace('_', ' '):<16} {value:,}" for key, value in counts.items()]
-        lines += reports.web_nothing_new(counts)
-        if flow_s:
-            lines.append(
-                f"time             {flow_s:.2f}s in the flow ({counts['inputs'] / flow_s:,.0f} inputs/s), "
-                f"{time.monotonic() - started:.1f}s with Prefect's start"
-            )
+        lines = reports.flow_summary_lines(counts, time.monotonic() - started)
     return _print_summary(args, f"newsdedup ingest {' '.join(args.paths)} -> {db}", lines)
 
 

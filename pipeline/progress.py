@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import time
 import zlib
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol, Sequence
 
 from .settings import IngestSettings
 from .sources import kind_of
@@ -108,3 +109,24 @@ def progress_line(inputs: int, expected: int, new_articles: int, rejects: int, e
     else:
         done, left = f"{inputs:,} inputs", ""
     return f"{done}, {counts}; {rate:,.0f} inputs/s{left}"
+
+
+class _Counts(Protocol):
+    inputs: int
+    new_articles: int
+    rejects: int
+
+
+class RunProgress:
+    """A run's progress as both engines report it: the inputs expected, and the time since it began."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.started = time.monotonic()
+
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
+
+    def line(self, run: _Counts) -> str:
+        """`progress_line` for a run's counts so far (a `RunReport`)."""
+        return progress_line(run.inputs, self.expected, run.new_articles, run.rejects, self.elapsed_s())

@@ -81,6 +81,21 @@ def web_nothing_new(counts: dict[str, int]) -> list[str]:
     return web_lines(report)[-1:]
 
 
+def flow_summary_lines(counts: dict[str, float], command_s: float) -> list[str]:
+    """The summary of a run through the Prefect flow, from what the flow returns (its counts and
+    its own `seconds`), for a command that took `command_s` with Prefect's start."""
+    counts = dict(counts)
+    flow_s = counts.pop("seconds", None)
+    lines = [f"{key.replace('_', ' '):<16} {value:,}" for key, value in counts.items()]
+    lines += web_nothing_new(counts)
+    if flow_s:
+        lines.append(
+            f"time             {flow_s:.2f}s in the flow ({counts['inputs'] / flow_s:,.0f} inputs/s), "
+            f"{command_s:.1f}s with Prefect's start"
+        )
+    return lines
+
+
 STORY_TABLE_COLUMNS = ("story_id", "title", "article_count", "outlets", "canonical_url")
 # A table artifact is for browsing: the largest stories first, and not thousands of rows.
 STORY_TABLE_ROWS = 200

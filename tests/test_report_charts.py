@@ -60,3 +60,14 @@ def test_story_table_keeps_the_published_columns_and_caps_rows():
                                 "canonical_url": "u", "updated_at": "x"} for i in range(500)])
     assert len(rows) == report.STORY_TABLE_ROWS
     assert list(rows[0]) == ["story_id", "title", "article_count", "outlets", "canonical_url"]
+
+
+def test_a_flow_summary_gives_the_counts_and_the_flows_own_time():
+    counts = {"inputs": 20_000, "new_articles": 19_990, "rejects": 10, "seconds": 25.0}
+    lines = report.flow_summary_lines(counts, 37.25)
+    assert lines[0] == "inputs           20,000" and "new articles     19,990" in lines
+    assert lines[-1] == "time             25.00s in the flow (800 inputs/s), 37.2s with Prefect's start"
+    assert counts["seconds"] == 25.0  # the flow's result is left as it came
+    web = report.flow_summary_lines({"inputs": 3, "pages_fetched": 0, "known_urls_skipped": 3}, 1.0)
+    assert web[-1] == "fetched nothing new: 3 listed URLs already stored"
+    assert not any(line.startswith("time") for line in web)
