@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from .errors import DecodeError, EmptyInputError, NoArticleError, ParseError, TooLargeError
 from .fingerprint import content_hash
-from .models import Article, RawDocument
+from .models import Article, RawDocument, file_name
 from .normalize import count_words, date_marker, display_text, matching_text, without_lone_surrogates
 from .settings import IngestSettings
 from .sources import decode_text
@@ -117,8 +117,12 @@ def build_article(
     source: str | None = None,
     published: str | None = None,
     extra: Mapping[str, object] | None = None,
+    local_file: bool = False,
 ) -> Article:
     """An Article from already-extracted parts, checked to be a real article.
+
+    `local_file` says that `external_id` names a local file (or a line of one), not an id the
+    input carries itself.
 
     Raises:
         EmptyInputError: the text is empty or blank.
@@ -154,6 +158,7 @@ def build_article(
         norm_text=norm,
         content_hash=digest,
         extra=dict(extra or {}),
+        local_name=file_name(external_id) if local_file and not url else None,
     )
 
 
@@ -185,6 +190,7 @@ def from_text(raw: RawDocument, settings: IngestSettings) -> Article:
         published=published,
         url=raw.url,
         settings=settings,
+        local_file=_from_local_file(raw),
     )
 
 
@@ -233,7 +239,13 @@ def from_html(raw: RawDocument, settings: IngestSettings) -> Article:
         published=iso_date(meta.get("date")) or iso_date(raw.fields.get("published")),
         extra=extra,
         settings=settings,
+        local_file=_from_local_file(raw),
     )
+
+
+def _from_local_file(raw: RawDocument) -> bool:
+    """Whether `raw` was read from a local file (its ref is a path), not fetched."""
+    return raw.url is None and raw.source_path is not None
 
 
 def _trafilatura_document(data: bytes | str, url: str | None, favor_precision: bool):
@@ -295,6 +307,7 @@ def from_record(raw: RawDocument, settings: IngestSettings) -> Article:
         published=published,
         extra=extra,
         settings=settings,
+        local_file=record_id is None and _from_local_file(raw),
     )
 
 

@@ -25,7 +25,7 @@ from .errors import BadInputError
 from .fingerprint import fingerprint
 from .models import Prepared, PreparedBatch, RawDocument, Rejected
 from .settings import Settings
-from .store import SavedBatch, Store, now_iso, open_store
+from .store import IndexReads, SavedBatch, Store, now_iso, open_store
 from .stories import assign_batch
 
 log = logging.getLogger(__name__)
@@ -153,14 +153,7 @@ def commit_batch(batch: PreparedBatch, store: Store, settings: Settings, run_id:
     with fewer_collections(), store.transaction():
         # Earlier batches are indexed for search meanwhile, on the write connection.
         with store.indexing_in_background() as reader:
-            existing = reader.existing_ids(p.article.article_id for p in batch.prepared)
-            fresh: list[Prepared] = []
-            seen: set[str] = set()
-            for item in batch.prepared:
-                if item.article.article_id in existing or item.article.article_id in seen:
-                    continue
-                seen.add(item.article.article_id)
-                fresh.append(item)
+            fresh = _not_stored(batch.prepared, reader)
             outcome = assign_batch(fresh, reader, settings.matching)
         store.save_outcome(fresh, outcome, run_id)
         store.save_rejects(batch.rejected, run_id)
@@ -183,6 +176,30 @@ def commit_batch(batch: PreparedBatch, store: Store, settings: Settings, run_id:
         grown_stories=tuple(grown),
         merged_stories=tuple(outcome.merges),
     )
+
+
+def _not_stored(prepared: Sequence[Prepared], reader: IndexReads) -> list[Prepared]:
+    """The batch's articles not stored yet, each once.
+
+    Stored means the same article id (same URL, or same input id and content), or, for an
+    input known only by its file, the same content under the same file name: a file ingested
+    once through its directory and again by a path of its own is one article, not two."""
+    existing = reader.existing_ids(p.article.article_id for p in prepared)
+    named = {p.article.content_hash for p in prepared if p.article.local_name and p.article.article_id not in existing}
+    files = reader.stored_files(named) if named else set()
+    fresh: list[Prepared] = []
+    seen: set[str] = set()
+    for item in prepared:
+        article = item.article
+        if article.article_id in existing or article.article_id in seen:
+            continue
+        if article.local_name:
+            if (article.content_hash, article.local_name) in files:
+                continue
+            files.add((article.content_hash, article.local_name))
+        seen.add(article.article_id)
+        fresh.append(item)
+    return fresh
 
 
 @dataclass

@@ -39,6 +39,16 @@ class Article:
     norm_text: str
     content_hash: str
     extra: Mapping[str, object] = field(default_factory=dict)
+    # For an input known only by its file (no URL, no id of its own): the file's name, with
+    # `:N` for line N of a JSON Lines file. The same file reached by another path (`seeds/`,
+    # `seeds/a.txt`, `/abs/seeds/a.txt`) has another `external_id` but this same name, so the
+    # writer can tell it is already stored (see `file_name`).
+    local_name: str | None = None
+
+
+def file_name(external_id: str) -> str:
+    """The name part of a file-derived `external_id`: its last path component."""
+    return external_id.rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)

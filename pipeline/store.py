@@ -26,7 +26,7 @@ import sqlite_utils
 
 from .errors import StoreError
 from .fingerprint import cosine
-from .models import Prepared, Rejected, little_endian, pack_terms, unpack_terms
+from .models import Prepared, Rejected, file_name, little_endian, pack_terms, unpack_terms
 from .settings import MatchingSettings
 from .stories import (
     BatchOutcome,
@@ -492,6 +492,19 @@ class IndexReads:
         for chunk in self._chunks(ids):
             marks = ",".join("?" * len(chunk))
             found.update(r[0] for r in self.conn.execute(f"SELECT id FROM articles WHERE id IN ({marks})", chunk))
+        return found
+
+    def stored_files(self, content_hashes: Iterable[str]) -> set[tuple[str, str]]:
+        """(content hash, file name) of the stored articles known by a file (no URL) that have
+        one of `content_hashes`: the same file ingested again by another path is among them."""
+        found: set[tuple[str, str]] = set()
+        for chunk in self._chunks(sorted(set(content_hashes))):
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT content_hash, external_id FROM articles WHERE content_hash IN ({marks}) AND url IS NULL",
+                chunk,
+            )
+            found.update((content_hash, file_name(external_id)) for content_hash, external_id in rows)
         return found
 
     def _by_period(self, keys: Sequence[tuple[int, int]]) -> Iterator[tuple[int, Sequence[int]]]:

@@ -70,6 +70,65 @@ def test_identical_content_under_another_id_is_a_near_duplicate(tmp_path, db_pat
     assert rows["one"]["story_id"] == rows["two"]["story_id"]
 
 
+def test_a_file_reached_by_another_path_is_the_same_article(seeds_dir, db_path, settings, monkeypatch):
+    """Through its directory, then by a relative and an absolute path of its own, then within
+    one run twice: one article."""
+    nested = seeds_dir / "wire" / "2020-04-02"
+    nested.mkdir(parents=True)
+    (nested / "report.txt").write_text("Harbour bridge repairs\n\n" + BODY)
+    first = ingest([str(seeds_dir)], settings, db_path)
+    assert first.new_articles == 6
+    monkeypatch.chdir(seeds_dir.parent)
+    one_file = [name for name in sorted(p.name for p in seeds_dir.iterdir()) if name.endswith(".txt")][0]
+    spellings = [
+        [f"{seeds_dir.name}/{one_file}"],
+        [str(seeds_dir / one_file)],
+        [str(nested / "report.txt")],
+        [f"./{seeds_dir.name}/wire/2020-04-02/report.txt", str(nested.parent)],
+    ]
+    for paths in spellings:
+        again = ingest(paths, settings, db_path)
+        assert (again.new_articles, again.unchanged) == (0, again.inputs), paths
+    assert table(db_path, "SELECT count(*) AS n FROM articles")[0]["n"] == 6
+
+
+def test_the_same_file_twice_in_one_run_is_stored_once(tmp_path, db_path, settings):
+    (tmp_path / "in").mkdir()
+    path = tmp_path / "in" / "report.txt"
+    path.write_text("Harbour bridge repairs\n\n" + BODY)
+    report = ingest([str(tmp_path / "in"), str(path)], settings, db_path)
+    assert (report.inputs, report.new_articles, report.unchanged) == (2, 1, 1)
+
+
+def test_a_file_with_the_same_name_and_new_content_is_a_new_article(tmp_path, db_path, settings):
+    for folder, words in (("a", BODY), ("b", BODY.replace("harbour", "river"))):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "report.txt").write_text("Bridge repairs\n\n" + words)
+    ingest([str(tmp_path / "a")], settings, db_path)
+    second = ingest([str(tmp_path / "b" / "report.txt")], settings, db_path)
+    assert second.new_articles == 1
+
+
+def test_json_lines_without_ids_are_recognised_by_file_name_and_line(tmp_path, db_path, settings):
+    (tmp_path / "in").mkdir()
+    path = tmp_path / "in" / "feed.jsonl"
+    path.write_text(json.dumps({"text": BODY}) + "\n" + json.dumps({"text": BODY.replace("bridge", "tunnel")}) + "\n")
+    assert ingest([str(tmp_path / "in")], settings, db_path).new_articles == 2
+    again = ingest([str(path)], settings, db_path)
+    assert (again.new_articles, again.unchanged) == (0, 2)
+
+
+def test_records_with_ids_of_their_own_keep_their_identity(tmp_path, db_path, settings):
+    """An id the record carries is its identity: the same text under a new id is a new article
+    (a near-duplicate), whichever file it came in."""
+    for folder, record_id in (("a", "one"), ("b", "two")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "feed.jsonl").write_text(json.dumps({"id": record_id, "text": BODY}) + "\n")
+    ingest([str(tmp_path / "a")], settings, db_path)
+    second = ingest([str(tmp_path / "b" / "feed.jsonl")], settings, db_path)
+    assert (second.new_articles, second.near_duplicates) == (1, 1)
+
+
 def test_runs_are_recorded(seeds_dir, db_path, settings):
     report = ingest([str(seeds_dir)], settings, db_path)
     [run] = table(db_path, "SELECT * FROM runs")
