@@ -23,10 +23,18 @@ from .settings import IngestSettings
 log = logging.getLogger(__name__)
 
 STAGE = "read"
-TEXT_SUFFIXES = (".txt",)
+TEXT_SUFFIXES = (".txt", ".txt.gz")
 HTML_SUFFIXES = (".html", ".htm", ".html.gz", ".htm.gz")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
 SUPPORTED = TEXT_SUFFIXES + HTML_SUFFIXES + JSONL_SUFFIXES
+# Feeds and sitemaps: files whose links are fetched (pipeline/web.py) when named on their own.
+LISTING_SUFFIXES = (".xml", ".xml.gz", ".rss", ".atom", ".rdf", ".json", ".json.gz")
+_GZIP_MAGIC = b"\x1f\x8b"
+# A JSON Lines file whose first bytes hold more control bytes than this share is binary: JSON
+# escapes every control character, so real JSON Lines (in any encoding we read) holds none,
+# while random bytes hold ~11%. One damaged stretch in a real file stays far below it.
+_BINARY_HEAD_SHARE = 5
+_HEAD_BYTES = 65536
 # cp1252 leaves these five bytes undefined: a file that needs them is not Windows/Latin-1 text.
 _UNDEFINED_CP1252 = frozenset(b"\x81\x8d\x8f\x90\x9d")
 # A file named .jsonl that is something else (binary, CSV) would otherwise leave one reject per
@@ -129,6 +137,9 @@ def read_capped(path: Path, settings: IngestSettings) -> bytes:
     return data
 
 
+_NOT_GZIP = "not gzip data, though the name ends in .gz (rename it without .gz if it is plain)"
+
+
 def gunzip_capped(data: bytes, limit: int) -> bytes:
     """Decompress gzip data, stopping at `limit` bytes so a gzip bomb cannot exhaust memory.
 
@@ -136,6 +147,8 @@ def gunzip_capped(data: bytes, limit: int) -> bytes:
         TooLargeError: the data expands past `limit`.
         DecodeError: the data is not gzip, or is truncated or corrupt.
     """
+    if not data.startswith(_GZIP_MAGIC):
+        raise DecodeError(_NOT_GZIP)
     inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
     try:
         out = inflater.decompress(data, limit + 1)
@@ -163,6 +176,12 @@ def _jsonl_lines(path: Path, settings: IngestSettings) -> Iterator[tuple[int, by
     """
     compressed = path.name.lower().endswith(".gz")
     try:
+        if compressed:
+            with path.open("rb") as raw:
+                magic = raw.read(2)
+                if magic and magic != _GZIP_MAGIC:
+                    yield 1, DecodeError(_NOT_GZIP)
+                    return
         handle: io.BufferedIOBase = gzip.open(path, "rb") if compressed else path.open("rb")  # type: ignore[assignment]
     except OSError as exc:
         yield 1, DecodeError("cannot read file", str(exc))
@@ -234,8 +253,39 @@ def parse_record(line: bytes, first: bool = False) -> dict:
     return record
 
 
+def _head(path: Path) -> bytes:
+    """The first bytes of a file, decompressed for .gz; b"" when unreadable (the line reader
+    then says why)."""
+    try:
+        opened = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")
+        with opened as handle:
+            return handle.read(_HEAD_BYTES)
+    except (OSError, EOFError, zlib.error):
+        return b""
+
+
+def _not_json_lines(head: bytes) -> BadInputError | None:
+    """Why a JSON Lines file is to be refused whole from its first bytes, if it is."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or _utf16_without_bom(head):
+        return DecodeError(
+            "UTF-16 text: JSON Lines must be UTF-8 (convert it, e.g. iconv -f UTF-16 -t UTF-8)"
+        )
+    if _too_many_controls(head, _BINARY_HEAD_SHARE):
+        return DecodeError(
+            "binary data, not JSON Lines", f"over {_BINARY_HEAD_SHARE}% control bytes in the first {len(head):,} bytes"
+        )
+    return None
+
+
 def jsonl_documents(path: Path, ref: str, settings: IngestSettings) -> Iterator[RawDocument | Rejected]:
-    """One RawDocument per JSON object line of `path`; blank lines are skipped, bad lines rejected."""
+    """One RawDocument per JSON object line of `path`; blank lines are skipped, bad lines rejected.
+
+    A file that is plainly not JSON Lines (binary, UTF-16) is one reject, not one per line.
+    """
+    refused = _not_json_lines(_head(path))
+    if refused is not None:
+        yield Rejected(ref, STAGE, refused.reason, refused.detail, str(path))
+        return
     # A file of only blank lines is one reject; a file with any line in it is accounted for
     # by its lines, so it is never rejected twice.
     accounted = False
@@ -277,6 +327,16 @@ def file_documents(path: Path, ref: str, settings: IngestSettings) -> Iterator[R
     """
     path = Path(os.path.abspath(path))
     kind = kind_of(path)
+    listing = next((suffix for suffix in LISTING_SUFFIXES if path.name.lower().endswith(suffix)), None)
+    if kind is None and listing:
+        # Found in a directory: a saved feed or sitemap is not fetched from unless asked by name.
+        yield Rejected(
+            ref, STAGE,
+            f"not read from a directory: a {listing} file is read as a feed or sitemap, whose "
+            "links are fetched, only when named on its own (newsdedup ingest FILE, or --kind feed / --kind sitemap)",
+            listing, str(path),
+        )
+        return
     if kind is None:
         yield Rejected(
             ref, STAGE, f"unsupported file type (expected one of {', '.join(SUPPORTED)})", path.suffix, str(path)

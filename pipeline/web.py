@@ -23,14 +23,13 @@ from . import feeds, fetch
 from .errors import BadInputError, ContentTypeError, TooLargeError, TransientFetchError
 from .models import FeedEntry, Fetched, Listing, RawDocument, Rejected
 from .settings import PROJECT_ROOT, Settings, SourceConfig
-from .sources import read_capped
+from .sources import LISTING_SUFFIXES, read_capped
 from .store import open_store
 
 log = logging.getLogger(__name__)
 
 STAGE_FEED = feeds.STAGE
 STAGE_FETCH = fetch.STAGE
-LISTING_SUFFIXES = (".xml", ".xml.gz", ".rss", ".atom", ".rdf", ".json", ".json.gz")
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 # Types a server may send for a page it did not label well; the bytes then decide.
 _UNLABELLED_TYPES = frozenset({"application/octet-stream", "text/plain"})

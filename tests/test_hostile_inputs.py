@@ -57,7 +57,7 @@ FILES: dict[str, tuple[bytes, str]] = {
     "nul-and-controls.txt": (("Budget\n" + LONG).replace("buses", "bu\x00ses\x07").encode(), "article"),
     "truncated.html.gz": (gzip.compress(_html(LONG))[:-25], "truncated gzip"),
     "corrupt.html.gz": (b"\x1f\x8b\x08\x00" + b"\x00garbage" * 50, "corrupt gzip"),
-    "not-gzip.html.gz": (_html(LONG), "corrupt gzip"),
+    "not-gzip.html.gz": (_html(LONG), "not gzip data"),
     "scripts-only.html": (
         b"<html><head><script>var tracking = 1;</script></head><body><script>render()</script>"
         b"<noscript>enable JavaScript</noscript></body></html>",
@@ -285,6 +285,16 @@ def test_a_binary_file_named_jsonl_is_not_a_million_rejects(tmp_path, settings):
     random_bytes = os.urandom(3_000_000)  # about 12,000 "lines" split at random newline bytes
     path = tmp_path / "photo.jsonl"
     path.write_bytes(random_bytes)
+    db = tmp_path / "stories.db"
+    report = ingest([str(path)], settings, db)
+    _, rejects = _outcomes(db)
+    assert report.balanced and report.new_articles == 0
+    assert rejects == {str(path): ("read", "binary data, not JSON Lines")}
+
+
+def test_a_text_file_that_is_not_json_lines_stops_after_a_thousand_bad_lines(tmp_path, settings):
+    path = tmp_path / "export.jsonl"  # a CSV export under the wrong name
+    path.write_text("".join(f"{n},headline {n},2024-01-0{n % 9 + 1}\n" for n in range(12_000)))
     db = tmp_path / "stories.db"
     report = ingest([str(path)], settings, db)
     _, rejects = _outcomes(db)

@@ -97,3 +97,47 @@ def test_text_files_are_raw_documents(tmp_path):
     path.write_text("hello")
     [doc] = discover([str(path)], SETTINGS)
     assert isinstance(doc, RawDocument) and doc.kind == "text" and doc.body == b"hello"
+
+
+def test_a_binary_or_utf16_json_lines_file_is_one_reject(tmp_path):
+    random = __import__("random").Random(7)
+    (tmp_path / "binary.jsonl").write_bytes(bytes(random.getrandbits(8) for _ in range(50_000)))
+    (tmp_path / "binary.jsonl.gz").write_bytes(gzip.compress(bytes(random.getrandbits(8) for _ in range(50_000))))
+    (tmp_path / "utf16.jsonl").write_bytes((json.dumps({"text": "t"}) + "\n").encode("utf-16") * 20)
+    docs = {d.ref: d for d in discover([str(tmp_path)], SETTINGS)}
+    assert set(docs) == {"binary.jsonl", "binary.jsonl.gz", "utf16.jsonl"}
+    assert docs["binary.jsonl"].reason == docs["binary.jsonl.gz"].reason == "binary data, not JSON Lines"
+    assert "UTF-16" in docs["utf16.jsonl"].reason and "UTF-8" in docs["utf16.jsonl"].reason
+
+
+def test_a_damaged_stretch_in_real_json_lines_rejects_only_its_lines(tmp_path):
+    good = "".join(json.dumps({"id": str(n), "text": "word " * 40}) + "\n" for n in range(200))
+    damage = bytes(b for b in range(32) if b not in (10, 13)) * 8 + b"\n"
+    (tmp_path / "in.jsonl").write_bytes(good.encode() + damage + good.replace('"id": "', '"id": "b').encode())
+    docs = list(discover([str(tmp_path)], SETTINGS))
+    assert sum(isinstance(d, RawDocument) for d in docs) == 400
+    assert [d.ref for d in docs if isinstance(d, Rejected)] == ["in.jsonl:201"]
+
+
+def test_a_plain_file_named_gz_says_it_is_not_gzip(tmp_path):
+    (tmp_path / "a.jsonl.gz").write_text(json.dumps({"text": "t"}) + "\n")
+    (tmp_path / "b.html.gz").write_text("<html><body><p>hello</p></body></html>")
+    (tmp_path / "empty.jsonl.gz").write_bytes(b"")
+    reasons = {d.ref: d.reason for d in discover([str(tmp_path)], SETTINGS)}
+    assert reasons["a.jsonl.gz:1"].startswith("not gzip data")
+    assert reasons["b.html.gz"].startswith("not gzip data")
+    assert reasons["empty.jsonl.gz"].startswith("empty file")
+
+
+def test_gzipped_text_files_are_read(tmp_path):
+    (tmp_path / "a.txt.gz").write_bytes(gzip.compress(b"hello"))
+    [doc] = discover([str(tmp_path)], SETTINGS)
+    assert isinstance(doc, RawDocument) and doc.kind == "text" and doc.body == b"hello"
+
+
+def test_feed_and_sitemap_files_in_a_directory_say_how_to_read_them(tmp_path):
+    (tmp_path / "saved.rss").write_text("<rss/>")
+    (tmp_path / "sitemap.xml.gz").write_bytes(gzip.compress(b"<urlset/>"))
+    reasons = {d.ref: d.reason for d in discover([str(tmp_path)], SETTINGS)}
+    assert "newsdedup ingest FILE" in reasons["saved.rss"] and ".rss" in reasons["saved.rss"]
+    assert ".xml.gz file" in reasons["sitemap.xml.gz"]
