@@ -27,8 +27,8 @@ from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
 
-from pipeline import ingest, progress, report, web
-from pipeline.errors import TransientFetchError
+from pipeline import ingest, progress, report, sources, web
+from pipeline.errors import TransientFetchError, UsageError
 from pipeline.models import FeedEntry, Fetched, PreparedBatch, RawDocument, Rejected
 from pipeline.runlock import exclusive_run
 from pipeline.settings import RunnerSettings, Settings, load_settings
@@ -273,6 +273,9 @@ def ingest_flow(
     `workers`: processes for the prepare tasks' CPU work under the threads runner (by default
     `runner.workers` of the settings; 0 = one per core).
     """
+    missing = sources.missing_locations(paths)
+    if paths and len(missing) == len(paths):
+        raise UsageError(f"no such file or directory: {', '.join(missing)} (nothing to ingest)")
     logger = get_run_logger()
     # By now the run has talked to the API: if that meant starting Prefect's embedded server,
     # it is running, and must not outlive this process if the process is killed.

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Sequence
 
 from pipeline.errors import ConfigError
 from pipeline.settings import SourceConfig
-from pipeline.web import source_location
+from pipeline.web import missing_sources, source_location
 
 from .ingest import ingest_flow
 
@@ -75,4 +76,7 @@ def serve_sources(sources: Sequence[SourceConfig], db: str, config: str | None =
             "no Prefect server configured: start one with 'newsdedup server' (or 'make server') and "
             "export PREFECT_API_URL=http://127.0.0.1:4200/api, or log in to Prefect Cloud (prefect cloud login)"
         )
-    serve(*deployments_for(sources, db, config), limit=limit)
+    deployments = deployments_for(sources, db, config)
+    for warning in missing_sources(sources):
+        print(f"warning: {warning}", file=sys.stderr)
+    serve(*deployments, limit=limit)

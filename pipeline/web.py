@@ -90,6 +90,20 @@ def source_location(source: SourceConfig) -> str:
     return str(PROJECT_ROOT / source.location)
 
 
+def missing_sources(sources: Sequence[SourceConfig]) -> list[str]:
+    """A warning for each enabled local source whose location does not exist now: its runs
+    will fail until it does (a directory not mounted yet, a typo in the sources file)."""
+    warnings = []
+    for source in sources:
+        location = source_location(source)
+        if source.enabled and not is_url(location) and not Path(location).exists():
+            warnings.append(
+                f"source '{source.name}': {location} does not exist; its runs fail until it does "
+                "(check its location in the sources file)"
+            )
+    return warnings
+
+
 @dataclass
 class CrawlState:
     """What a run over web sources remembers: known URLs, listing validators, counts."""

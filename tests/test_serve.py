@@ -68,3 +68,16 @@ def test_the_shipped_sources_file_deploys():
     from flows.serve import deployments_for
 
     assert [d.name for d in deployments_for(load_sources(), "data/stories.db")] == ["seeds"]
+
+
+def test_serving_warns_about_local_sources_whose_location_is_missing(tmp_path):
+    from pipeline.web import missing_sources
+
+    sources = [
+        _source(name="inbox", location=str(tmp_path / "not-mounted")),
+        _source(name="here", location=str(tmp_path)),
+        _source(name="off", location=str(tmp_path / "gone"), enabled=False),
+        _source(name="wire", kind="feed", location="https://example.org/feed.xml"),
+    ]
+    [warning] = missing_sources(sources)
+    assert warning.startswith("source 'inbox': ") and "not-mounted does not exist" in warning

@@ -94,6 +94,17 @@ def test_flow_counts_rejects_and_keeps_going(flow_env, seeds_dir, db_path):
     assert count(db_path, "rejects") == 2
 
 
+def test_a_flow_run_given_only_missing_paths_fails_and_says_why(flow_env, tmp_path, db_path):
+    """A scheduled source whose directory is gone shows as a failed run, not a green one with a reject."""
+    from flows.ingest import ingest_flow
+    from pipeline.errors import UsageError
+
+    gone = str(tmp_path / "inbox-that-was-never-mounted")
+    with pytest.raises(UsageError, match="no such file or directory: .*inbox-that-was-never-mounted"):
+        ingest_flow(paths=[gone], db=str(db_path))
+    assert not db_path.exists()
+
+
 def test_threads_runner_prepares_big_batches_in_worker_processes_with_the_same_stories(flow_env, tmp_path, monkeypatch):
     import flows.ingest as flows_ingest
     from pipeline.ingest import ingest
