@@ -121,6 +121,9 @@ class CrawlState:
     parents: dict[str, str] = field(default_factory=dict)
     # Links fetched even when known: rejected pages replayed by `ingest --retry-rejects`.
     refetch: frozenset[str] = frozenset()
+    # Feeds and sitemaps that answered this run (read, or not modified): a reject recorded for
+    # one by an earlier run (unreachable, refused, broken) no longer holds.
+    answered: set[str] = field(default_factory=set)
     _seen: set[str] = field(default_factory=set)
 
     def failed_for_now(self, listing: str | None) -> None:
@@ -158,15 +161,18 @@ class CrawlState:
             log.info("%d of %d links already stored, not fetched again", len(candidates) - len(fresh), len(candidates))
         return fresh
 
-    def save_validators(self) -> None:
-        """Remember the validators of every listing read in full (call once the run's batches are stored)."""
+    def save_listings(self) -> None:
+        """Remember what the run learnt of its feeds and sitemaps (call once its batches are
+        stored): the validators of every listing read in full, and that the listings which
+        answered are no longer rejects."""
         kept = {url: pair for url, pair in self.validators.items() if any(pair) and url not in self.incomplete}
-        if not kept:
+        if not kept and not self.answered:
             return
         store = self._store()
         try:
             with store.transaction():
                 store.save_listing_validators(kept)
+                store.forget_rejects([(location, location) for location in sorted(self.answered)])
         finally:
             store.close()
 
@@ -319,6 +325,7 @@ def _expand_url(
         return
     state.listings += 1
     if fetched.not_modified:
+        state.answered.add(url)
         log.info("not modified since the last run: %s", url)
         state.not_modified.append(url)
         return
@@ -328,6 +335,7 @@ def _expand_url(
         yield _listing_rejected(url, exc)
         return
     state.validators[url] = (fetched.etag, fetched.last_modified)
+    state.answered.add(url)
     yield from _expand_listing(listing, url, settings, state, get, depth)
 
 
@@ -343,6 +351,7 @@ def _expand_file(
     except OSError as exc:
         yield Rejected(path, STAGE_FEED, "cannot read file", str(exc), path)
         return
+    state.answered.add(path)
     yield from _expand_listing(listing, path, settings, state, get, depth=0)
 
 

@@ -196,6 +196,21 @@ def test_a_feed_that_keeps_failing_is_rejected_after_its_retries(webserver, sett
     assert len(webserver.hits("/feed.xml")) == 4
 
 
+def test_a_feed_that_answers_again_leaves_the_rejects_table(webserver, settings, db_path, tmp_path):
+    """Without --retry-rejects: the next run that reads a once-broken feed or feed file clears its reject."""
+    feed = webserver.add("/feed.xml", "down", status=503, content_type="text/plain")
+    saved = tmp_path / "saved.rss"
+    saved.write_text("<rss><channel><item>", encoding="utf-8")
+    first = ingest([feed, str(saved)], quick(settings, retries=0), db_path)
+    assert first.rejects == 2
+    page = webserver.add("/p.html", eval_page(9))
+    webserver.add("/feed.xml", rss([("P", page)]), content_type="application/rss+xml")
+    saved.write_text(rss([("P", page)]), encoding="utf-8")
+    second = ingest([feed, str(saved)], settings, db_path)
+    assert second.rejects == 0 and second.new_articles == 1
+    assert rows(db_path, "SELECT ref FROM rejects") == []
+
+
 def test_a_sitemap_index_with_a_gzipped_sitemap(webserver, settings, db_path):
     pages = [webserver.add(f"/s/{n}.html", eval_page(10 + n)) for n in range(2)]
     urlset = ('<?xml version="1.0" encoding="UTF-8"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
