@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import sys
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Sequence
@@ -66,10 +70,23 @@ def deployments_for(sources: Sequence[SourceConfig], db: str, config: str | None
     return deployments
 
 
-def serve_sources(sources: Sequence[SourceConfig], db: str, config: str | None = None, limit: int | None = None) -> None:
-    """Register the deployments with the Prefect API and run their flow runs until Ctrl-C."""
-    from prefect import serve
-    from prefect.settings import PREFECT_API_URL
+# On Ctrl-C or SIGTERM the runner pauses the deployments' schedules through the API before it
+# exits. With the API gone (its server stopped first), Prefect's client retries each call for
+# over a minute; a service manager would wait that long, then kill the process anyway.
+STOP_GRACE_S = 10.0
+
+
+def serve_sources(
+    sources: Sequence[SourceConfig], db: str, config: str | None = None, limit: int | None = None,
+    stop_grace_s: float = STOP_GRACE_S,
+) -> None:
+    """Register the deployments with the Prefect API and run their flow runs until Ctrl-C or SIGTERM.
+
+    Stopping pauses the schedules; when the API does not answer within `stop_grace_s`, the
+    process exits anyway (status 1) and says so.
+    """
+    from prefect.runner import Runner
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
     if not PREFECT_API_URL.value():
         raise ConfigError(
@@ -79,4 +96,62 @@ def serve_sources(sources: Sequence[SourceConfig], db: str, config: str | None =
     deployments = deployments_for(sources, db, config)
     for warning in missing_sources(sources):
         print(f"warning: {warning}", file=sys.stderr)
-    serve(*deployments, limit=limit)
+
+    stopping = threading.Event()
+
+    def stop_soon(signum: int, frame: object) -> None:
+        stopping.set()
+        timer = threading.Timer(stop_grace_s, _give_up, args=(stop_grace_s,))
+        timer.daemon = True
+        timer.start()
+        # Unwinds the runner, which pauses the schedules on its way out.
+        raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(0)
+
+    class _Runner(Runner):
+        # Prefect's own handler calls the runner's synchronous stop() from inside its event loop,
+        # which only makes a coroutine that is never awaited ("RuntimeWarning: coroutine
+        # 'Runner.astop' was never awaited"), then exits; exiting is all it takes.
+        def handle_sigterm(self, *args: object, **kwargs: object) -> None:
+            self._logger.info("SIGTERM received, stopping")
+            stop_soon(signal.SIGTERM, None)
+
+    runner = _Runner(pause_on_shutdown=True, limit=limit)
+    for deployment in deployments:
+        runner.add_deployment(deployment)
+    print(f"serving {len(deployments)} deployment(s) of the ingest flow into {Path(db).resolve()}:")
+    for deployment, source in zip(deployments, [s for s in sources if s.enabled]):
+        print(f"  {deployment.flow_name}/{deployment.name}  {source.kind} {source_location(source)}  {_when(source)}")
+    print(f"run one now: prefect deployment run {deployments[0].flow_name}/{deployments[0].name}")
+    if PREFECT_UI_URL.value():
+        print(f"watch the runs: {PREFECT_UI_URL.value()}/deployments")
+    print("Ctrl-C (or SIGTERM) stops serving and pauses the schedules", flush=True)
+    signal.signal(signal.SIGINT, stop_soon)
+    try:
+        asyncio.run(runner.start())
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    except Exception as exc:
+        if not stopping.is_set():
+            raise
+        print(f"newsdedup serve: stopped, but could not pause the schedules: {type(exc).__name__}: {exc}",
+              file=sys.stderr, flush=True)
+        os._exit(1)
+    print("stopped serving; the schedules are paused until the next 'newsdedup serve'", flush=True)
+
+
+def _when(source: SourceConfig) -> str:
+    arguments = schedule_arguments(source)
+    if "cron" in arguments:
+        return f"cron {arguments['cron']}"
+    if "interval" in arguments:
+        return f"every {int(arguments['interval'].total_seconds() // 60)} min"
+    return "on demand only"
+
+
+def _give_up(grace_s: float) -> None:
+    print(
+        f"newsdedup serve: the Prefect API did not answer within {grace_s:.0f} s while stopping; "
+        "exiting without pausing the schedules (the next 'newsdedup serve' takes them over)",
+        file=sys.stderr, flush=True,
+    )
+    os._exit(1)

@@ -168,7 +168,10 @@ def served_deployment(prefect_server, tmp_path_factory):
         TIMINGS["serve registers deployment"] = time.monotonic() - started
         yield deployment, db, out
     finally:
-        _stop(process, signal.SIGINT)
+        code = _stop(process, signal.SIGINT)
+    # Ctrl-C pauses the schedules through the (still running) server and exits cleanly.
+    assert code == 0 and "the schedules are paused" in out.read_text(), _tail(out)
+    assert "never awaited" not in out.read_text()
 
 
 def run_deployment(api_url: str, deployment_id: str, serve_log: Path) -> dict:

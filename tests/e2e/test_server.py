@@ -127,3 +127,56 @@ def test_quiet_ingest_prints_only_the_summary_while_the_run_keeps_its_full_log(p
     logs = api(prefect_server, "POST", "/logs/filter", {"logs": {"flow_run_id": {"any_": [run["id"]]}}, "limit": 200})
     messages = [log["message"] for log in logs]
     assert any("5 inputs, 5 new articles" in message for message in messages), messages
+
+
+def test_serve_stops_within_its_grace_when_the_server_went_first(tmp_path, seeds_dir):
+    """SIGTERM to `newsdedup serve` whose Prefect server has already stopped: it cannot pause the
+    schedules, and says so and exits within its grace, instead of waiting out the client's
+    retries (72 s here) with a traceback and a never-awaited coroutine."""
+    import signal
+    import time
+
+    from flows.serve import STOP_GRACE_S
+    from flows.server import free_port
+
+    from .conftest import _healthy, _stop, _tail
+
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_PROFILE")}
+    server_out, serve_out = tmp_path / "server.out", tmp_path / "serve.out"
+    with open(server_out, "wb") as handle:
+        server = subprocess.Popen(
+            [NEWSDEDUP, "server", "--port", str(port), "--home", str(tmp_path / "home")],
+            stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+        )
+    serve = None
+    try:
+        deadline = time.monotonic() + 180
+        while not _healthy(api_url):
+            assert server.poll() is None and time.monotonic() < deadline, _tail(server_out)
+            time.sleep(0.5)
+        sources = tmp_path / "sources.toml"
+        sources.write_text(f'[[sources]]\nname = "gone-server"\nkind = "directory"\nlocation = "{seeds_dir}"\n')
+        with open(serve_out, "wb") as handle:
+            serve = subprocess.Popen(
+                [NEWSDEDUP, "serve", "--sources", str(sources), "--db", str(tmp_path / "s.db")],
+                stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                env=dict(env, PREFECT_API_URL=api_url, PREFECT_HOME=str(tmp_path / "serve-home")),
+            )
+        while "Ctrl-C (or SIGTERM) stops serving" not in _tail(serve_out):
+            assert serve.poll() is None and time.monotonic() < deadline, _tail(serve_out)
+            time.sleep(0.5)
+        assert _stop(server, signal.SIGINT) == 0
+        started = time.monotonic()
+        os.killpg(serve.pid, signal.SIGTERM)
+        code = serve.wait(STOP_GRACE_S + 20)
+        took = time.monotonic() - started
+    finally:
+        _stop(server, signal.SIGINT)
+        if serve is not None:
+            _stop(serve, signal.SIGKILL)
+    out = _tail(serve_out, 20_000)
+    assert code == 1 and took < STOP_GRACE_S + 10, (code, took, out)
+    assert "did not answer within" in out and "without pausing the schedules" in out
+    assert "never awaited" not in out and "Traceback" not in out
