@@ -11,7 +11,7 @@ import sys
 import textwrap
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Sequence
+from typing import Sequence, TextIO
 
 from .errors import PipelineError, StoreError, UsageError
 from .settings import load_settings
@@ -226,8 +226,10 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("export")
     db_option(p)
-    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="jsonl (default) or csv")
-    p.add_argument("--output", "-o", default=None, metavar="FILE", help="write here instead of standard output")
+    p.add_argument("--format", choices=("jsonl", "csv"), default=None,
+                   help="jsonl or csv (default: from the --output file's extension, .csv or .jsonl; else jsonl)")
+    p.add_argument("--output", "-o", default=None, metavar="FILE",
+                   help="write here instead of standard output (its directory must exist)")
     p.add_argument("--min-size", type=int, default=1, help="only stories with at least this many articles")
     p.add_argument("--no-text", action="store_true", help="leave out the article texts")
     since_option(p)
@@ -535,24 +537,39 @@ def cmd_browse(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    from .export import write_stories
-
-    store = _open(args)
-    out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
+def _output_file(path: str) -> TextIO:
+    """`path` opened for writing the export, or a UsageError saying what is wrong with it."""
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        problem = "is not a directory" if os.path.exists(directory) else "does not exist"
+        raise UsageError(f"cannot write {path}: the directory {directory} {problem} (create it, or choose another --output)")
     try:
-        stories = (
-            (story, articles) for story, articles in store.stories_with_articles(not args.no_text, args.since)
-            if story["article_count"] >= args.min_size
-        )
-        counts = write_stories(stories, out, args.format, with_text=not args.no_text)
+        return open(path, "w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc} (choose another --output)") from None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import format_for, write_stories
+
+    fmt = args.format or format_for(args.output)
+    store = _open(args)
+    try:
+        out = _output_file(args.output) if args.output else sys.stdout
+        try:
+            stories = (
+                (story, articles) for story, articles in store.stories_with_articles(not args.no_text, args.since)
+                if story["article_count"] >= args.min_size
+            )
+            counts = write_stories(stories, out, fmt, with_text=not args.no_text)
+        finally:
+            if args.output:
+                out.close()
     finally:
         store.close()
-        if args.output:
-            out.close()
     print(f"exported {counts.stories:,} {'story' if counts.stories == 1 else 'stories'}, "
           f"{counts.articles:,} {'article' if counts.articles == 1 else 'articles'}"
-          + (f" to {args.output}" if args.output else ""), file=sys.stderr)
+          + (f" to {args.output} ({fmt})" if args.output else ""), file=sys.stderr)
     return 0
 
 

@@ -115,3 +115,10 @@ def test_configuration_file_missing_or_not_toml(tmp_path, seeds_dir):
 
 def test_unknown_story(story_db):
     _one_line_error(_newsdedup("show", "999", "--db", str(story_db)), 2, "no story 999")
+
+
+def test_export_into_a_directory_that_does_not_exist(story_db, tmp_path):
+    result = _newsdedup("export", "--db", str(story_db), "--output", str(tmp_path / "nonexistent" / "dir" / "x.jsonl"))
+    _one_line_error(result, 2, "cannot write", f"{tmp_path / 'nonexistent' / 'dir'} does not exist")
+    into_a_directory = _newsdedup("export", "--db", str(story_db), "--output", str(tmp_path))
+    _one_line_error(into_a_directory, 2, f"cannot write {tmp_path}")
