@@ -235,8 +235,9 @@ def _parser() -> argparse.ArgumentParser:
     since_option(p)
 
     p = command("eval")
-    p.add_argument("corpus", metavar="CORPUS.jsonl")
-    p.add_argument("--config", default=None)
+    p.add_argument("corpus", metavar="CORPUS.jsonl",
+                   help="a JSON Lines file (.jsonl, or gzipped .jsonl.gz): one article a line with its gold 'story'")
+    p.add_argument("--config", default=None, help="a TOML file overriding config/default.toml")
     p.add_argument("--batches", type=int, default=1, help="feed the corpus as this many shuffled runs")
     p.add_argument("--seed", type=int, default=0, help="shuffle seed for --batches")
     p.add_argument("--worst", type=int, default=5, help="how many worst merges and splits to list")

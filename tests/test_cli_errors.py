@@ -122,3 +122,13 @@ def test_export_into_a_directory_that_does_not_exist(story_db, tmp_path):
     _one_line_error(result, 2, "cannot write", f"{tmp_path / 'nonexistent' / 'dir'} does not exist")
     into_a_directory = _newsdedup("export", "--db", str(story_db), "--output", str(tmp_path))
     _one_line_error(into_a_directory, 2, f"cannot write {tmp_path}")
+
+
+@pytest.mark.parametrize("corpus, phrase", [
+    ("seeds", "is a directory"), ("empty.jsonl", "holds no records"), ("broken.jsonl", "broken.jsonl:2 is not JSON"),
+])
+def test_eval_of_a_corpus_it_cannot_score(tmp_path, corpus, phrase):
+    (tmp_path / "seeds").mkdir()
+    (tmp_path / "empty.jsonl").write_text("\n")
+    (tmp_path / "broken.jsonl").write_text('{"text": "a", "story": 1}\n{"text": "b", "story": 1\n')
+    _one_line_error(_newsdedup("eval", str(tmp_path / corpus)), 2, phrase)
