@@ -306,9 +306,12 @@ def _table(rows: Sequence[dict], columns: Sequence[tuple[str, str, int]]) -> str
 
 
 def _db(args: argparse.Namespace) -> str:
-    if args.db:
-        return args.db
-    return load_settings(args.config).store.db
+    """The story database's path: --db, else store.db of the settings.
+
+    The settings are loaded even when --db is given, so that a mistake in --config or in a
+    NEWSDEDUP_* variable stops every command (exit 3), not only the ones that use them."""
+    settings = load_settings(args.config)
+    return args.db or settings.store.db
 
 
 def _open(args: argparse.Namespace, must_exist: bool = True):

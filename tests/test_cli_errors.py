@@ -132,3 +132,11 @@ def test_eval_of_a_corpus_it_cannot_score(tmp_path, corpus, phrase):
     (tmp_path / "empty.jsonl").write_text("\n")
     (tmp_path / "broken.jsonl").write_text('{"text": "a", "story": 1}\n{"text": "b", "story": 1\n')
     _one_line_error(_newsdedup("eval", str(tmp_path / corpus)), 2, phrase)
+
+
+@pytest.mark.parametrize("command", [("stories",), ("show", "1"), ("search", "sessions"), ("rejects",), ("export",)])
+def test_read_commands_check_the_configuration_even_with_db(story_db, tmp_path, command):
+    missing = _newsdedup(*command, "--db", str(story_db), "--config", str(tmp_path / "nope.toml"))
+    _one_line_error(missing, 3, "configuration file not found")
+    from_environment = _newsdedup(*command, "--db", str(story_db), env={"NEWSDEDUP_INGEST__BATCH_SIZE": "abc"})
+    _one_line_error(from_environment, 3, "ingest.batch_size")
