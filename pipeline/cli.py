@@ -11,7 +11,7 @@ import sys
 import textwrap
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Sequence, TextIO
+from typing import Callable, Sequence, TextIO
 
 from .errors import PipelineError, StoreError, UsageError
 from .settings import load_settings
@@ -175,7 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
                    help="the Dask scheduler for --runner dask (default: start a local cluster)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=_at_least(0), default=None,
                    help="prepare processes: for the local engine (default 1), and for the threads and processes "
                    "runners and a local Dask cluster (default: runner.workers in config, 0 = one per core)")
     p.add_argument("--quiet", action="store_true",
@@ -187,7 +187,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("stories")
     db_option(p)
-    p.add_argument("--limit", type=int, default=50, help="at most this many stories (default 50; 0 for all)")
+    p.add_argument("--limit", type=_at_least(0, " (0 shows all)"), default=50,
+                   help="at most this many stories (default 50; 0 for all)")
     p.add_argument("--min-size", type=int, default=1, help="only stories with at least this many articles")
     since_option(p)
     p.add_argument("--sort", choices=("size", "updated"), default="size",
@@ -203,12 +204,12 @@ def _parser() -> argparse.ArgumentParser:
     p = command("search")
     p.add_argument("text", metavar="TEXT")
     db_option(p)
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=_at_least(0), default=20)
     p.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
 
     p = command("rejects")
     db_option(p)
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=_at_least(0), default=100)
     p.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
 
     p = command("browse")
@@ -238,9 +239,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("corpus", metavar="CORPUS.jsonl",
                    help="a JSON Lines file (.jsonl, or gzipped .jsonl.gz): one article a line with its gold 'story'")
     p.add_argument("--config", default=None, help="a TOML file overriding config/default.toml")
-    p.add_argument("--batches", type=int, default=1, help="feed the corpus as this many shuffled runs")
+    p.add_argument("--batches", type=_at_least(1), default=1, help="feed the corpus as this many shuffled runs")
     p.add_argument("--seed", type=int, default=0, help="shuffle seed for --batches")
-    p.add_argument("--worst", type=int, default=5, help="how many worst merges and splits to list")
+    p.add_argument("--worst", type=_at_least(0), default=5, help="how many worst merges and splits to list")
     p.add_argument("--json", action="store_true", help="machine-readable scores")
     p = command("server")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
@@ -250,7 +251,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command("serve")
     db_option(p)
     p.add_argument("--sources", default=None, help="sources file (default config/sources.toml)")
-    p.add_argument("--limit", type=int, default=None, help="at most this many flow runs at once")
+    p.add_argument("--limit", type=_at_least(1), default=None, help="at most this many flow runs at once")
     return parser
 
 
@@ -281,6 +282,20 @@ def _since_argument(value: str) -> str:
             f"cannot read {value!r}: give a UTC date or time (2026-11-23, 2026-11-23T08:00Z) "
             "or a span back from now (30m, 24h, 7d, 2w)"
         ) from None
+
+
+def _at_least(least: int, hint: str = "") -> Callable[[str], int]:
+    """An argparse type for a whole number of `least` or more; `hint` says what the edge value means."""
+    def whole_number(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = least - 1
+        if number < least:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of {least} or more{hint}")
+        return number
+
+    return whole_number
 
 
 def _table(rows: Sequence[dict], columns: Sequence[tuple[str, str, int]]) -> str:

@@ -111,3 +111,21 @@ def test_stories_and_export_since_keep_only_what_changed(tmp_path, story_db, cap
 
     bad = run("stories", "--db", str(db), "--since", "yesterday")
     assert bad.returncode == 2 and "24h" in bad.stderr
+
+
+def test_negative_counts_are_refused_by_the_parser(capsys):
+    import pytest
+
+    for args, option, least in (
+        (["ingest", "no-such-dir", "--workers", "-1"], "--workers", 0),
+        (["stories", "--limit", "-1"], "--limit", 0),
+        (["search", "x", "--limit", "-5"], "--limit", 0),
+        (["rejects", "--limit", "-1"], "--limit", 0),
+        (["eval", "corpus.jsonl", "--batches", "0"], "--batches", 1),
+        (["serve", "--limit", "0"], "--limit", 1),
+        (["stories", "--limit", "lots"], "--limit", 0),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main(args)
+        assert exited.value.code == 2, args
+        assert f"argument {option}: {args[-1]!r} is not a whole number of {least} or more" in capsys.readouterr().err
