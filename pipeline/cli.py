@@ -68,7 +68,8 @@ are not fetched again, and a feed that has not changed costs one conditional req
     "rejects": (
         "List inputs that could not be stored, with the stage and the reason.",
         """examples:
-  newsdedup rejects
+  newsdedup rejects                # the 20 most recent
+  newsdedup rejects --limit 0      # every one
   newsdedup rejects --json""",
     ),
     "browse": (
@@ -204,12 +205,14 @@ def _parser() -> argparse.ArgumentParser:
     p = command("search")
     p.add_argument("text", metavar="TEXT")
     db_option(p)
-    p.add_argument("--limit", type=_at_least(0), default=20)
+    p.add_argument("--limit", type=_at_least(0, " (0 shows all)"), default=20,
+                   help="at most this many articles, best matches first (default 20; 0 for all)")
     p.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
 
     p = command("rejects")
     db_option(p)
-    p.add_argument("--limit", type=_at_least(0), default=100)
+    p.add_argument("--limit", type=_at_least(0, " (0 shows all)"), default=20,
+                   help="at most this many rejects, the most recent first (default 20; 0 for all)")
     p.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
 
     p = command("browse")
@@ -338,6 +341,12 @@ def _open(args: argparse.Namespace, must_exist: bool = True):
     return open_store(path)
 
 
+def _print_shown(shown: int, total: int, things: str) -> None:
+    """Say on stderr that a table stopped at --limit, e.g. "50 of 79 stories shown; --limit 0 shows all"."""
+    if total > shown:
+        print(f"{shown:,} of {total:,} {things} shown; --limit 0 shows all", file=sys.stderr)
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from . import report as reports
 
@@ -424,6 +433,8 @@ def cmd_stories(args: argparse.Namespace) -> int:
     store = _open(args)
     try:
         rows = store.stories(args.limit or None, args.min_size, args.since, args.sort)
+        # Counted only when the limit was reached, and only for people: --json stays the rows alone.
+        total = store.story_count(args.min_size, args.since) if len(rows) == args.limit and not args.json else len(rows)
     finally:
         store.close()
     if args.json:
@@ -441,6 +452,7 @@ def cmd_stories(args: argparse.Namespace) -> int:
     if args.since or args.sort == "updated":
         columns.append(("updated_at", "changed (UTC)", 20))
     print(_table(rows, columns))
+    _print_shown(len(rows), total, "stories")
     return 0
 
 
@@ -490,12 +502,11 @@ def store_headline(article_id: str, args: argparse.Namespace) -> str | None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    import sqlite3
-
     store = _open(args)
     try:
         try:
-            rows = store.search(args.text, args.limit)
+            rows = store.search(args.text, args.limit or None)
+            total = store.search_count(args.text) if len(rows) == args.limit and not args.json else len(rows)
         except sqlite3.OperationalError as exc:
             raise UsageError(f"cannot search for {args.text!r}: {exc} (FTS5 query syntax: https://sqlite.org/fts5.html)") from None
     finally:
@@ -509,13 +520,18 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 0
     print(_table(rows, [("story_id", "story", 6), ("article_id", "article", 16), ("source", "source", 24),
                         ("title", "title", 50), ("snippet", "match", 70)]))
+    _print_shown(len(rows), total, "matching articles")
     return 0
 
 
 def cmd_rejects(args: argparse.Namespace) -> int:
     store = _open(args)
     try:
-        rows = list(store.db.query("SELECT ref, stage, reason, detail, input, at FROM rejects ORDER BY id DESC LIMIT ?", [args.limit]))
+        rows = list(store.db.query(
+            "SELECT ref, stage, reason, detail, input, at FROM rejects ORDER BY id DESC LIMIT ?",
+            [args.limit or -1],  # SQLite reads a negative LIMIT as none: --limit 0 lists every reject
+        ))
+        total = store.counts()["rejects"] if len(rows) == args.limit and not args.json else len(rows)
     finally:
         store.close()
     if args.json:
@@ -526,6 +542,7 @@ def cmd_rejects(args: argparse.Namespace) -> int:
         print("no rejects")
         return 0
     print(_table(rows, [("ref", "input", -40), ("stage", "stage", 8), ("reason", "reason", 100), ("detail", "detail", 40)]))
+    _print_shown(len(rows), total, "rejects")
     return 0
 
 
