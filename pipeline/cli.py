@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import sqlite3
 import sys
 import textwrap
@@ -63,7 +64,8 @@ are not fetched again, and a feed that has not changed costs one conditional req
         "Full-text search over article titles and texts (SQLite FTS5 syntax).",
         """examples:
   newsdedup search sessions
-  newsdedup search '"attorney general" AND alabama' --limit 5""",
+  newsdedup search '"attorney general" AND alabama' --limit 5
+  newsdedup search '"COVID-19" vaccine'     # a word with a hyphen goes in double quotes""",
     ),
     "rejects": (
         "List inputs that could not be stored, with the stage and the reason.",
@@ -467,6 +469,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             raise UsageError(f"no story {args.story_id} in {store.path} (see: newsdedup stories)")
         members = store.story_members(args.story_id)
         canonical = store.article(story["canonical_article_id"])
+        titles = {m["article_id"]: _shown_title(store, m["article_id"], m["title"]) for m in members}
     finally:
         store.close()
     if args.json:
@@ -479,7 +482,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     print()
     for m in members:
         m["role"] = "canonical" if m["is_canonical"] else ("near-duplicate" if m["duplicate_of"] else "variant")
-        m["title"] = m["title"] or "(untitled) " + (store_headline(m["article_id"], args) or "")
+        m["title"] = titles[m["article_id"]]
         m["where"] = m["url"] or m["external_id"]
     print(_table(members, [("article_id", "article", 16), ("role", "role", 14), ("similarity", "similarity", 10),
                            ("source", "source", 24), ("published", "published", 19), ("title", "title", 60),
@@ -490,15 +493,34 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def store_headline(article_id: str, args: argparse.Namespace) -> str | None:
+def _shown_title(store, article_id: str, title: str | None) -> str:
+    """An article's title for a table; an untitled one as "(untitled)" and its first sentence."""
     from .store import headline_from
 
-    store = _open(args)
-    try:
-        article = store.article(article_id)
-    finally:
-        store.close()
-    return headline_from(article["text"], 60) if article else None
+    if title:
+        return title
+    article = store.article(article_id)
+    return "(untitled) " + (headline_from(article["text"], 60) if article else "")
+
+
+# FTS5 reads a hyphen in a bare word as an operator ("foo-bar": foo, NOT the column bar).
+_BARE_WORD = re.compile(r'[^\s"()]+')
+_HYPHEN = re.compile(r"\w-\w")
+_QUOTED = re.compile(r'("[^"]*")')
+
+
+def _quoted_if_hyphenated(word: re.Match) -> str:
+    return f'"{word[0]}"' if _HYPHEN.search(word[0]) else word[0]
+
+
+def search_hint(text: str) -> str:
+    """What to try after FTS5 refused the query `text`: its hyphenated words in double quotes."""
+    parts = _QUOTED.split(text)
+    # Odd parts are already quoted phrases; only bare words need quotes.
+    fixed = "".join(part if index % 2 else _BARE_WORD.sub(_quoted_if_hyphenated, part) for index, part in enumerate(parts))
+    if fixed != text:
+        return f"wrap words with hyphens in double quotes: newsdedup search {shlex.quote(fixed)}"
+    return "wrap words with hyphens in double quotes, e.g. '\"COVID-19\"'"
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -508,7 +530,13 @@ def cmd_search(args: argparse.Namespace) -> int:
             rows = store.search(args.text, args.limit or None)
             total = store.search_count(args.text) if len(rows) == args.limit and not args.json else len(rows)
         except sqlite3.OperationalError as exc:
-            raise UsageError(f"cannot search for {args.text!r}: {exc} (FTS5 query syntax: https://sqlite.org/fts5.html)") from None
+            raise UsageError(
+                f"cannot search for {args.text!r}: {exc}; {search_hint(args.text)} "
+                "(FTS5 query syntax: https://sqlite.org/fts5.html)"
+            ) from None
+        if not args.json:
+            for row in rows:
+                row["title"] = _shown_title(store, row["article_id"], row["title"])
     finally:
         store.close()
     if args.json:

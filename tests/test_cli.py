@@ -172,3 +172,20 @@ def test_every_limit_option_says_what_it_limits():
     for command in ("stories", "search", "rejects"):
         help_text = " ".join(run(command, "--help").stdout.split())
         assert re.search(r"--limit LIMIT at most this many \w+.*\(default \d+; 0 for all\)", help_text), command
+
+
+def test_search_and_show_print_an_untitled_article_alike(tmp_path, capsys):
+    corpus = tmp_path / "untitled.jsonl"
+    text = ("Mysterious lights were seen over the harbour on Tuesday night, residents said. The coast guard "
+            "looked into the reports and found nothing unusual in the area, officials confirmed later that evening.")
+    corpus.write_text(json.dumps({"id": "u1", "text": text}) + "\n")
+    db = tmp_path / "stories.db"
+    assert main(["ingest", str(corpus), "--db", str(db), "--engine", "local", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["show", "1", "--db", str(db)]) == 0
+    shown = capsys.readouterr().out.splitlines()[-1]
+    assert main(["search", "harbour", "--db", str(db)]) == 0
+    found = capsys.readouterr().out.splitlines()[-1]
+    assert "(untitled) Mysterious lights" in shown and "(untitled) Mysterious lights" in found
+    assert main(["search", "harbour", "--db", str(db), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["title"] is None  # data stays data

@@ -140,3 +140,11 @@ def test_read_commands_check_the_configuration_even_with_db(story_db, tmp_path, 
     _one_line_error(missing, 3, "configuration file not found")
     from_environment = _newsdedup(*command, "--db", str(story_db), env={"NEWSDEDUP_INGEST__BATCH_SIZE": "abc"})
     _one_line_error(from_environment, 3, "ingest.batch_size")
+
+
+def test_search_with_a_hyphen_says_how_to_quote_it(story_db):
+    result = _newsdedup("search", "bike-share OR sessions", "--db", str(story_db))
+    _one_line_error(result, 2, "cannot search for", """wrap words with hyphens in double quotes: newsdedup search '"bike-share" OR sessions'""")
+    assert _newsdedup("search", '"bike-share" OR sessions', "--db", str(story_db)).returncode == 0
+    unbalanced = _newsdedup("search", "(sessions", "--db", str(story_db))
+    _one_line_error(unbalanced, 2, """wrap words with hyphens in double quotes, e.g. '"COVID-19"'""")
