@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Sequence, TextIO
 
 from .errors import PipelineError, StoreError, UsageError
+from .report import plural
 from .settings import load_settings
 
 EXIT_CODES = """exit codes:
@@ -476,7 +477,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(json.dumps({"story": story, "articles": members}, ensure_ascii=False, indent=2))
         return 0
     print(f"story {story['story_id']}: {story['title']}")
-    print(f"  {story['article_count']} articles from {story['outlets'] or 'unknown outlets'}; "
+    print(f"  {plural(story['article_count'], 'article')} from {story['outlets'] or 'unknown outlets'}; "
           f"published {story['first_published'] or '?'} .. {story['last_published'] or '?'}")
     print(f"  canonical: {canonical['id']}  {canonical['url'] or canonical['external_id']}")
     print()
@@ -631,8 +632,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 out.close()
     finally:
         store.close()
-    print(f"exported {counts.stories:,} {'story' if counts.stories == 1 else 'stories'}, "
-          f"{counts.articles:,} {'article' if counts.articles == 1 else 'articles'}"
+    print(f"exported {plural(counts.stories, 'story')}, {plural(counts.articles, 'article')}"
           + (f" to {args.output} ({fmt})" if args.output else ""), file=sys.stderr)
     return 0
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Hashable, Iterator, Mapping, Sequence
 
 from .errors import UsageError
+from .report import plural
 from .extract import canonical_url
 from .settings import Settings
 
@@ -206,8 +207,8 @@ def worst_splits(predicted: Mapping, gold: Mapping, titles: Mapping, limit: int)
 def render(result: dict) -> str:
     """The evaluation result for people."""
     lines = [
-        f"corpus      {result['corpus']} ({result['articles']} articles, {result['gold_stories']} gold stories, "
-        f"{result['batches']} run{'s' if result['batches'] > 1 else ''})",
+        f"corpus      {result['corpus']} ({plural(result['articles'], 'article')}, "
+        f"{plural(result['gold_stories'], 'gold story')}, {plural(result['batches'], 'run')})",
         f"B-cubed     precision {result['bcubed_precision']:.4f}  recall {result['bcubed_recall']:.4f}  "
         f"F1 {result['bcubed_f1']:.4f}",
         f"ARI         {result['adjusted_rand_index']:.4f}",

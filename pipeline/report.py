@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
-from .ingest import RunReport
+if TYPE_CHECKING:  # ingest.py logs with `plural`, so this module must not import it at run time
+    from .ingest import RunReport
 
 # Eighths of a block, so a bar's length is exact to 1/8 of a character cell.
 _EIGHTHS = " ▏▎▍▌▋▊▉"
@@ -13,16 +14,19 @@ _FULL = "█"
 _SIZE_BINS = ((1, 1), (2, 2), (3, 4), (5, 9), (10, 19), (20, None))
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
+def plural(count: int, word: str) -> str:
+    """`count` and `word` in agreement: "1 story", "2 stories", "1,000 new articles"."""
+    if count == 1:
+        return f"1 {word}"
+    many = word[:-1] + "ies" if word.endswith("y") and word[-2:-1] not in ("a", "e", "o", "u") else word + "s"
+    return f"{count:,} {many}"
 
 
 def database_line(totals: dict[str, int]) -> str:
     """What the database holds after a run, e.g. "database now     5 articles, 1 story, 0 rejects"."""
     return (
-        f"database now     {_plural(totals['articles'], 'article')}, "
-        f"{_plural(totals['stories'], 'story').replace('storys', 'stories')}, "
-        f"{_plural(totals['rejects'], 'reject')}"
+        f"database now     {plural(totals['articles'], 'article')}, "
+        f"{plural(totals['stories'], 'story')}, {plural(totals['rejects'], 'reject')}"
     )
 
 
@@ -55,23 +59,25 @@ def summary_lines(report: RunReport, totals: dict[str, int] | None = None) -> li
 def web_lines(report: RunReport) -> list[str]:
     """What a run fetched from the web, and whether it found anything new there."""
     lines = [
-        f"fetched          {_plural(report.pages_fetched, 'page')}, "
-        f"{_plural(report.listings_fetched, 'feed or sitemap request')}"
+        f"fetched          {plural(report.pages_fetched, 'page')}, "
+        f"{plural(report.listings_fetched, 'feed or sitemap request')}"
         + (f" ({len(report.not_modified):,} not modified)" if report.not_modified else ""),
         f"known URLs       {report.known_urls:,}  (already stored, not fetched again)",
     ]
     if report.pages_fetched == 0:
         why = []
         if report.not_modified:
-            why.append(f"{_plural(len(report.not_modified), 'source')} not modified since the last run")
+            why.append(f"{plural(len(report.not_modified), 'source')} not modified since the last run")
         if report.known_urls:
-            why.append(f"{_plural(report.known_urls, 'listed URL')} already stored")
+            why.append(f"{plural(report.known_urls, 'listed URL')} already stored")
         lines.append("fetched nothing new" + (f": {'; '.join(why)}" if why else ""))
     return lines
 
 
 def web_nothing_new(counts: dict[str, int]) -> list[str]:
     """The "fetched nothing new" line for a run's counts (as a flow returns them), if it applies."""
+    from .ingest import RunReport
+
     if counts.get("pages_fetched", 1) != 0:
         return []
     report = RunReport("")
@@ -153,7 +159,7 @@ def charts_markdown(story_sizes: Sequence[int], similarities: Sequence[float]) -
     """Markdown lines with the two pictures of a run: story sizes and similarities."""
     lines: list[str] = []
     if story_sizes:
-        stories = _plural(len(story_sizes), "story").replace("storys", "stories")
+        stories = plural(len(story_sizes), "story")
         lines += _chart_section(
             "Story sizes", f"Articles per story, over the {stories} this run created or grew:",
             size_histogram(story_sizes),
@@ -161,7 +167,7 @@ def charts_markdown(story_sizes: Sequence[int], similarities: Sequence[float]) -
     if similarities:
         lines += _chart_section(
             "How close the new articles are to their story",
-            f"Similarity to the story's canonical article, for {_plural(len(similarities), 'new article')} "
+            f"Similarity to the story's canonical article, for {plural(len(similarities), 'new article')} "
             "that joined a story (1.0 = the same text):",
             similarity_histogram(similarities),
         )
@@ -210,8 +216,8 @@ def summary_markdown(
             if report.web_sources else []
         ),
         "",
-        f"Database now: {totals['articles']:,} articles in {totals['stories']:,} stories; "
-        f"{totals['rejects']:,} rejects.",
+        f"Database now: {plural(totals['articles'], 'article')} in {plural(totals['stories'], 'story')}; "
+        f"{plural(totals['rejects'], 'reject')}.",
     ]
     if report.web_sources and report.pages_fetched == 0:
         lines += ["", web_lines(report)[-1] + "."]

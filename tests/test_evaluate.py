@@ -88,3 +88,13 @@ def test_a_directory_or_a_file_that_is_not_gzip_or_utf8_is_refused(tmp_path):
     latin.write_bytes('{"text": "café", "story": 1}\n'.encode("latin-1"))
     with pytest.raises(UsageError, match="not UTF-8 text"):
         read_corpus(latin)
+
+
+def test_the_rendered_scores_read_in_the_singular():
+    from pipeline.evaluate import render
+
+    result = {"corpus": "c.jsonl", "articles": 1, "gold_stories": 1, "batches": 1, "bcubed_precision": 1.0,
+              "bcubed_recall": 1.0, "bcubed_f1": 1.0, "adjusted_rand_index": 1.0, "predicted_stories": 1,
+              "seconds": 0.1, "worst_merges": [], "worst_splits": []}
+    assert render(result).splitlines()[0] == "corpus      c.jsonl (1 article, 1 gold story, 1 run)"
+    assert render({**result, "articles": 2, "gold_stories": 2, "batches": 4}).splitlines()[0].endswith("(2 articles, 2 gold stories, 4 runs)")

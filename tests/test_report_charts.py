@@ -71,3 +71,14 @@ def test_a_flow_summary_gives_the_counts_and_the_flows_own_time():
     web = report.flow_summary_lines({"inputs": 3, "pages_fetched": 0, "known_urls_skipped": 3}, 1.0)
     assert web[-1] == "fetched nothing new: 3 listed URLs already stored"
     assert not any(line.startswith("time") for line in web)
+
+
+def test_one_of_each_reads_in_the_singular():
+    assert [report.plural(n, "story") for n in (0, 1, 2, 1_000)] == ["0 stories", "1 story", "2 stories", "1,000 stories"]
+    assert report.plural(1, "listed URL") == "1 listed URL" and report.plural(2, "day") == "2 days"
+    assert report.database_line({"articles": 1, "stories": 1, "rejects": 1}) == "database now     1 article, 1 story, 1 reject"
+    run = RunReport("abc")
+    run.inputs, run.new_articles, run.rejects = 2, 1, 1
+    markdown = report.summary_markdown(run, {"articles": 1, "stories": 1, "rejects": 1}, [{"story_id": 1, "article_count": 1}], [], [0.5])
+    assert "Database now: 1 article in 1 story; 1 reject." in markdown
+    assert "over the 1 story this run created or grew" in markdown and "for 1 new article that joined" in markdown
