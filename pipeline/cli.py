@@ -380,7 +380,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         run = ingest(args.paths, settings, db, on_batch=progress, kind=args.kind, workers=workers)
         if live and not args.quiet and run.batches:
             print(file=sys.stderr)
-        lines = reports.summary_lines(run)
+        lines = reports.summary_lines(run, elapsed_s=clock.elapsed_s())
     else:
         if args.quiet:
             # Set before Prefect is imported, so that the processes it starts inherit it too.
@@ -428,8 +428,10 @@ def _retry_rejects(args: argparse.Namespace, settings, db: str) -> int:
     if args.paths:
         raise UsageError("--retry-rejects replays the inputs recorded in the rejects table; give no PATH")
     _open(args).close()  # a clear error when there is no database yet
+    started = time.monotonic()
     run = retry_rejects(settings, db)
-    return _print_summary(args, f"newsdedup ingest --retry-rejects -> {db}", reports.summary_lines(run))
+    lines = reports.summary_lines(run, elapsed_s=time.monotonic() - started)
+    return _print_summary(args, f"newsdedup ingest --retry-rejects -> {db}", lines)
 
 
 def cmd_stories(args: argparse.Namespace) -> int:

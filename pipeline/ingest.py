@@ -247,8 +247,8 @@ class RunReport:
             "merged_stories": len(self.merged),
             "rejects": self.rejects,
             **(
-                {"pages_fetched": self.pages_fetched, "known_urls_skipped": self.known_urls,
-                 "listings_not_modified": len(self.not_modified)}
+                {"pages_fetched": self.pages_fetched, "listings_fetched": self.listings_fetched,
+                 "known_urls_skipped": self.known_urls, "listings_not_modified": len(self.not_modified)}
                 if self.web_sources else {}
             ),
         }
