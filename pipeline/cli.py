@@ -12,11 +12,14 @@ import sys
 import textwrap
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Sequence, TextIO
+from typing import TYPE_CHECKING, Callable, Sequence, TextIO
 
 from .errors import PipelineError, StoreError, UsageError
 from .report import plural
 from .settings import load_settings
+
+if TYPE_CHECKING:  # the store (sqlite-utils) is imported only by the commands that open one
+    from .store import Store
 
 EXIT_CODES = """exit codes:
   0  success
@@ -496,7 +499,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _shown_title(store, article_id: str, title: str | None) -> str:
+def _shown_title(store: Store, article_id: str, title: str | None) -> str:
     """An article's title for a table; an untitled one as "(untitled)" and its first sentence."""
     from .store import headline_from
 
@@ -520,7 +523,9 @@ def search_hint(text: str) -> str:
     """What to try after FTS5 refused the query `text`: its hyphenated words in double quotes."""
     parts = _QUOTED.split(text)
     # Odd parts are already quoted phrases; only bare words need quotes.
-    fixed = "".join(part if index % 2 else _BARE_WORD.sub(_quoted_if_hyphenated, part) for index, part in enumerate(parts))
+    fixed = "".join(
+        part if index % 2 else _BARE_WORD.sub(_quoted_if_hyphenated, part) for index, part in enumerate(parts)
+    )
     if fixed != text:
         return f"wrap words with hyphens in double quotes: newsdedup search {shlex.quote(fixed)}"
     return "wrap words with hyphens in double quotes, e.g. '\"COVID-19\"'"
@@ -609,7 +614,9 @@ def _output_file(path: str) -> TextIO:
     directory = os.path.dirname(path) or "."
     if not os.path.isdir(directory):
         problem = "is not a directory" if os.path.exists(directory) else "does not exist"
-        raise UsageError(f"cannot write {path}: the directory {directory} {problem} (create it, or choose another --output)")
+        raise UsageError(
+            f"cannot write {path}: the directory {directory} {problem} (create it, or choose another --output)"
+        )
     try:
         return open(path, "w", encoding="utf-8", newline="")
     except OSError as exc:

@@ -85,8 +85,8 @@ def read_corpus(path: str | Path) -> list[dict]:
 
 def _corpus_records(path: Path) -> Iterator[dict]:
     # A file name ending in .gz is read through gzip, as `ingest` reads .jsonl.gz.
-    opened = gzip.open(path, "rt", encoding="utf-8") if path.name.lower().endswith(".gz") else path.open(encoding="utf-8")
-    with opened as handle:
+    compressed = path.name.lower().endswith(".gz")
+    with gzip.open(path, "rt", encoding="utf-8") if compressed else path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue

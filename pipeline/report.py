@@ -80,7 +80,9 @@ def _rate(inputs: float, seconds: float) -> str:
     return f"{inputs / seconds:,.0f} inputs/s" if seconds > 0 else "no time measured"
 
 
-def summary_lines(report: RunReport, totals: Mapping[str, int] | None = None, elapsed_s: float | None = None) -> list[str]:
+def summary_lines(
+    report: RunReport, totals: Mapping[str, int] | None = None, elapsed_s: float | None = None
+) -> list[str]:
     """The summary of a run made in this process (the local engine, --retry-rejects, the flow's own log).
 
     Its one rate is over `elapsed_s`, the run's whole time when the caller has it, else over
