@@ -362,9 +362,11 @@ def _ingest_locked(
         logger.info("removed %d expired cached batches (%.0f MB)", removed, freed / 1e6)
     publish_summary(*summary_task(run, db))
     update_progress_artifact(progress_id, 100.0)
-    for line in report.summary_lines(run):
+    # One time for the log and the result, so the log's rate is the one the command prints.
+    seconds = round(clock.elapsed_s(), 3)
+    for line in report.summary_lines(run, elapsed_s=seconds):
         logger.info(line)
-    return {**run.counts(), "seconds": round(clock.elapsed_s(), 3)}
+    return {**run.counts(), "seconds": seconds}
 
 
 def _let_go_of_result(future) -> None:

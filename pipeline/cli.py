@@ -6,15 +6,20 @@ import argparse
 import json
 import os
 import re
+import shlex
 import sqlite3
 import sys
 import textwrap
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence, TextIO
 
 from .errors import PipelineError, StoreError, UsageError
+from .report import plural
 from .settings import load_settings
+
+if TYPE_CHECKING:  # the store (sqlite-utils) is imported only by the commands that open one
+    from .store import Store
 
 EXIT_CODES = """exit codes:
   0  success
@@ -63,12 +68,14 @@ are not fetched again, and a feed that has not changed costs one conditional req
         "Full-text search over article titles and texts (SQLite FTS5 syntax).",
         """examples:
   newsdedup search sessions
-  newsdedup search '"attorney general" AND alabama' --limit 5""",
+  newsdedup search '"attorney general" AND alabama' --limit 5
+  newsdedup search '"COVID-19" vaccine'     # a word with a hyphen goes in double quotes""",
     ),
     "rejects": (
         "List inputs that could not be stored, with the stage and the reason.",
         """examples:
-  newsdedup rejects
+  newsdedup rejects                # the 20 most recent
+  newsdedup rejects --limit 0      # every one
   newsdedup rejects --json""",
     ),
     "browse": (
@@ -175,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
                    help="the Dask scheduler for --runner dask (default: start a local cluster)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=_at_least(0), default=None,
                    help="prepare processes: for the local engine (default 1), and for the threads and processes "
                    "runners and a local Dask cluster (default: runner.workers in config, 0 = one per core)")
     p.add_argument("--quiet", action="store_true",
@@ -187,7 +194,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("stories")
     db_option(p)
-    p.add_argument("--limit", type=int, default=50, help="at most this many stories (default 50; 0 for all)")
+    p.add_argument("--limit", type=_at_least(0, " (0 shows all)"), default=50,
+                   help="at most this many stories (default 50; 0 for all)")
     p.add_argument("--min-size", type=int, default=1, help="only stories with at least this many articles")
     since_option(p)
     p.add_argument("--sort", choices=("size", "updated"), default="size",
@@ -203,12 +211,14 @@ def _parser() -> argparse.ArgumentParser:
     p = command("search")
     p.add_argument("text", metavar="TEXT")
     db_option(p)
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=_at_least(0, " (0 shows all)"), default=20,
+                   help="at most this many articles, best matches first (default 20; 0 for all)")
     p.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
 
     p = command("rejects")
     db_option(p)
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=_at_least(0, " (0 shows all)"), default=20,
+                   help="at most this many rejects, the most recent first (default 20; 0 for all)")
     p.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
 
     p = command("browse")
@@ -226,18 +236,21 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("export")
     db_option(p)
-    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="jsonl (default) or csv")
-    p.add_argument("--output", "-o", default=None, metavar="FILE", help="write here instead of standard output")
+    p.add_argument("--format", choices=("jsonl", "csv"), default=None,
+                   help="jsonl or csv (default: from the --output file's extension, .csv or .jsonl; else jsonl)")
+    p.add_argument("--output", "-o", default=None, metavar="FILE",
+                   help="write here instead of standard output (its directory must exist)")
     p.add_argument("--min-size", type=int, default=1, help="only stories with at least this many articles")
     p.add_argument("--no-text", action="store_true", help="leave out the article texts")
     since_option(p)
 
     p = command("eval")
-    p.add_argument("corpus", metavar="CORPUS.jsonl")
-    p.add_argument("--config", default=None)
-    p.add_argument("--batches", type=int, default=1, help="feed the corpus as this many shuffled runs")
+    p.add_argument("corpus", metavar="CORPUS.jsonl",
+                   help="a JSON Lines file (.jsonl, or gzipped .jsonl.gz): one article a line with its gold 'story'")
+    p.add_argument("--config", default=None, help="a TOML file overriding config/default.toml")
+    p.add_argument("--batches", type=_at_least(1), default=1, help="feed the corpus as this many shuffled runs")
     p.add_argument("--seed", type=int, default=0, help="shuffle seed for --batches")
-    p.add_argument("--worst", type=int, default=5, help="how many worst merges and splits to list")
+    p.add_argument("--worst", type=_at_least(0), default=5, help="how many worst merges and splits to list")
     p.add_argument("--json", action="store_true", help="machine-readable scores")
     p = command("server")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
@@ -247,7 +260,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command("serve")
     db_option(p)
     p.add_argument("--sources", default=None, help="sources file (default config/sources.toml)")
-    p.add_argument("--limit", type=int, default=None, help="at most this many flow runs at once")
+    p.add_argument("--limit", type=_at_least(1), default=None, help="at most this many flow runs at once")
     return parser
 
 
@@ -280,6 +293,20 @@ def _since_argument(value: str) -> str:
         ) from None
 
 
+def _at_least(least: int, hint: str = "") -> Callable[[str], int]:
+    """An argparse type for a whole number of `least` or more; `hint` says what the edge value means."""
+    def whole_number(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = least - 1
+        if number < least:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of {least} or more{hint}")
+        return number
+
+    return whole_number
+
+
 def _table(rows: Sequence[dict], columns: Sequence[tuple[str, str, int]]) -> str:
     """A plain text table; columns are (key, header, max width). A negative width cuts a long
     value at its start instead of its end: for paths and input refs, whose end (the file name,
@@ -303,9 +330,12 @@ def _table(rows: Sequence[dict], columns: Sequence[tuple[str, str, int]]) -> str
 
 
 def _db(args: argparse.Namespace) -> str:
-    if args.db:
-        return args.db
-    return load_settings(args.config).store.db
+    """The story database's path: --db, else store.db of the settings.
+
+    The settings are loaded even when --db is given, so that a mistake in --config or in a
+    NEWSDEDUP_* variable stops every command (exit 3), not only the ones that use them."""
+    settings = load_settings(args.config)
+    return args.db or settings.store.db
 
 
 def _open(args: argparse.Namespace, must_exist: bool = True):
@@ -315,6 +345,12 @@ def _open(args: argparse.Namespace, must_exist: bool = True):
     if must_exist and not os.path.exists(path):
         raise UsageError(f"no story database at {path}: run 'newsdedup ingest PATH --db {path}' first")
     return open_store(path)
+
+
+def _print_shown(shown: int, total: int, things: str) -> None:
+    """Say on stderr that a table stopped at --limit, e.g. "50 of 79 stories shown; --limit 0 shows all"."""
+    if total > shown:
+        print(f"{shown:,} of {total:,} {things} shown; --limit 0 shows all", file=sys.stderr)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -347,7 +383,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         run = ingest(args.paths, settings, db, on_batch=progress, kind=args.kind, workers=workers)
         if live and not args.quiet and run.batches:
             print(file=sys.stderr)
-        lines = reports.summary_lines(run)
+        lines = reports.summary_lines(run, elapsed_s=clock.elapsed_s())
     else:
         if args.quiet:
             # Set before Prefect is imported, so that the processes it starts inherit it too.
@@ -395,14 +431,18 @@ def _retry_rejects(args: argparse.Namespace, settings, db: str) -> int:
     if args.paths:
         raise UsageError("--retry-rejects replays the inputs recorded in the rejects table; give no PATH")
     _open(args).close()  # a clear error when there is no database yet
+    started = time.monotonic()
     run = retry_rejects(settings, db)
-    return _print_summary(args, f"newsdedup ingest --retry-rejects -> {db}", reports.summary_lines(run))
+    lines = reports.summary_lines(run, elapsed_s=time.monotonic() - started)
+    return _print_summary(args, f"newsdedup ingest --retry-rejects -> {db}", lines)
 
 
 def cmd_stories(args: argparse.Namespace) -> int:
     store = _open(args)
     try:
         rows = store.stories(args.limit or None, args.min_size, args.since, args.sort)
+        # Counted only when the limit was reached, and only for people: --json stays the rows alone.
+        total = store.story_count(args.min_size, args.since) if len(rows) == args.limit and not args.json else len(rows)
     finally:
         store.close()
     if args.json:
@@ -420,6 +460,7 @@ def cmd_stories(args: argparse.Namespace) -> int:
     if args.since or args.sort == "updated":
         columns.append(("updated_at", "changed (UTC)", 20))
     print(_table(rows, columns))
+    _print_shown(len(rows), total, "stories")
     return 0
 
 
@@ -434,19 +475,20 @@ def cmd_show(args: argparse.Namespace) -> int:
             raise UsageError(f"no story {args.story_id} in {store.path} (see: newsdedup stories)")
         members = store.story_members(args.story_id)
         canonical = store.article(story["canonical_article_id"])
+        titles = {m["article_id"]: _shown_title(store, m["article_id"], m["title"]) for m in members}
     finally:
         store.close()
     if args.json:
         print(json.dumps({"story": story, "articles": members}, ensure_ascii=False, indent=2))
         return 0
     print(f"story {story['story_id']}: {story['title']}")
-    print(f"  {story['article_count']} articles from {story['outlets'] or 'unknown outlets'}; "
+    print(f"  {plural(story['article_count'], 'article')} from {story['outlets'] or 'unknown outlets'}; "
           f"published {story['first_published'] or '?'} .. {story['last_published'] or '?'}")
     print(f"  canonical: {canonical['id']}  {canonical['url'] or canonical['external_id']}")
     print()
     for m in members:
         m["role"] = "canonical" if m["is_canonical"] else ("near-duplicate" if m["duplicate_of"] else "variant")
-        m["title"] = m["title"] or "(untitled) " + (store_headline(m["article_id"], args) or "")
+        m["title"] = titles[m["article_id"]]
         m["where"] = m["url"] or m["external_id"]
     print(_table(members, [("article_id", "article", 16), ("role", "role", 14), ("similarity", "similarity", 10),
                            ("source", "source", 24), ("published", "published", 19), ("title", "title", 60),
@@ -457,26 +499,52 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def store_headline(article_id: str, args: argparse.Namespace) -> str | None:
+def _shown_title(store: Store, article_id: str, title: str | None) -> str:
+    """An article's title for a table; an untitled one as "(untitled)" and its first sentence."""
     from .store import headline_from
 
-    store = _open(args)
-    try:
-        article = store.article(article_id)
-    finally:
-        store.close()
-    return headline_from(article["text"], 60) if article else None
+    if title:
+        return title
+    article = store.article(article_id)
+    return "(untitled) " + (headline_from(article["text"], 60) if article else "")
+
+
+# FTS5 reads a hyphen in a bare word as an operator ("foo-bar": foo, NOT the column bar).
+_BARE_WORD = re.compile(r'[^\s"()]+')
+_HYPHEN = re.compile(r"\w-\w")
+_QUOTED = re.compile(r'("[^"]*")')
+
+
+def _quoted_if_hyphenated(word: re.Match) -> str:
+    return f'"{word[0]}"' if _HYPHEN.search(word[0]) else word[0]
+
+
+def search_hint(text: str) -> str:
+    """What to try after FTS5 refused the query `text`: its hyphenated words in double quotes."""
+    parts = _QUOTED.split(text)
+    # Odd parts are already quoted phrases; only bare words need quotes.
+    fixed = "".join(
+        part if index % 2 else _BARE_WORD.sub(_quoted_if_hyphenated, part) for index, part in enumerate(parts)
+    )
+    if fixed != text:
+        return f"wrap words with hyphens in double quotes: newsdedup search {shlex.quote(fixed)}"
+    return "wrap words with hyphens in double quotes, e.g. '\"COVID-19\"'"
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    import sqlite3
-
     store = _open(args)
     try:
         try:
-            rows = store.search(args.text, args.limit)
+            rows = store.search(args.text, args.limit or None)
+            total = store.search_count(args.text) if len(rows) == args.limit and not args.json else len(rows)
         except sqlite3.OperationalError as exc:
-            raise UsageError(f"cannot search for {args.text!r}: {exc} (FTS5 query syntax: https://sqlite.org/fts5.html)") from None
+            raise UsageError(
+                f"cannot search for {args.text!r}: {exc}; {search_hint(args.text)} "
+                "(FTS5 query syntax: https://sqlite.org/fts5.html)"
+            ) from None
+        if not args.json:
+            for row in rows:
+                row["title"] = _shown_title(store, row["article_id"], row["title"])
     finally:
         store.close()
     if args.json:
@@ -488,13 +556,18 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 0
     print(_table(rows, [("story_id", "story", 6), ("article_id", "article", 16), ("source", "source", 24),
                         ("title", "title", 50), ("snippet", "match", 70)]))
+    _print_shown(len(rows), total, "matching articles")
     return 0
 
 
 def cmd_rejects(args: argparse.Namespace) -> int:
     store = _open(args)
     try:
-        rows = list(store.db.query("SELECT ref, stage, reason, detail, input, at FROM rejects ORDER BY id DESC LIMIT ?", [args.limit]))
+        rows = list(store.db.query(
+            "SELECT ref, stage, reason, detail, input, at FROM rejects ORDER BY id DESC LIMIT ?",
+            [args.limit or -1],  # SQLite reads a negative LIMIT as none: --limit 0 lists every reject
+        ))
+        total = store.counts()["rejects"] if len(rows) == args.limit and not args.json else len(rows)
     finally:
         store.close()
     if args.json:
@@ -505,6 +578,7 @@ def cmd_rejects(args: argparse.Namespace) -> int:
         print("no rejects")
         return 0
     print(_table(rows, [("ref", "input", -40), ("stage", "stage", 8), ("reason", "reason", 100), ("detail", "detail", 40)]))
+    _print_shown(len(rows), total, "rejects")
     return 0
 
 
@@ -535,24 +609,40 @@ def cmd_browse(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    from .export import write_stories
-
-    store = _open(args)
-    out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
-    try:
-        stories = (
-            (story, articles) for story, articles in store.stories_with_articles(not args.no_text, args.since)
-            if story["article_count"] >= args.min_size
+def _output_file(path: str) -> TextIO:
+    """`path` opened for writing the export, or a UsageError saying what is wrong with it."""
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        problem = "is not a directory" if os.path.exists(directory) else "does not exist"
+        raise UsageError(
+            f"cannot write {path}: the directory {directory} {problem} (create it, or choose another --output)"
         )
-        counts = write_stories(stories, out, args.format, with_text=not args.no_text)
+    try:
+        return open(path, "w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc} (choose another --output)") from None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import format_for, write_stories
+
+    fmt = args.format or format_for(args.output)
+    store = _open(args)
+    try:
+        out = _output_file(args.output) if args.output else sys.stdout
+        try:
+            stories = (
+                (story, articles) for story, articles in store.stories_with_articles(not args.no_text, args.since)
+                if story["article_count"] >= args.min_size
+            )
+            counts = write_stories(stories, out, fmt, with_text=not args.no_text)
+        finally:
+            if args.output:
+                out.close()
     finally:
         store.close()
-        if args.output:
-            out.close()
-    print(f"exported {counts.stories:,} {'story' if counts.stories == 1 else 'stories'}, "
-          f"{counts.articles:,} {'article' if counts.articles == 1 else 'articles'}"
-          + (f" to {args.output}" if args.output else ""), file=sys.stderr)
+    print(f"exported {plural(counts.stories, 'story')}, {plural(counts.articles, 'article')}"
+          + (f" to {args.output} ({fmt})" if args.output else ""), file=sys.stderr)
     return 0
 
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 import tempfile
 import time
+import zlib
 from collections import Counter, defaultdict
 from math import comb
 from pathlib import Path
-from typing import Hashable, Mapping, Sequence
+from typing import Hashable, Iterator, Mapping, Sequence
 
 from .errors import UsageError
+from .report import plural
 from .extract import canonical_url
 from .settings import Settings
 
@@ -56,24 +59,49 @@ def adjusted_rand_index(predicted: Mapping[str, Hashable], gold: Mapping[str, Ha
 
 
 def read_corpus(path: str | Path) -> list[dict]:
-    """The records of a labelled JSON Lines corpus; each needs `id`, `text` and `story`."""
-    records = []
+    """The records of a labelled JSON Lines corpus (.jsonl, or gzipped .jsonl.gz); each needs
+    `text` and `story`, and gets `id` "line-N" when it has none.
+
+    Raises:
+        UsageError: the file is missing, a directory, unreadable, not UTF-8 or gzip, has a line
+            that is not a JSON object with a 'story', or holds no records at all.
+    """
     try:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                record = json.loads(line)
-                if "story" not in record:
-                    raise UsageError(f"{path}:{number} has no 'story' field (the gold label)")
-                record.setdefault("id", f"line-{number}")
-                record["id"] = str(record["id"])
-                records.append(record)
+        records = list(_corpus_records(Path(path)))
     except FileNotFoundError:
         raise UsageError(f"no such corpus: {path}") from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path} is not JSON Lines: {exc}") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a directory: give one JSON Lines file (.jsonl or .jsonl.gz)") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text: a corpus is JSON Lines in UTF-8") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise UsageError(f"{path} is not readable gzip data ({exc or 'truncated'})") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not records:
+        raise UsageError(f"{path} holds no records: a corpus is JSON Lines, one article with a 'story' label a line")
     return records
+
+
+def _corpus_records(path: Path) -> Iterator[dict]:
+    # A file name ending in .gz is read through gzip, as `ingest` reads .jsonl.gz.
+    compressed = path.name.lower().endswith(".gz")
+    with gzip.open(path, "rt", encoding="utf-8") if compressed else path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                # The decoder counts lines within the one line it was given; the file's line is `number`.
+                raise UsageError(f"{path}:{number} is not JSON: {exc.msg} (column {exc.colno})") from None
+            if not isinstance(record, dict):
+                raise UsageError(f"{path}:{number} is not a JSON object (one article a line)")
+            if "story" not in record:
+                raise UsageError(f"{path}:{number} has no 'story' field (the gold label)")
+            record.setdefault("id", f"line-{number}")
+            record["id"] = str(record["id"])
+            yield record
 
 
 def predicted_labels(records: Sequence[dict], db_path: Path) -> dict[str, Hashable]:
@@ -123,7 +151,8 @@ def evaluate_corpus(
         predicted = predicted_labels(records, db)
     gold = {r["id"]: r["story"] for r in records}
     precision, recall, f1 = bcubed(predicted, gold)
-    titles = {r["id"]: (r.get("title") or r["text"][:80]) for r in records}
+    # A record without a text is rejected by ingest and scored as a story of its own; it still needs a label here.
+    titles = {r["id"]: str(r.get("title") or r.get("text") or r["id"])[:80] for r in records}
     return {
         "corpus": str(path),
         "articles": len(records),
@@ -178,8 +207,8 @@ def worst_splits(predicted: Mapping, gold: Mapping, titles: Mapping, limit: int)
 def render(result: dict) -> str:
     """The evaluation result for people."""
     lines = [
-        f"corpus      {result['corpus']} ({result['articles']} articles, {result['gold_stories']} gold stories, "
-        f"{result['batches']} run{'s' if result['batches'] > 1 else ''})",
+        f"corpus      {result['corpus']} ({plural(result['articles'], 'article')}, "
+        f"{plural(result['gold_stories'], 'gold story')}, {plural(result['batches'], 'run')})",
         f"B-cubed     precision {result['bcubed_precision']:.4f}  recall {result['bcubed_recall']:.4f}  "
         f"F1 {result['bcubed_f1']:.4f}",
         f"ARI         {result['adjusted_rand_index']:.4f}",

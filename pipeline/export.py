@@ -5,9 +5,13 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Iterable, TextIO
 
 FORMATS = ("jsonl", "csv")
+# What an output file's name says it holds; anything else (and standard output) gets jsonl.
+FORMAT_BY_SUFFIX = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+DEFAULT_FORMAT = "jsonl"
 
 STORY_COLUMNS = (
     "story_id", "title", "article_count", "outlets", "first_published", "last_published",
@@ -81,6 +85,13 @@ def write_csv(stories: StoryRows, out: TextIO, with_text: bool = True) -> Export
             article_count += 1
         story_count += 1
     return ExportCounts(story_count, article_count)
+
+
+def format_for(output: str | None) -> str:
+    """The export format an output file's extension names (".csv" -> "csv"), else "jsonl"."""
+    if not output:
+        return DEFAULT_FORMAT
+    return FORMAT_BY_SUFFIX.get(PurePath(output).suffix.lower(), DEFAULT_FORMAT)
 
 
 def write_stories(stories: StoryRows, out: TextIO, fmt: str, with_text: bool = True) -> ExportCounts:

@@ -24,6 +24,7 @@ from . import extract, sources, web
 from .errors import BadInputError
 from .fingerprint import fingerprint
 from .models import Prepared, PreparedBatch, RawDocument, Rejected
+from .report import plural
 from .settings import Settings
 from .store import IndexReads, SavedBatch, Store, now_iso, open_store
 from .stories import assign_batch
@@ -160,11 +161,11 @@ def commit_batch(batch: PreparedBatch, store: Store, settings: Settings, run_id:
         store.forget_rejects(batch.accepted)
     grown = sorted(outcome.touched - outcome.new_stories)
     log.info(
-        "batch of %d inputs: %d new articles (%d near-duplicates), %d unchanged, %d rejects; "
-        "%d new stories, %d grown, %d merged",
-        batch.inputs, len(fresh), sum(1 for a in outcome.assignments if a.duplicate_of),
-        len(batch.prepared) - len(fresh), len(batch.rejected), len(outcome.new_stories), len(grown),
-        len(outcome.merges),
+        "batch of %s: %s (%s), %d unchanged, %s; %s, %d grown, %d merged",
+        plural(batch.inputs, "input"), plural(len(fresh), "new article"),
+        plural(sum(1 for a in outcome.assignments if a.duplicate_of), "near-duplicate"),
+        len(batch.prepared) - len(fresh), plural(len(batch.rejected), "reject"),
+        plural(len(outcome.new_stories), "new story"), len(grown), len(outcome.merges),
     )
     return SavedBatch(
         inputs=batch.inputs,
@@ -263,8 +264,8 @@ class RunReport:
             "merged_stories": len(self.merged),
             "rejects": self.rejects,
             **(
-                {"pages_fetched": self.pages_fetched, "known_urls_skipped": self.known_urls,
-                 "listings_not_modified": len(self.not_modified)}
+                {"pages_fetched": self.pages_fetched, "listings_fetched": self.listings_fetched,
+                 "known_urls_skipped": self.known_urls, "listings_not_modified": len(self.not_modified)}
                 if self.web_sources else {}
             ),
         }

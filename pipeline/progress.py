@@ -8,6 +8,7 @@ import zlib
 from pathlib import Path
 from typing import Protocol, Sequence
 
+from .report import plural
 from .settings import IngestSettings
 from .sources import kind_of
 
@@ -96,7 +97,7 @@ def progress_line(inputs: int, expected: int, new_articles: int, rejects: int, e
     `expected` (a feed or sitemap expands into pages), it says neither a total nor a time left.
     """
     rate = inputs / elapsed_s if elapsed_s > 0 else 0.0
-    counts = f"{new_articles:,} new articles, {rejects:,} rejects"
+    counts = f"{plural(new_articles, 'new article')}, {plural(rejects, 'reject')}"
     if 0 < inputs < expected:
         done = f"{inputs:,} of about {expected:,} inputs ({100 * inputs // expected}%)"
         seconds_left = (expected - inputs) / rate if rate > 0 else None
@@ -107,7 +108,7 @@ def progress_line(inputs: int, expected: int, new_articles: int, rejects: int, e
         else:
             left = f", about {_duration(seconds_left)} left"
     else:
-        done, left = f"{inputs:,} inputs", ""
+        done, left = plural(inputs, "input"), ""
     return f"{done}, {counts}; {rate:,.0f} inputs/s{left}"
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
-from .ingest import RunReport
+if TYPE_CHECKING:
+    from .ingest import RunReport
 
 # Eighths of a block, so a bar's length is exact to 1/8 of a character cell.
 _EIGHTHS = " ▏▎▍▌▋▊▉"
@@ -13,84 +14,99 @@ _FULL = "█"
 _SIZE_BINS = ((1, 1), (2, 2), (3, 4), (5, 9), (10, 19), (20, None))
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
+def plural(count: int, word: str) -> str:
+    """`count` and `word` in agreement: "1 story", "2 stories", "1,000 new articles"."""
+    if count == 1:
+        return f"1 {word}"
+    many = word[:-1] + "ies" if word.endswith("y") and word[-2:-1] not in ("a", "e", "o", "u") else word + "s"
+    return f"{count:,} {many}"
 
 
-def database_line(totals: dict[str, int]) -> str:
+def database_line(totals: Mapping[str, int]) -> str:
     """What the database holds after a run, e.g. "database now     5 articles, 1 story, 0 rejects"."""
     return (
-        f"database now     {_plural(totals['articles'], 'article')}, "
-        f"{_plural(totals['stories'], 'story').replace('storys', 'stories')}, "
-        f"{_plural(totals['rejects'], 'reject')}"
+        f"database now     {plural(totals['articles'], 'article')}, "
+        f"{plural(totals['stories'], 'story')}, {plural(totals['rejects'], 'reject')}"
     )
 
 
-def summary_lines(report: RunReport, totals: dict[str, int] | None = None) -> list[str]:
-    """A short, aligned run summary for the terminal."""
+def run_lines(counts: Mapping[str, float]) -> list[str]:
+    """A run's summary for the terminal, from its counts (`RunReport.counts()`, which is also
+    what the flow returns): the same lines whichever engine ran it. Its time comes after these."""
+    def count(key: str) -> int:
+        return int(counts.get(key, 0))
+
+    inputs, new, unchanged, rejects = count("inputs"), count("new_articles"), count("unchanged"), count("rejects")
+    near = count("near_duplicates")
     lines = [
-        f"inputs           {report.inputs:,}",
-        f"new articles     {report.new_articles:,}  (near-duplicates among them: {report.near_duplicates:,})",
-        f"unchanged        {report.unchanged:,}  (already in the database)",
-        f"rejects          {report.rejects:,}" + ("  (see: newsdedup rejects)" if report.rejects else ""),
-        f"stories          {len(report.new_stories):,} new, {len(report.grown_stories):,} grown, "
-        f"{len(report.merged):,} merged",
+        f"inputs           {inputs:,}",
+        f"new articles     {new:,}" + (f"  ({plural(near, 'near-duplicate')} among them)" if near else ""),
+        f"unchanged        {unchanged:,}  (already in the database)",
+        f"rejects          {rejects:,}" + ("  (see: newsdedup rejects)" if rejects else ""),
+        f"stories          {count('new_stories'):,} new, {count('grown_stories'):,} grown, "
+        f"{count('merged_stories'):,} merged",
     ]
-    if report.new_articles == 0 and report.rejects == 0 and report.inputs:
-        lines.append("nothing new: every input was already stored")
-    if report.web_sources:
-        lines.extend(web_lines(report))
-    if report.seconds:
-        total = sum(report.seconds.values())
-        stages = ", ".join(f"{stage} {seconds:.2f}s" for stage, seconds in report.seconds.items())
-        rate = f", {report.inputs / total:,.0f} inputs/s" if total > 0 else ""
-        lines.append(f"time             {total:.2f}s ({stages}{rate})")
-    if totals:
-        lines.append(database_line(totals))
-    if not report.balanced:
+    if inputs != new + unchanged + rejects:
         lines.append("WARNING: inputs != new + unchanged + rejects; please report this as a bug")
+    if new == 0 and rejects == 0 and inputs:
+        lines.append("nothing new: every input was already stored")
+    if "pages_fetched" in counts:
+        lines.extend(web_lines(counts))
     return lines
 
 
-def web_lines(report: RunReport) -> list[str]:
-    """What a run fetched from the web, and whether it found anything new there."""
+def web_lines(counts: Mapping[str, float]) -> list[str]:
+    """What a run fetched from the web, and whether it found anything new there (from its counts)."""
+    pages, known, not_modified = (
+        int(counts.get(key, 0)) for key in ("pages_fetched", "known_urls_skipped", "listings_not_modified")
+    )
     lines = [
-        f"fetched          {_plural(report.pages_fetched, 'page')}, "
-        f"{_plural(report.listings_fetched, 'feed or sitemap request')}"
-        + (f" ({len(report.not_modified):,} not modified)" if report.not_modified else ""),
-        f"known URLs       {report.known_urls:,}  (already stored, not fetched again)",
+        f"fetched          {plural(pages, 'page')}, "
+        f"{plural(int(counts.get('listings_fetched', 0)), 'feed or sitemap request')}"
+        + (f" ({not_modified:,} not modified)" if not_modified else ""),
+        f"known URLs       {known:,}  (already stored, not fetched again)",
     ]
-    if report.pages_fetched == 0:
+    if pages == 0:
         why = []
-        if report.not_modified:
-            why.append(f"{_plural(len(report.not_modified), 'source')} not modified since the last run")
-        if report.known_urls:
-            why.append(f"{_plural(report.known_urls, 'listed URL')} already stored")
+        if not_modified:
+            why.append(f"{plural(not_modified, 'source')} not modified since the last run")
+        if known:
+            why.append(f"{plural(known, 'listed URL')} already stored")
         lines.append("fetched nothing new" + (f": {'; '.join(why)}" if why else ""))
     return lines
 
 
-def web_nothing_new(counts: dict[str, int]) -> list[str]:
-    """The "fetched nothing new" line for a run's counts (as a flow returns them), if it applies."""
-    if counts.get("pages_fetched", 1) != 0:
-        return []
-    report = RunReport("")
-    report.pages_fetched = 0
-    report.known_urls = counts.get("known_urls_skipped", 0)
-    report.not_modified = [""] * counts.get("listings_not_modified", 0)
-    return web_lines(report)[-1:]
+def _rate(inputs: float, seconds: float) -> str:
+    return f"{inputs / seconds:,.0f} inputs/s" if seconds > 0 else "no time measured"
 
 
-def flow_summary_lines(counts: dict[str, float], command_s: float) -> list[str]:
+def summary_lines(
+    report: RunReport, totals: Mapping[str, int] | None = None, elapsed_s: float | None = None
+) -> list[str]:
+    """The summary of a run made in this process (the local engine, --retry-rejects, the flow's own log).
+
+    Its one rate is over `elapsed_s`, the run's whole time when the caller has it, else over
+    the stages' sum; the stages follow it, so the time they leave out is visible."""
+    lines = run_lines(report.counts())
+    if report.seconds:
+        seconds = elapsed_s if elapsed_s is not None else sum(report.seconds.values())
+        stages = ", ".join(f"{stage} {value:.2f}s" for stage, value in report.seconds.items())
+        lines.append(f"time             {seconds:.2f}s ({_rate(report.inputs, seconds)}); stages: {stages}")
+    if totals:
+        lines.append(database_line(totals))
+    return lines
+
+
+def flow_summary_lines(counts: Mapping[str, float], command_s: float) -> list[str]:
     """The summary of a run through the Prefect flow, from what the flow returns (its counts and
-    its own `seconds`), for a command that took `command_s` with Prefect's start."""
+    its own `seconds`), for a command that took `command_s` with Prefect's start: the lines of
+    `summary_lines`, with the time the flow measured (and gave its own log) as the one rate."""
     counts = dict(counts)
     flow_s = counts.pop("seconds", None)
-    lines = [f"{key.replace('_', ' '):<16} {value:,}" for key, value in counts.items()]
-    lines += web_nothing_new(counts)
+    lines = run_lines(counts)
     if flow_s:
         lines.append(
-            f"time             {flow_s:.2f}s in the flow ({counts['inputs'] / flow_s:,.0f} inputs/s), "
+            f"time             {flow_s:.2f}s in the flow ({_rate(counts.get('inputs', 0), flow_s)}), "
             f"{command_s:.1f}s with Prefect's start"
         )
     return lines
@@ -153,7 +169,7 @@ def charts_markdown(story_sizes: Sequence[int], similarities: Sequence[float]) -
     """Markdown lines with the two pictures of a run: story sizes and similarities."""
     lines: list[str] = []
     if story_sizes:
-        stories = _plural(len(story_sizes), "story").replace("storys", "stories")
+        stories = plural(len(story_sizes), "story")
         lines += _chart_section(
             "Story sizes", f"Articles per story, over the {stories} this run created or grew:",
             size_histogram(story_sizes),
@@ -161,7 +177,7 @@ def charts_markdown(story_sizes: Sequence[int], similarities: Sequence[float]) -
     if similarities:
         lines += _chart_section(
             "How close the new articles are to their story",
-            f"Similarity to the story's canonical article, for {_plural(len(similarities), 'new article')} "
+            f"Similarity to the story's canonical article, for {plural(len(similarities), 'new article')} "
             "that joined a story (1.0 = the same text):",
             similarity_histogram(similarities),
         )
@@ -210,11 +226,11 @@ def summary_markdown(
             if report.web_sources else []
         ),
         "",
-        f"Database now: {totals['articles']:,} articles in {totals['stories']:,} stories; "
-        f"{totals['rejects']:,} rejects.",
+        f"Database now: {plural(totals['articles'], 'article')} in {plural(totals['stories'], 'story')}; "
+        f"{plural(totals['rejects'], 'reject')}.",
     ]
     if report.web_sources and report.pages_fetched == 0:
-        lines += ["", web_lines(report)[-1] + "."]
+        lines += ["", web_lines(report.counts())[-1] + "."]
     lines += stage_times_markdown(report.seconds, report.inputs)
     lines += charts_markdown([story["article_count"] for story in stories], similarities)
     if stories:

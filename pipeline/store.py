@@ -1266,6 +1266,14 @@ class Store(IndexReads):
             params.append(int(limit))
         return list(self.db.query(f"SELECT * FROM story_overview WHERE story_id IN ({picked}) ORDER BY {overview_order}", params))
 
+    def story_count(self, min_size: int = 1, since: str | None = None) -> int:
+        """How many stories `stories` lists when it is given no limit."""
+        sql, params = "SELECT count(*) FROM stories WHERE article_count >= ?", [min_size]
+        if since:
+            sql += " AND updated_at >= ?"
+            params.append(since)
+        return self.conn.execute(sql, params).fetchone()[0]
+
     def story(self, story_id: int) -> dict | None:
         rows = list(self.db.query("SELECT * FROM story_overview WHERE story_id = ?", [story_id]))
         return rows[0] if rows else None
@@ -1298,16 +1306,25 @@ class Store(IndexReads):
         rows = list(self.db.query("SELECT * FROM articles WHERE id = ?", [article_id]))
         return rows[0] if rows else None
 
-    def search(self, text: str, limit: int = 20) -> list[dict]:
+    def search(self, text: str, limit: int | None = 20) -> list[dict]:
+        """Articles matching the FTS5 query `text`, best first; all of them when `limit` is None."""
         return list(
             self.db.query(
                 "SELECT a.id AS article_id, a.story_id, a.title, a.source, a.published, "
                 "snippet(articles_fts, 1, '[', ']', '…', 12) AS snippet "
                 "FROM articles_fts JOIN articles a ON a.rowid = articles_fts.rowid "
                 "WHERE articles_fts MATCH ? ORDER BY rank LIMIT ?",
-                [text, limit],
+                [text, -1 if limit is None else limit],  # SQLite reads a negative LIMIT as none
             )
         )
+
+    def search_count(self, text: str) -> int:
+        """How many articles `search` finds for `text` when it is given no limit."""
+        return self.conn.execute(
+            "SELECT count(*) FROM articles_fts JOIN articles a ON a.rowid = articles_fts.rowid "
+            "WHERE articles_fts MATCH ?",
+            [text],
+        ).fetchone()[0]
 
     def stories_with_articles(
         self, with_text: bool = True, since: str | None = None

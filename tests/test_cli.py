@@ -1,6 +1,7 @@
 """The newsdedup command: help with examples, readable tables, one-line errors with exit codes."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -111,3 +112,80 @@ def test_stories_and_export_since_keep_only_what_changed(tmp_path, story_db, cap
 
     bad = run("stories", "--db", str(db), "--since", "yesterday")
     assert bad.returncode == 2 and "24h" in bad.stderr
+
+
+def test_negative_counts_are_refused_by_the_parser(capsys):
+    import pytest
+
+    for args, option, least in (
+        (["ingest", "no-such-dir", "--workers", "-1"], "--workers", 0),
+        (["stories", "--limit", "-1"], "--limit", 0),
+        (["search", "x", "--limit", "-5"], "--limit", 0),
+        (["rejects", "--limit", "-1"], "--limit", 0),
+        (["eval", "corpus.jsonl", "--batches", "0"], "--batches", 1),
+        (["serve", "--limit", "0"], "--limit", 1),
+        (["stories", "--limit", "lots"], "--limit", 0),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main(args)
+        assert exited.value.code == 2, args
+        assert f"argument {option}: {args[-1]!r} is not a whole number of {least} or more" in capsys.readouterr().err
+
+
+def test_a_table_cut_at_its_limit_says_how_many_there_are(tmp_path, story_db, capsys):
+    import shutil
+    import sqlite3
+
+    db = tmp_path / "stories.db"
+    shutil.copyfile(story_db, db)
+    with sqlite3.connect(db) as conn:
+        conn.executemany(
+            "INSERT INTO rejects (ref, stage, reason, input, at) VALUES (?, 'read', 'empty file', ?, '2026-01-01T00:00:00Z')",
+            [(f"empty-{n}.txt", f"/in/empty-{n}.txt") for n in range(30)],
+        )
+        rejects = conn.execute("SELECT count(*) FROM rejects").fetchone()[0]
+
+    assert main(["stories", "--db", str(db), "--limit", "2"]) == 0
+    shown = capsys.readouterr()
+    assert len(shown.out.splitlines()) == 4 and shown.err == "2 of 3 stories shown; --limit 0 shows all\n"
+    assert main(["stories", "--db", str(db), "--limit", "0"]) == 0
+    shown = capsys.readouterr()
+    assert len(shown.out.splitlines()) == 5 and shown.err == ""
+    assert main(["stories", "--db", str(db), "--limit", "2", "--json"]) == 0
+    shown = capsys.readouterr()
+    assert len(shown.out.splitlines()) == 2 and shown.err == ""
+
+    assert main(["rejects", "--db", str(db)]) == 0  # a default limit: hundreds of rejects are not one screen
+    shown = capsys.readouterr()
+    assert len(shown.out.splitlines()) == 2 + 20 and shown.err == f"20 of {rejects} rejects shown; --limit 0 shows all\n"
+    assert main(["rejects", "--db", str(db), "--limit", "0", "--json"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == rejects
+
+    assert main(["search", "the", "--db", str(db), "--limit", "1"]) == 0
+    shown = capsys.readouterr()
+    assert len(shown.out.splitlines()) == 3 and re.fullmatch(r"1 of \d+ matching articles shown; --limit 0 shows all\n", shown.err)
+    assert main(["search", "the", "--db", str(db), "--limit", "0", "--json"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == int(shown.err.split()[2])
+
+
+def test_every_limit_option_says_what_it_limits():
+    for command in ("stories", "search", "rejects"):
+        help_text = " ".join(run(command, "--help").stdout.split())
+        assert re.search(r"--limit LIMIT at most this many \w+.*\(default \d+; 0 for all\)", help_text), command
+
+
+def test_search_and_show_print_an_untitled_article_alike(tmp_path, capsys):
+    corpus = tmp_path / "untitled.jsonl"
+    text = ("Mysterious lights were seen over the harbour on Tuesday night, residents said. The coast guard "
+            "looked into the reports and found nothing unusual in the area, officials confirmed later that evening.")
+    corpus.write_text(json.dumps({"id": "u1", "text": text}) + "\n")
+    db = tmp_path / "stories.db"
+    assert main(["ingest", str(corpus), "--db", str(db), "--engine", "local", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["show", "1", "--db", str(db)]) == 0
+    shown = capsys.readouterr().out.splitlines()[-1]
+    assert main(["search", "harbour", "--db", str(db)]) == 0
+    found = capsys.readouterr().out.splitlines()[-1]
+    assert "(untitled) Mysterious lights" in shown and "(untitled) Mysterious lights" in found
+    assert main(["search", "harbour", "--db", str(db), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["title"] is None  # data stays data

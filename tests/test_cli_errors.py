@@ -115,3 +115,36 @@ def test_configuration_file_missing_or_not_toml(tmp_path, seeds_dir):
 
 def test_unknown_story(story_db):
     _one_line_error(_newsdedup("show", "999", "--db", str(story_db)), 2, "no story 999")
+
+
+def test_export_into_a_directory_that_does_not_exist(story_db, tmp_path):
+    result = _newsdedup("export", "--db", str(story_db), "--output", str(tmp_path / "nonexistent" / "dir" / "x.jsonl"))
+    _one_line_error(result, 2, "cannot write", f"{tmp_path / 'nonexistent' / 'dir'} does not exist")
+    into_a_directory = _newsdedup("export", "--db", str(story_db), "--output", str(tmp_path))
+    _one_line_error(into_a_directory, 2, f"cannot write {tmp_path}")
+
+
+@pytest.mark.parametrize("corpus, phrase", [
+    ("seeds", "is a directory"), ("empty.jsonl", "holds no records"), ("broken.jsonl", "broken.jsonl:2 is not JSON"),
+])
+def test_eval_of_a_corpus_it_cannot_score(tmp_path, corpus, phrase):
+    (tmp_path / "seeds").mkdir()
+    (tmp_path / "empty.jsonl").write_text("\n")
+    (tmp_path / "broken.jsonl").write_text('{"text": "a", "story": 1}\n{"text": "b", "story": 1\n')
+    _one_line_error(_newsdedup("eval", str(tmp_path / corpus)), 2, phrase)
+
+
+@pytest.mark.parametrize("command", [("stories",), ("show", "1"), ("search", "sessions"), ("rejects",), ("export",)])
+def test_read_commands_check_the_configuration_even_with_db(story_db, tmp_path, command):
+    missing = _newsdedup(*command, "--db", str(story_db), "--config", str(tmp_path / "nope.toml"))
+    _one_line_error(missing, 3, "configuration file not found")
+    from_environment = _newsdedup(*command, "--db", str(story_db), env={"NEWSDEDUP_INGEST__BATCH_SIZE": "abc"})
+    _one_line_error(from_environment, 3, "ingest.batch_size")
+
+
+def test_search_with_a_hyphen_says_how_to_quote_it(story_db):
+    result = _newsdedup("search", "bike-share OR sessions", "--db", str(story_db))
+    _one_line_error(result, 2, "cannot search for", """wrap words with hyphens in double quotes: newsdedup search '"bike-share" OR sessions'""")
+    assert _newsdedup("search", '"bike-share" OR sessions', "--db", str(story_db)).returncode == 0
+    unbalanced = _newsdedup("search", "(sessions", "--db", str(story_db))
+    _one_line_error(unbalanced, 2, """wrap words with hyphens in double quotes, e.g. '"COVID-19"'""")

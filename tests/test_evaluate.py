@@ -1,8 +1,10 @@
-"""Clustering scores: B-cubed and ARI on cases whose answers are known."""
+"""Clustering scores: B-cubed and ARI on cases whose answers are known; reading a labelled corpus."""
 
+import pytest
 from hypothesis import given, strategies as st
 
-from pipeline.evaluate import adjusted_rand_index, bcubed
+from pipeline.errors import UsageError
+from pipeline.evaluate import adjusted_rand_index, bcubed, read_corpus
 
 labels = st.lists(st.integers(0, 5), min_size=2, max_size=40)
 
@@ -41,3 +43,58 @@ def test_ari_is_symmetric(left, right):
     size = min(len(left), len(right))
     a, b = as_map(left[:size]), as_map(right[:size])
     assert abs(adjusted_rand_index(a, b) - adjusted_rand_index(b, a)) < 1e-9
+
+
+def _corpus(path, lines):
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+RECORDS = ['{"id": "a", "text": "one", "story": 1}', '{"text": "two", "story": 1}', '{"id": 3, "text": "three", "story": 2}']
+
+
+def test_a_gzipped_corpus_reads_as_the_plain_one(tmp_path):
+    import gzip
+
+    plain = _corpus(tmp_path / "c.jsonl", RECORDS)
+    packed = tmp_path / "c.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert read_corpus(packed) == read_corpus(plain)
+    assert [r["id"] for r in read_corpus(packed)] == ["a", "line-2", "3"]
+
+
+def test_a_broken_line_is_reported_by_its_line_in_the_file(tmp_path):
+    corpus = _corpus(tmp_path / "c.jsonl", RECORDS + ['{"text": "four", "story": 2,}'])
+    with pytest.raises(UsageError, match=r"c\.jsonl:4 is not JSON: .*\(column 29\)"):
+        read_corpus(corpus)
+    with pytest.raises(UsageError, match=r"s\.jsonl:2 is not a JSON object"):
+        read_corpus(_corpus(tmp_path / "s.jsonl", [RECORDS[0], '"a story"']))
+
+
+@pytest.mark.parametrize("lines", [[], ["", "   "]])
+def test_a_corpus_without_records_is_refused(tmp_path, lines):
+    with pytest.raises(UsageError, match="holds no records"):
+        read_corpus(_corpus(tmp_path / "empty.jsonl", lines))
+
+
+def test_a_directory_or_a_file_that_is_not_gzip_or_utf8_is_refused(tmp_path):
+    with pytest.raises(UsageError, match="is a directory: give one JSON Lines file"):
+        read_corpus(tmp_path)
+    fake = tmp_path / "fake.jsonl.gz"
+    fake.write_text(RECORDS[0])
+    with pytest.raises(UsageError, match="not readable gzip data"):
+        read_corpus(fake)
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes('{"text": "café", "story": 1}\n'.encode("latin-1"))
+    with pytest.raises(UsageError, match="not UTF-8 text"):
+        read_corpus(latin)
+
+
+def test_the_rendered_scores_read_in_the_singular():
+    from pipeline.evaluate import render
+
+    result = {"corpus": "c.jsonl", "articles": 1, "gold_stories": 1, "batches": 1, "bcubed_precision": 1.0,
+              "bcubed_recall": 1.0, "bcubed_f1": 1.0, "adjusted_rand_index": 1.0, "predicted_stories": 1,
+              "seconds": 0.1, "worst_merges": [], "worst_splits": []}
+    assert render(result).splitlines()[0] == "corpus      c.jsonl (1 article, 1 gold story, 1 run)"
+    assert render({**result, "articles": 2, "gold_stories": 2, "batches": 4}).splitlines()[0].endswith("(2 articles, 2 gold stories, 4 runs)")

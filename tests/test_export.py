@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import cli
-from pipeline.export import csv_columns, write_stories
+from pipeline.export import csv_columns, format_for, write_stories
 from pipeline.store import open_store
 
 
@@ -96,3 +96,22 @@ def test_an_empty_database_exports_nothing_but_a_header(fmt: str, expected: str)
 def test_unknown_format_is_refused():
     with pytest.raises(ValueError, match="jsonl, csv"):
         write_stories(iter(()), io.StringIO(), "xml")
+
+
+@pytest.mark.parametrize("output, fmt", [
+    ("a2.csv", "csv"), ("out/A2.CSV", "csv"), ("s.jsonl", "jsonl"), ("s.ndjson", "jsonl"),
+    ("stories.txt", "jsonl"), ("noext", "jsonl"), (None, "jsonl"),
+])
+def test_the_format_follows_the_output_files_extension(output, fmt):
+    assert format_for(output) == fmt
+
+
+def test_export_to_a_csv_file_without_format_writes_csv(story_db: Path, capsys):
+    out = story_db.parent / "a2.csv"
+    assert cli.main(["export", "--db", str(story_db), "--output", str(out), "--no-text"]) == 0
+    rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
+    assert len(rows) == 10 and list(rows[0]) == csv_columns(with_text=False)
+    assert "to " + str(out) + " (csv)" in capsys.readouterr().err
+    # An explicit --format is the user's choice, whatever the name says.
+    assert cli.main(["export", "--db", str(story_db), "--output", str(out), "--format", "jsonl", "--no-text"]) == 0
+    assert json.loads(out.read_text(encoding="utf-8").splitlines()[0])["story_id"] == 1

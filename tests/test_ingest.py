@@ -213,3 +213,13 @@ def test_a_failure_while_indexing_rolls_the_batch_back(db_path, settings, monkey
         assert not store.conn.in_transaction
     finally:
         store.close()
+
+
+def test_the_batch_log_line_reads_in_the_singular(tmp_path, db_path, settings, caplog):
+    import logging
+
+    one = tmp_path / "one.jsonl"
+    one.write_text(json.dumps({"id": "a", "title": "Bridge repairs", "text": BODY}) + "\n")
+    with caplog.at_level(logging.INFO, logger="pipeline.ingest"):
+        ingest([str(one)], settings, db_path)
+    assert "batch of 1 input: 1 new article (0 near-duplicates), 0 unchanged, 0 rejects; 1 new story, 0 grown, 0 merged" in caplog.messages

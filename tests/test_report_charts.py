@@ -71,3 +71,52 @@ def test_a_flow_summary_gives_the_counts_and_the_flows_own_time():
     web = report.flow_summary_lines({"inputs": 3, "pages_fetched": 0, "known_urls_skipped": 3}, 1.0)
     assert web[-1] == "fetched nothing new: 3 listed URLs already stored"
     assert not any(line.startswith("time") for line in web)
+
+
+def test_one_of_each_reads_in_the_singular():
+    assert [report.plural(n, "story") for n in (0, 1, 2, 1_000)] == ["0 stories", "1 story", "2 stories", "1,000 stories"]
+    assert report.plural(1, "listed URL") == "1 listed URL" and report.plural(2, "day") == "2 days"
+    assert report.database_line({"articles": 1, "stories": 1, "rejects": 1}) == "database now     1 article, 1 story, 1 reject"
+    run = _run(inputs=2, new_articles=1, near_duplicates=1, rejects=1, new_stories={1})
+    assert "new articles     1  (1 near-duplicate among them)" in report.summary_lines(run)
+    markdown = report.summary_markdown(run, {"articles": 1, "stories": 1, "rejects": 1}, [{"story_id": 1, "article_count": 1}], [], [0.5])
+    assert "Database now: 1 article in 1 story; 1 reject." in markdown
+    assert "over the 1 story this run created or grew" in markdown and "for 1 new article that joined" in markdown
+
+
+def _run(**counts) -> RunReport:
+    run = RunReport("abc")
+    for key, value in counts.items():
+        setattr(run, key, value)
+    return run
+
+
+def test_both_engines_print_the_same_summary_for_the_same_counts():
+    runs = [
+        _run(inputs=9, new_articles=5, near_duplicates=2, unchanged=3, rejects=1, new_stories={1, 2}, grown_stories={3},
+             merged=[(4, 1)]),
+        _run(inputs=4, unchanged=4),  # nothing new
+        _run(inputs=3, unchanged=3, web_sources=True, listings_fetched=1, known_urls=3, not_modified=["feed"]),
+    ]
+    for run in runs:
+        run.seconds = {"read": 0.5, "extract+fingerprint": 2.0, "assign+store": 1.5}
+        local = report.summary_lines(run, elapsed_s=5.0)
+        flow = report.flow_summary_lines({**run.counts(), "seconds": 5.0}, 12.0)
+        assert local[:-1] == flow[:-1]
+        # One rate, over the run's own time, and the same in both.
+        assert local[-1] == "time             5.00s (" + f"{run.inputs / 5:,.0f}" + " inputs/s); stages: read 0.50s, extract+fingerprint 2.00s, assign+store 1.50s"
+        assert flow[-1] == f"time             5.00s in the flow ({run.inputs / 5:,.0f} inputs/s), 12.0s with Prefect's start"
+        assert sum(line.count("inputs/s") for line in local + flow) == 2
+    busy, idle, web = (report.flow_summary_lines(run.counts(), 1.0) for run in runs)
+    assert "rejects          1  (see: newsdedup rejects)" in busy and "new articles     5  (2 near-duplicates among them)" in busy
+    assert "stories          2 new, 1 grown, 1 merged" in busy
+    assert "nothing new: every input was already stored" in idle
+    assert web[-3:] == ["fetched          0 pages, 1 feed or sitemap request (1 not modified)",
+                        "known URLs       3  (already stored, not fetched again)",
+                        "fetched nothing new: 1 source not modified since the last run; 3 listed URLs already stored"]
+
+
+def test_without_the_runs_own_time_the_rate_is_over_the_stages():
+    run = _run(inputs=40, new_articles=40)
+    run.seconds = {"read": 1.0, "assign+store": 1.0}
+    assert report.summary_lines(run)[-1] == "time             2.00s (20 inputs/s); stages: read 1.00s, assign+store 1.00s"
