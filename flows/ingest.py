@@ -354,7 +354,7 @@ def _ingest_locked(
     while pending:
         commit(pending.popleft())
     if remote:
-        crawl.save_listings()
+        crawl.save_listings(run.run_id)
         run.add_crawl(crawl)
     ingest.finish_run(run, db, settings)
     removed, freed = prune_expired_results()

@@ -366,7 +366,7 @@ def ingest(
             report.time("assign+store", time.perf_counter() - started)
             if on_batch:
                 on_batch(report)
-        crawl.save_listings()
+        crawl.save_listings(report.run_id)
         if documents is None and web.split_locations(paths, kind)[1]:
             report.add_crawl(crawl)
         # While the run's store is still open: closing it waits for the checkpoint of its last

@@ -265,16 +265,28 @@ def _head(path: Path) -> bytes:
 
 
 def _not_json_lines(head: bytes) -> BadInputError | None:
-    """Why a JSON Lines file is to be refused whole from its first bytes, if it is."""
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or _utf16_without_bom(head):
-        return DecodeError(
-            "UTF-16 text: JSON Lines must be UTF-8 (convert it, e.g. iconv -f UTF-16 -t UTF-8)"
-        )
-    if _too_many_controls(head, _BINARY_HEAD_SHARE):
-        return DecodeError(
-            "binary data, not JSON Lines", f"over {_BINARY_HEAD_SHARE}% control bytes in the first {len(head):,} bytes"
-        )
-    return None
+    """Why a JSON Lines file is to be refused whole from its first bytes, if it is.
+
+    Only a file none of whose first lines is a JSON object: one good record among junk is
+    stored, and the junk rejected line by line, rather than all of it refused with the file."""
+    utf16 = head.startswith((b"\xff\xfe", b"\xfe\xff")) or _utf16_without_bom(head) is not None
+    binary = _too_many_controls(head, _BINARY_HEAD_SHARE)
+    # (Lines as the reader yields them, newline included: it decides how UTF-16 bytes decode.)
+    if not (utf16 or binary) or any(_is_object(line + b"\n") for line in head.split(b"\n")):
+        return None
+    if utf16:
+        return DecodeError("UTF-16 text: JSON Lines must be UTF-8 (convert it, e.g. iconv -f UTF-16 -t UTF-8)")
+    return DecodeError(
+        "binary data, not JSON Lines", f"over {_BINARY_HEAD_SHARE}% control bytes in the first {len(head):,} bytes"
+    )
+
+
+def _is_object(line: bytes) -> bool:
+    try:
+        parse_record(line)
+    except BadInputError:
+        return False
+    return True
 
 
 def jsonl_documents(path: Path, ref: str, settings: IngestSettings) -> Iterator[RawDocument | Rejected]:

@@ -951,6 +951,13 @@ class Store(IndexReads):
         """Remove reject rows for inputs that have now been stored."""
         self.conn.executemany("DELETE FROM rejects WHERE ref = ? AND input = ?", refs)
 
+    def forget_earlier_rejects(self, refs: Sequence[tuple[str, str]], run_id: str) -> None:
+        """Remove reject rows for inputs that worked in run `run_id`, unless that same run
+        rejected them too (a sitemap index that answered, then listed itself too deep)."""
+        self.conn.executemany(
+            "DELETE FROM rejects WHERE ref = ? AND input = ? AND run_id IS NOT ?", [(*key, run_id) for key in refs]
+        )
+
     def reject_keys(self) -> list[tuple[str, str]]:
         """(ref, input) of every recorded reject, oldest first: what `ingest --retry-rejects` replays."""
         return [(ref, input) for ref, input in self.conn.execute("SELECT ref, input FROM rejects ORDER BY id")]

@@ -161,10 +161,10 @@ class CrawlState:
             log.info("%d of %d links already stored, not fetched again", len(candidates) - len(fresh), len(candidates))
         return fresh
 
-    def save_listings(self) -> None:
-        """Remember what the run learnt of its feeds and sitemaps (call once its batches are
-        stored): the validators of every listing read in full, and that the listings which
-        answered are no longer rejects."""
+    def save_listings(self, run_id: str) -> None:
+        """Remember what run `run_id` learnt of its feeds and sitemaps (call once its batches
+        are stored): the validators of every listing read in full, and that the listings which
+        answered are no longer rejects of earlier runs."""
         kept = {url: pair for url, pair in self.validators.items() if any(pair) and url not in self.incomplete}
         if not kept and not self.answered:
             return
@@ -172,7 +172,7 @@ class CrawlState:
         try:
             with store.transaction():
                 store.save_listing_validators(kept)
-                store.forget_rejects([(location, location) for location in sorted(self.answered)])
+                store.forget_earlier_rejects([(location, location) for location in sorted(self.answered)], run_id)
         finally:
             store.close()
 

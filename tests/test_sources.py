@@ -103,7 +103,7 @@ def test_a_binary_or_utf16_json_lines_file_is_one_reject(tmp_path):
     random = __import__("random").Random(7)
     (tmp_path / "binary.jsonl").write_bytes(bytes(random.getrandbits(8) for _ in range(50_000)))
     (tmp_path / "binary.jsonl.gz").write_bytes(gzip.compress(bytes(random.getrandbits(8) for _ in range(50_000))))
-    (tmp_path / "utf16.jsonl").write_bytes((json.dumps({"text": "t"}) + "\n").encode("utf-16") * 20)
+    (tmp_path / "utf16.jsonl").write_bytes(((json.dumps({"text": "t"}) + "\n") * 20).encode("utf-16"))
     docs = {d.ref: d for d in discover([str(tmp_path)], SETTINGS)}
     assert set(docs) == {"binary.jsonl", "binary.jsonl.gz", "utf16.jsonl"}
     assert docs["binary.jsonl"].reason == docs["binary.jsonl.gz"].reason == "binary data, not JSON Lines"
@@ -141,3 +141,12 @@ def test_feed_and_sitemap_files_in_a_directory_say_how_to_read_them(tmp_path):
     reasons = {d.ref: d.reason for d in discover([str(tmp_path)], SETTINGS)}
     assert "newsdedup ingest FILE" in reasons["saved.rss"] and ".rss" in reasons["saved.rss"]
     assert ".xml.gz file" in reasons["sitemap.xml.gz"]
+
+
+def test_a_good_record_among_binary_junk_is_stored_and_the_junk_rejected_by_line(tmp_path):
+    random = __import__("random").Random(8)
+    junk = bytes(b for b in (random.getrandbits(8) for _ in range(3000)) if b != 10)
+    (tmp_path / "mixed.jsonl").write_bytes(junk + b"\n" + json.dumps({"id": "ok", "text": "t"}).encode() + b"\n" + junk)
+    docs = list(discover([str(tmp_path)], SETTINGS))
+    assert [d.fields["id"] for d in docs if isinstance(d, RawDocument)] == ["ok"]
+    assert [d.ref for d in docs if isinstance(d, Rejected)] == ["mixed.jsonl:1", "mixed.jsonl:3"]
