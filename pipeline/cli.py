@@ -362,7 +362,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         return _retry_rejects(args, settings, db)
     if not args.paths:
         raise UsageError("give at least one PATH to ingest, or --retry-rejects")
-    missing = [p for p in args.paths if not os.path.exists(p) and "://" not in p]
+    from .sources import missing_locations
+
+    missing = missing_locations(args.paths)
     if missing and len(missing) == len(args.paths):
         raise UsageError(f"no such file or directory: {', '.join(missing)}")
     if args.engine == "local":
