@@ -28,7 +28,7 @@ HTML_SUFFIXES = (".html", ".htm", ".html.gz", ".htm.gz")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
 SUPPORTED = TEXT_SUFFIXES + HTML_SUFFIXES + JSONL_SUFFIXES
 # Feeds and sitemaps: files whose links are fetched (pipeline/web.py) when named on their own.
-LISTING_SUFFIXES = (".xml", ".xml.gz", ".rss", ".atom", ".rdf", ".json", ".json.gz")
+LISTING_SUFFIXES = tuple(f"{kind}{gz}" for kind in (".xml", ".rss", ".atom", ".rdf", ".json") for gz in ("", ".gz"))
 _GZIP_MAGIC = b"\x1f\x8b"
 # A JSON Lines file whose first bytes hold more control bytes than this share is binary: JSON
 # escapes every control character, so real JSON Lines (in any encoding we read) holds none,

@@ -940,7 +940,9 @@ class Store(IndexReads):
     # -- writes ---------------------------------------------------------------------------------
 
     def save_rejects(self, rejected: Sequence[Rejected], run_id: str | None) -> None:
-        """Record rejects; a re-run that rejects the same input again replaces its row."""
+        """Record rejects; a re-run that rejects the same input again replaces its row, whatever
+        path it was reached by this time."""
+        self._forget_other_spellings([(r.ref, r.input or "") for r in rejected])
         at = now_iso()
         self.conn.executemany(
             "INSERT INTO rejects (ref, stage, reason, detail, input, run_id, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -948,8 +950,29 @@ class Store(IndexReads):
         )
 
     def forget_rejects(self, refs: Sequence[tuple[str, str]]) -> None:
-        """Remove reject rows for inputs that have now been stored."""
+        """Remove reject rows for inputs that have now been stored ((ref, input) pairs), under
+        whichever path they were rejected."""
         self.conn.executemany("DELETE FROM rejects WHERE ref = ? AND input = ?", refs)
+        self._forget_other_spellings(refs)
+
+    def _forget_other_spellings(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Remove reject rows of the same inputs as `keys` reached by another path: the same
+        `input` (a file's absolute path, or a URL) and the same file name in the ref (`a.txt`,
+        `feed.jsonl:7`), as `seeds/a.txt` and `/abs/seeds/a.txt` are."""
+        names: dict[str, set[str]] = {}
+        for ref, where in keys:
+            if where:
+                names.setdefault(where, set()).add(file_name(ref))
+        # (No index leads with `input`; most databases hold few rejects, or none.)
+        if not names or self.conn.execute("SELECT 1 FROM rejects LIMIT 1").fetchone() is None:
+            return
+        stale: list[tuple[int]] = []
+        for chunk in self._chunks(sorted(names)):
+            marks = ",".join("?" * len(chunk))
+            for row_id, ref, where in self.conn.execute(f"SELECT id, ref, input FROM rejects WHERE input IN ({marks})", chunk):
+                if file_name(ref) in names[where]:
+                    stale.append((row_id,))
+        self.conn.executemany("DELETE FROM rejects WHERE id = ?", stale)
 
     def forget_earlier_rejects(self, refs: Sequence[tuple[str, str]], run_id: str) -> None:
         """Remove reject rows for inputs that worked in run `run_id`, unless that same run

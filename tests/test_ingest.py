@@ -92,6 +92,23 @@ def test_a_file_reached_by_another_path_is_the_same_article(seeds_dir, db_path, 
     assert table(db_path, "SELECT count(*) AS n FROM articles")[0]["n"] == 6
 
 
+def test_a_reject_reached_by_another_path_is_one_reject_and_leaves_once_fixed(tmp_path, db_path, settings, monkeypatch):
+    (tmp_path / "in").mkdir()
+    path = tmp_path / "in" / "feed.jsonl"
+    path.write_text(json.dumps({"text": BODY}) + "\n{broken\n")
+    (tmp_path / "in" / "empty.txt").write_text("")
+    monkeypatch.chdir(tmp_path)
+    for paths in (["in"], [str(path), str(tmp_path / "in" / "empty.txt")], ["./in/feed.jsonl", "in/empty.txt"]):
+        report = ingest(paths, settings, db_path)
+        assert report.rejects == 2 and report.balanced, paths
+        assert table(db_path, "SELECT count(*) AS n FROM rejects")[0]["n"] == 2, paths
+    path.write_text(json.dumps({"text": BODY}) + "\n" + json.dumps({"text": BODY.replace("harbour", "river")}) + "\n")
+    (tmp_path / "in" / "empty.txt").write_text("Harbour bridge repairs\n\n" + BODY)
+    fixed = ingest([str(tmp_path / "in")], settings, db_path)
+    assert fixed.rejects == 0 and fixed.new_articles == 2
+    assert table(db_path, "SELECT count(*) AS n FROM rejects")[0]["n"] == 0
+
+
 def test_the_same_file_twice_in_one_run_is_stored_once(tmp_path, db_path, settings):
     (tmp_path / "in").mkdir()
     path = tmp_path / "in" / "report.txt"

@@ -150,3 +150,10 @@ def test_a_good_record_among_binary_junk_is_stored_and_the_junk_rejected_by_line
     docs = list(discover([str(tmp_path)], SETTINGS))
     assert [d.fields["id"] for d in docs if isinstance(d, RawDocument)] == ["ok"]
     assert [d.ref for d in docs if isinstance(d, Rejected)] == ["mixed.jsonl:1", "mixed.jsonl:3"]
+
+
+def test_feed_and_sitemap_files_gzipped_or_not_are_read_as_listings():
+    from pipeline.web import split_locations
+
+    names = ["a.rss.gz", "b.atom", "c.rdf.gz", "d.xml.gz", "e.json", "f.txt.gz", "g.jsonl.gz"]
+    assert split_locations(names) == (["f.txt.gz", "g.jsonl.gz"], ["a.rss.gz", "b.atom", "c.rdf.gz", "d.xml.gz", "e.json"])

@@ -239,8 +239,8 @@ def test_a_sitemap_index_pointing_at_itself_stops_at_the_depth_cap(webserver, se
 
 def test_feed_and_sitemap_files_on_disk(webserver, settings, db_path, tmp_path):
     page = webserver.add("/p.html", eval_page(7))
-    feed_file = tmp_path / "saved.rss"
-    feed_file.write_text(rss([("Saved", page)]), encoding="utf-8")
+    feed_file = tmp_path / "saved.rss.gz"
+    feed_file.write_bytes(gzip.compress(rss([("Saved", page)]).encode("utf-8")))
     sitemap_file = tmp_path / "sitemap.xml.gz"
     sitemap_file.write_bytes(gzip.compress(
         f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>{webserver.url("/q.html")}</loc></url></urlset>'.encode()
