@@ -312,7 +312,7 @@ def assign_batch(
 
     # Level 2: near-duplicates, in order, so a copy points at the earliest original.
     duplicate_of, copied = _near_duplicates(
-        ordered, index, settings, known, stored_hashes, stored_dup, batch_dup, dup_keys, probes
+        ordered, index, settings, known, stored_hashes, stored_dup, batch_dup, probes
     )
 
     # A copy's story is its original's, and its salient terms are its original's too: it neither
@@ -434,12 +434,11 @@ def _near_duplicates(
     stored_hashes: dict[str, str],
     stored_dup: dict[tuple[int, int], list[str]],
     batch_dup: dict[int, list[str]],
-    dup_keys: dict[str, list[int]],
     probes: dict[str, tuple[int, ...]],
 ) -> tuple[dict[str, str], dict[str, str]]:
     """For each new article that copies another (identical content, or verified shingle Jaccard):
     the original it points at, and the article it matched (the same, or a copy of the original)."""
-    position = {p.article.article_id: n for n, p in enumerate(ordered)}
+    candidates_of = _dup_candidates([p.article.article_id for p in ordered], stored_dup, batch_dup, probes)
     signatures = {p.article.article_id: p.fingerprint.dup_hashvalues for p in ordered}
     texts = {p.article.article_id: p.article.norm_text for p in ordered}
     shingle_cache: dict[str, frozenset[str]] = {}
@@ -460,14 +459,8 @@ def _near_duplicates(
         article, fp = item.article, item.fingerprint
         match = first_with_hash.get(article.content_hash) or stored_hashes.get(article.content_hash)
         if match is None:
-            candidates: set[str] = set()
-            for key in dup_keys[article.article_id]:
-                for p in probes[article.article_id]:
-                    candidates.update(stored_dup.get((p, key), ()))
-                # Only earlier articles of the batch: a copy points back in time, never forward.
-                candidates.update(a for a in batch_dup.get(key, ()) if position[a] < position[article.article_id])
             best_score = settings.dup_jaccard
-            for other_id in sorted(candidates):
+            for other_id in sorted(candidates_of[article.article_id]):
                 other_signature = signatures.get(other_id) or known[other_id].dup_hashvalues
                 estimate = estimated_jaccard(fp.dup_hashvalues, other_signature)
                 if estimate < settings.dup_jaccard - _DUP_ESTIMATE_MARGIN:
@@ -484,6 +477,32 @@ def _near_duplicates(
             found[article.article_id] = original
             matched[article.article_id] = match
     return found, matched
+
+
+def _dup_candidates(
+    ids: Sequence[str],
+    stored_dup: dict[tuple[int, int], list[str]],
+    batch_dup: dict[int, list[str]],
+    probes: dict[str, tuple[int, ...]],
+) -> dict[str, set[str]]:
+    """Each article's near-duplicate candidates (`ids` in assignment order): the stored articles
+    in a bucket of one of its band keys in one of its probed periods, and the earlier articles of
+    the batch that share a band key with it (a copy points back in time, never forward).
+
+    Gathered from the buckets that hold anything rather than probe by probe: a batch makes
+    ~110,000 (period, key) probes and most find nothing, while a Python loop over the probes
+    cost ~8% of the writer's time on the 20,000 corpus."""
+    found: dict[str, set[str]] = {article_id: set() for article_id in ids}
+    for (period, key), stored in stored_dup.items():
+        for article_id in batch_dup.get(key, ()):
+            if period in probes[article_id]:
+                found[article_id].update(stored)
+    position = {article_id: n for n, article_id in enumerate(ids)}
+    for members in batch_dup.values():
+        if len(members) > 1:
+            for later in members[1:]:
+                found[later].update(a for a in members if position[a] < position[later])
+    return found
 
 
 def _agglomerate(clusters: _Clusters, neighbours: dict[object, set[object]], settings: MatchingSettings) -> None:
