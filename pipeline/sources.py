@@ -40,7 +40,7 @@ _UNDEFINED_CP1252 = frozenset(b"\x81\x8d\x8f\x90\x9d")
 # A file named .jsonl that is something else (binary, CSV) would otherwise leave one reject per
 # line; after this many unreadable lines in a row the rest is one reject.
 _MAX_BAD_LINES_IN_A_ROW = 1000
-_CONTROL_BYTES = frozenset(range(0, 9)) | frozenset(range(14, 32)) | {11, 12, 127}
+_CONTROL_BYTES = bytes(sorted(frozenset(range(0, 9)) | frozenset(range(14, 32)) | {11, 12, 127}))
 
 
 def kind_of(path: Path) -> str | None:
@@ -74,7 +74,9 @@ def _utf16_without_bom(sample: bytes) -> str | None:
 
 def _too_many_controls(sample: bytes, per_hundred: int) -> bool:
     # Real text may carry stray NULs or escapes (normalisation drops them); binary data is full of them.
-    return sum(1 for byte in sample if byte in _CONTROL_BYTES) * 100 > len(sample) * per_hundred
+    # Counted in C (bytes.translate deleting them): every text file's first 64 KB pass here.
+    controls = len(sample) - len(sample.translate(None, _CONTROL_BYTES))
+    return controls * 100 > len(sample) * per_hundred
 
 
 def decode_text(data: bytes) -> str:

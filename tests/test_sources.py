@@ -3,6 +3,8 @@
 import gzip
 import json
 
+from hypothesis import given, strategies as st
+
 from pipeline.models import RawDocument, Rejected
 from pipeline.settings import IngestSettings
 from pipeline.sources import decode_text, discover, gunzip_capped
@@ -157,3 +159,11 @@ def test_feed_and_sitemap_files_gzipped_or_not_are_read_as_listings():
 
     names = ["a.rss.gz", "b.atom", "c.rdf.gz", "d.xml.gz", "e.json", "f.txt.gz", "g.jsonl.gz"]
     assert split_locations(names) == (["f.txt.gz", "g.jsonl.gz"], ["a.rss.gz", "b.atom", "c.rdf.gz", "d.xml.gz", "e.json"])
+
+
+@given(st.binary(max_size=3000), st.integers(min_value=0, max_value=100))
+def test_control_bytes_are_counted_as_the_plain_definition_counts_them(sample, per_hundred):
+    from pipeline.sources import _too_many_controls
+
+    controls = sum(1 for byte in sample if byte in set(range(0, 9)) | set(range(14, 32)) | {11, 12, 127})
+    assert _too_many_controls(sample, per_hundred) == (controls * 100 > len(sample) * per_hundred)
