@@ -378,13 +378,18 @@ def file_documents(path: Path, ref: str, settings: IngestSettings) -> Iterator[R
     yield RawDocument(ref=ref, kind=kind, body=data, source_path=str(path))
 
 
+def is_url(location: str) -> bool:
+    """True for anything with a scheme (http, https, and schemes that will be refused)."""
+    return "://" in location
+
+
 def missing_locations(paths: Sequence[str]) -> list[str]:
     """The local paths among `paths` that do not exist (URLs are not checked here).
 
     A run given only missing paths is a mistake to report, not a run with rejects: the CLI
     refuses it, and the flow fails, so a scheduled source whose directory is gone shows as a
     failed run in the UI. A missing path beside others is a reject and the run goes on."""
-    return [path for path in paths if "://" not in path and not os.path.exists(path)]
+    return [path for path in paths if not is_url(path) and not os.path.exists(path)]
 
 
 def discover(paths: list[str], settings: IngestSettings) -> Iterator[RawDocument | Rejected]:

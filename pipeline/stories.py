@@ -490,8 +490,8 @@ def _dup_candidates(
     the batch that share a band key with it (a copy points back in time, never forward).
 
     Gathered from the buckets that hold anything rather than probe by probe: a batch makes
-    ~110,000 (period, key) probes and most find nothing, while a Python loop over the probes
-    cost ~8% of the writer's time on the 20,000 corpus."""
+    ~110,000 (period, key) probes and most find nothing; looping over them in Python cost
+    ~0.5 s of the writer's ~17 s on the 20,000 corpus."""
     found: dict[str, set[str]] = {article_id: set() for article_id in ids}
     for (period, key), stored in stored_dup.items():
         for article_id in batch_dup.get(key, ()):

@@ -23,7 +23,7 @@ from . import feeds, fetch
 from .errors import BadInputError, ContentTypeError, TooLargeError, TransientFetchError
 from .models import FeedEntry, Fetched, Listing, RawDocument, Rejected
 from .settings import PROJECT_ROOT, Settings, SourceConfig
-from .sources import LISTING_SUFFIXES, read_capped
+from .sources import LISTING_SUFFIXES, is_url, missing_locations, read_capped
 from .store import open_store
 
 log = logging.getLogger(__name__)
@@ -61,11 +61,6 @@ def link_key(url: str) -> str:
     return urlsplit(url)._replace(fragment="").geturl()
 
 
-def is_url(location: str) -> bool:
-    """True for anything with a scheme (http, https, and schemes that will be refused)."""
-    return "://" in location
-
-
 def is_listing_file(location: str) -> bool:
     return location.lower().endswith(LISTING_SUFFIXES)
 
@@ -96,7 +91,7 @@ def missing_sources(sources: Sequence[SourceConfig]) -> list[str]:
     warnings = []
     for source in sources:
         location = source_location(source)
-        if source.enabled and not is_url(location) and not Path(location).exists():
+        if source.enabled and missing_locations([location]):
             warnings.append(
                 f"source '{source.name}': {location} does not exist; its runs fail until it does "
                 "(check its location in the sources file)"
