@@ -261,21 +261,25 @@ class BrowseOptions:
     db_path: Path
     port: int = DEFAULT_PORT
     open_browser: bool = True
-    live: bool = False  # read a database that is still being written (mode=ro) instead of immutable
+    # Immutable: the caller promises nothing writes the database while it is served (a copy, a
+    # snapshot, read-only media). Otherwise it is opened read-only (mode=ro) and sees new rows.
+    immutable: bool = False
 
 
-def datasette_instance(db_path: Path, meta: dict, live: bool = False):
+def datasette_instance(db_path: Path, meta: dict, immutable: bool = False):
     """A started Datasette app object serving one story database read-only, with newsdedup's plugin."""
     import asyncio
 
     from datasette.app import Datasette
 
     path = str(db_path)
-    # Immutable is the fastest and strictly read-only way (no -shm file, counts cached); it must
-    # not be used while a writer is active, so a live database is opened with mode=ro instead.
+    # Immutable is the fastest way (no -shm file, counts cached), but SQLite then trusts the file
+    # never to change: an ingest that writes it later gives "database disk image is malformed"
+    # errors and stale pages until the server restarts. So it is only ever asked for; the
+    # default, mode=ro, reads what each committed batch adds and still cannot write.
     datasette = Datasette(
-        files=[path] if live else [],
-        immutables=[] if live else [path],
+        files=[] if immutable else [path],
+        immutables=[path] if immutable else [],
         metadata=meta,
         # Article texts are long: a short excerpt per cell keeps result tables readable.
         settings={"truncate_cells_html": 160, "default_page_size": 50},
@@ -300,7 +304,7 @@ def serve(options: BrowseOptions, meta: dict, on_start: Callable[[str], None] | 
 
     if _port_in_use(options.port):
         raise UsageError(f"port {options.port} on {HOST} is in use; choose another with --port")
-    datasette = datasette_instance(options.db_path, meta, options.live)
+    datasette = datasette_instance(options.db_path, meta, options.immutable)
     url = url_for(options)
     if options.open_browser:
         threading.Thread(target=_open_when_ready, args=(options.port, url), daemon=True).start()

@@ -83,7 +83,7 @@ are not fetched again, and a feed that has not changed costs one conditional req
         """examples:
   newsdedup browse
   newsdedup browse --db data/stories.db --port 8002 --no-open
-  newsdedup browse --live      # while an ingest is still writing to the database
+  newsdedup browse --db snapshot.db --immutable    # a copy nothing writes to: faster
 
 Stories, each story's articles, near-duplicate pairs and articles per outlet per day, with
 facets by outlet and date and full-text search over titles and texts. See docs/querying.md.""",
@@ -225,8 +225,11 @@ def _parser() -> argparse.ArgumentParser:
     db_option(p)
     p.add_argument("--port", type=int, default=8001, help="port on 127.0.0.1 (default 8001; 0 picks a free one)")
     p.add_argument("--no-open", action="store_true", help="do not open a web browser")
-    p.add_argument("--live", action="store_true",
-                   help="read a database that may still be written to (default: immutable, fastest)")
+    p.add_argument("--immutable", action="store_true",
+                   help="for a database nothing writes while it is served (a copy, a snapshot): faster, "
+                        "row counts cached; an ingest into it meanwhile would show errors and stale pages")
+    # The default since immutable stopped being one; accepted so that older scripts still run.
+    p.add_argument("--live", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--source", default=None, help="where the articles came from, shown on every page")
     p.add_argument("--source-url", default=None, help="a link for --source")
     p.add_argument("--license", default=None, help="the articles' licence, shown on every page")
@@ -600,12 +603,20 @@ def cmd_browse(args: argparse.Namespace) -> int:
     if args.print_metadata:
         print(json.dumps(meta, indent=2, ensure_ascii=False))
         return 0
-    live = args.live or has_unmerged_writes(path)
-    if live and not args.live:
+    immutable = args.immutable and not args.live
+    if immutable and has_unmerged_writes(path):
+        immutable = False
         print("newsdedup browse: the database has unmerged writes (an ingest may be running); "
-              "opening it live", file=sys.stderr)
-    options = browse.BrowseOptions(path, args.port or browse.free_port(), open_browser=not args.no_open, live=live)
-    mode = "live, read-only" if live else "immutable, read-only"
+              "opening it read-only instead of immutable", file=sys.stderr)
+    elif not immutable and not os.access(path.parent, os.W_OK):
+        # A write-ahead-log database read with mode=ro needs its -shm file, which SQLite cannot
+        # create here; nothing can write here either, so immutable is safe.
+        immutable = True
+        print(f"newsdedup browse: {path.parent} is read-only; opening the database immutable", file=sys.stderr)
+    options = browse.BrowseOptions(
+        path, args.port or browse.free_port(), open_browser=not args.no_open, immutable=immutable
+    )
+    mode = "immutable, read-only" if immutable else "read-only, live"
     browse.serve(options, meta, on_start=lambda url: print(
         f"newsdedup browse: serving {path} ({mode}) at {url}  (Ctrl-C to stop)", flush=True))
     return 0

@@ -121,9 +121,9 @@ def client(story_db: Path, meta):
         database.close()
 
 
-def test_datasette_serves_the_database_immutable_with_private_tables_hidden(client):
+def test_datasette_serves_the_database_read_only_with_private_tables_hidden(client):
     database = client.ds.databases["stories"]
-    assert not database.is_mutable
+    assert database.is_mutable  # Datasette's word for "may change": opened mode=ro, not immutable
     tables = {t["name"]: t for t in client.get("/stories.json").json["tables"]}
     assert all(tables[name]["hidden"] for name in tables if name.startswith("_"))
     assert not any(tables[name]["hidden"] for name in ("articles", "stories", "rejects", "runs"))
@@ -151,6 +151,46 @@ def test_full_text_search_finds_articles(client):
     assert [s["title"] for s in stories] == ["Library to open on Sundays again"]
 
 
+def test_a_served_database_shows_what_an_ingest_adds_meanwhile(tmp_path: Path, story_db: Path, meta):
+    """Regression: browse used to open a quiet database immutable, so an ingest that wrote it
+    afterwards left the pages stale (the old counts) or failing ("database disk image is
+    malformed") until the server restarted. Read-only (mode=ro) by default, it sees each commit."""
+    from datasette.utils.testing import TestClient
+
+    path = tmp_path / "stories.db"
+    path.write_bytes(story_db.read_bytes())
+    datasette = browse.datasette_instance(path, meta)
+    try:
+        client = TestClient(datasette)
+        before = client.get("/stories/stories.json?_size=0").json["filtered_table_rows_count"]
+        writer = open_store(path)
+        try:
+            for story_id in range(1000, 1200):
+                with writer.transaction():
+                    writer.conn.execute(
+                        "INSERT INTO stories (id, title, created_at, updated_at) VALUES (?, 'added', '', '')",
+                        (story_id,),
+                    )
+        finally:
+            writer.close()  # checkpoints: the new pages are in the main file now
+        response = client.get("/stories/stories.json?_size=0")
+        assert response.status == 200
+        assert response.json["filtered_table_rows_count"] == before + 200
+        assert client.get("/stories/story_overview.json?_size=1").status == 200
+    finally:
+        for database in datasette.databases.values():
+            database.close()
+
+
+def test_immutable_is_there_for_copies_nothing_writes(story_db: Path, meta):
+    datasette = browse.datasette_instance(story_db, meta, immutable=True)
+    try:
+        assert not datasette.databases["stories"].is_mutable
+    finally:
+        for database in datasette.databases.values():
+            database.close()
+
+
 def test_live_mode_reads_a_database_while_a_writer_holds_it_open(tmp_path: Path, story_db: Path, meta):
     from datasette.utils.testing import TestClient
 
@@ -162,7 +202,7 @@ def test_live_mode_reads_a_database_while_a_writer_holds_it_open(tmp_path: Path,
             writer.conn.execute("UPDATE stories SET title = 'Renamed while browsing' WHERE id = 3")
         assert has_unmerged_writes(path)
         assert "story_overview" in columns_read_only(path)
-        datasette = browse.datasette_instance(path, meta, live=True)
+        datasette = browse.datasette_instance(path, meta)
         try:
             assert datasette.databases["stories"].is_mutable
             rows = TestClient(datasette).get("/stories/stories.json?id=3&_shape=array").json
