@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from .errors import DecodeError, EmptyInputError, NoArticleError, ParseError, TooLargeError
 from .fingerprint import content_hash
-from .models import Article, RawDocument, file_name
+from .models import Article, RawDocument, record_file
 from .normalize import count_words, date_marker, display_text, matching_text, without_lone_surrogates
 from .settings import IngestSettings
 from .sources import decode_text
@@ -158,7 +158,7 @@ def build_article(
         norm_text=norm,
         content_hash=digest,
         extra=dict(extra or {}),
-        local_name=file_name(external_id) if local_file and not url else None,
+        local_name=record_file(external_id) if local_file and not url else None,
     )
 
 

@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 from . import extract, sources, web
 from .errors import BadInputError
 from .fingerprint import fingerprint
-from .models import Prepared, PreparedBatch, RawDocument, Rejected
+from .models import Prepared, PreparedBatch, RawDocument, Rejected, file_identity
 from .report import plural
 from .settings import Settings
 from .store import IndexReads, SavedBatch, Store, now_iso, open_store
@@ -183,8 +183,10 @@ def _not_stored(prepared: Sequence[Prepared], reader: IndexReads) -> list[Prepar
     """The batch's articles not stored yet, each once.
 
     Stored means the same article id (same URL, or same input id and content), or, for an
-    input known only by its file, the same content under the same file name: a file ingested
-    once through its directory and again by a path of its own is one article, not two."""
+    input known only by its file, the same `file_identity` (file name, content, title, outlet
+    and date): a file ingested once through its directory and again by a path of its own is
+    one article, not two, and so is a record that a re-exported JSON Lines file moved to
+    another line."""
     existing = reader.existing_ids(p.article.article_id for p in prepared)
     named = {p.article.content_hash for p in prepared if p.article.local_name and p.article.article_id not in existing}
     files = reader.stored_files(named) if named else set()
@@ -195,9 +197,12 @@ def _not_stored(prepared: Sequence[Prepared], reader: IndexReads) -> list[Prepar
         if article.article_id in existing or article.article_id in seen:
             continue
         if article.local_name:
-            if (article.content_hash, article.local_name) in files:
+            identity = file_identity(
+                article.content_hash, article.local_name, article.title, article.source, article.published
+            )
+            if identity in files:
                 continue
-            files.add((article.content_hash, article.local_name))
+            files.add(identity)
         seen.add(article.article_id)
         fresh.append(item)
     return fresh

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from array import array
 from dataclasses import dataclass, field
@@ -39,16 +40,38 @@ class Article:
     norm_text: str
     content_hash: str
     extra: Mapping[str, object] = field(default_factory=dict)
-    # For an input known only by its file (no URL, no id of its own): the file's name, with
-    # `:N` for line N of a JSON Lines file. The same file reached by another path (`seeds/`,
-    # `seeds/a.txt`, `/abs/seeds/a.txt`) has another `external_id` but this same name, so the
-    # writer can tell it is already stored (see `file_name`).
+    # For an input known only by its file (no URL, no id of its own): the file's name (for a
+    # JSON Lines record, without its line number). The same file reached by another path
+    # (`seeds/`, `seeds/a.txt`, `/abs/seeds/a.txt`), or the same record moved to another line
+    # of a re-exported file, has another `external_id` but this same name, so the writer can
+    # tell it is already stored (see `file_identity`).
     local_name: str | None = None
 
 
 def file_name(external_id: str) -> str:
     """The name part of a file-derived `external_id`: its last path component."""
     return external_id.rsplit("/", 1)[-1]
+
+
+# `feed.jsonl:7`: line 7 of a JSON Lines file, as sources.jsonl_documents names it.
+_JSON_LINES_LINE = re.compile(r"\.(?:jsonl|ndjson)(?:\.gz)?:\d+$")
+
+
+def record_file(external_id: str) -> str:
+    """The file an input known only by its file came from: its name, without the line number
+    of a JSON Lines line. The same record on another line of a re-exported file is the same
+    article (`Article.local_name`)."""
+    name = file_name(external_id)
+    return name.rsplit(":", 1)[0] if _JSON_LINES_LINE.search(name) else name
+
+
+def file_identity(
+    content_hash: str, name: str, title: str | None, source: str | None, published: str | None
+) -> tuple[str, str, str | None, str | None, str | None]:
+    """What makes two inputs known only by their file one article: the file's name (see
+    `record_file`), the content, and the title, outlet and date they carry (two records of
+    one export with the same text from two outlets are two articles)."""
+    return (content_hash, name, title, source, published)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import sqlite_utils
 
 from .errors import StoreError
 from .fingerprint import cosine
-from .models import Prepared, Rejected, file_name, little_endian, pack_terms, unpack_terms
+from .models import Prepared, Rejected, file_identity, file_name, little_endian, pack_terms, record_file, unpack_terms
 from .settings import MatchingSettings
 from .stories import (
     BatchOutcome,
@@ -497,17 +497,24 @@ class IndexReads:
             found.update(r[0] for r in self.conn.execute(f"SELECT id FROM articles WHERE id IN ({marks})", chunk))
         return found
 
-    def stored_files(self, content_hashes: Iterable[str]) -> set[tuple[str, str]]:
-        """(content hash, file name) of the stored articles known by a file (no URL) that have
-        one of `content_hashes`: the same file ingested again by another path is among them."""
-        found: set[tuple[str, str]] = set()
+    def stored_files(self, content_hashes: Iterable[str]) -> set[tuple]:
+        """The `file_identity` of each stored article without a URL that has one of
+        `content_hashes`: the same file ingested again by another path, or the same record on
+        another line of a re-exported JSON Lines file, is among them. (Articles with ids of
+        their own are among them too, and harmless: no input known only by its file matches
+        their `external_id`.)"""
+        found: set[tuple] = set()
         for chunk in self._chunks(sorted(set(content_hashes))):
             marks = ",".join("?" * len(chunk))
             rows = self.conn.execute(
-                f"SELECT content_hash, external_id FROM articles WHERE content_hash IN ({marks}) AND url IS NULL",
+                f"SELECT content_hash, external_id, title, source, published FROM articles "
+                f"WHERE content_hash IN ({marks}) AND url IS NULL",
                 chunk,
             )
-            found.update((content_hash, file_name(external_id)) for content_hash, external_id in rows)
+            found.update(
+                file_identity(content_hash, record_file(external_id), title, source, published)
+                for content_hash, external_id, title, source, published in rows
+            )
         return found
 
     def _by_period(self, keys: Sequence[tuple[int, int]]) -> Iterator[tuple[int, Sequence[int]]]:

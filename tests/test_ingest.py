@@ -135,6 +135,32 @@ def test_json_lines_without_ids_are_recognised_by_file_name_and_line(tmp_path, d
     assert (again.new_articles, again.unchanged) == (0, 2)
 
 
+def test_a_re_exported_json_lines_file_stores_only_its_new_records(tmp_path, db_path, settings):
+    """Regression (QA pass): records without ids were known by their line number, so a line
+    added at the top of a re-exported file stored every record below it again, as copies."""
+    texts = [BODY, BODY.replace("bridge", "tunnel"), BODY.replace("harbour", "river")]
+    path = tmp_path / "export.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "source": "Wire"}) + "\n" for t in texts))
+    assert ingest([str(path)], settings, db_path).new_articles == 3
+    newest = json.dumps({"text": BODY.replace("harbour", "airport"), "source": "Wire"}) + "\n"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(newest + lines[2] + lines[0] + lines[1])  # one new line on top, the rest reordered
+    again = ingest([str(path)], settings, db_path)
+    assert (again.new_articles, again.unchanged) == (1, 3)
+    assert table(db_path, "SELECT count(*) AS n FROM articles")[0]["n"] == 4
+
+
+def test_the_same_text_from_two_outlets_in_one_export_is_two_articles(tmp_path, db_path, settings):
+    """A wire story and its reprint, without ids: known by their file, yet each outlet's record
+    is kept (the reprint as a near-duplicate of the original)."""
+    path = tmp_path / "export.jsonl"
+    path.write_text(json.dumps({"text": BODY, "source": "Wire"}) + "\n" + json.dumps({"text": BODY, "source": "Daily"}) + "\n")
+    report = ingest([str(path)], settings, db_path)
+    assert (report.new_articles, report.near_duplicates) == (2, 1)
+    again = ingest([str(path)], settings, db_path)
+    assert (again.new_articles, again.unchanged) == (0, 2)
+
+
 def test_records_with_ids_of_their_own_keep_their_identity(tmp_path, db_path, settings):
     """An id the record carries is its identity: the same text under a new id is a new article
     (a near-duplicate), whichever file it came in."""
