@@ -7,14 +7,16 @@ import json
 import os
 import re
 import shlex
+import signal
 import sqlite3
 import sys
 import textwrap
 import time
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Callable, Sequence, TextIO
 
-from .errors import PipelineError, StoreError, UsageError
+from .errors import PipelineError, StoreError, UsageError, WorkerError
 from .report import plural
 from .settings import load_settings
 
@@ -27,7 +29,9 @@ EXIT_CODES = """exit codes:
   2  usage error (bad arguments, unknown story id)
   3  configuration error (unknown key, wrong type, missing file)
   4  database error (cannot open, not a story database, other schema)
-  5  the local Prefect server could not start"""
+  5  the local Prefect server could not start
+  6  a worker process died (killed, or out of memory); what was committed is stored
+  143  stopped by SIGTERM (--engine local); what was committed is stored"""
 
 COMMANDS = {
     "ingest": (
@@ -342,12 +346,14 @@ def _db(args: argparse.Namespace) -> str:
 
 
 def _open(args: argparse.Namespace, must_exist: bool = True):
+    """The story database for a command that only reads it: opened read-only, so that it also
+    works on a snapshot or a read-only mount (an older database is migrated first)."""
     from .store import open_store
 
     path = _db(args)
     if must_exist and not os.path.exists(path):
         raise UsageError(f"no story database at {path}: run 'newsdedup ingest PATH --db {path}' first")
-    return open_store(path)
+    return open_store(path, read_only=True)
 
 
 def _print_shown(shown: int, total: int, things: str) -> None:
@@ -370,9 +376,21 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     missing = missing_locations(args.paths)
     if missing and len(missing) == len(args.paths):
         raise UsageError(f"no such file or directory: {', '.join(missing)}")
+    if args.engine != "local":
+        # A database that cannot be opened or written fails here in a second, with one line,
+        # rather than after Prefect's start and inside a flow run's traceback.
+        from .runlock import check_lock_file
+        from .store import open_store
+
+        check_lock_file(db)
+        open_store(db).close()
     if args.engine == "local":
         from .ingest import ingest
         from .progress import RunProgress, expected_inputs
+
+        # SIGTERM (a scheduler stopping the job) ends the run as Ctrl-C does: the batch being
+        # written is rolled back, and the process says so instead of vanishing silently.
+        signal.signal(signal.SIGTERM, _terminated)
 
         clock = RunProgress(0 if args.quiet else expected_inputs(args.paths, settings.ingest))
         # On a terminal the line is rewritten in place; in a log file each batch gets its own line.
@@ -550,8 +568,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         if not args.json:
             for row in rows:
                 row["title"] = _shown_title(store, row["article_id"], row["title"])
+        awaiting = store.awaiting_index()
     finally:
         store.close()
+    if awaiting:
+        print(f"note: the {plural(awaiting, 'most recently stored article')} cannot be found yet: an ingest "
+              "that is running indexes them with its next batch, and one that was stopped leaves them "
+              "to the next ingest", file=sys.stderr)
     if args.json:
         for row in rows:
             print(json.dumps(row, ensure_ascii=False))
@@ -706,6 +729,14 @@ def _prepare_environment() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (a BaseException, like KeyboardInterrupt: no `except Exception` stops it)."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _prepare_environment()
     parser = _parser()
@@ -731,6 +762,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("newsdedup: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("newsdedup: terminated (SIGTERM); the batches committed before it are stored, "
+              "run the same command again to go on", file=sys.stderr)
+        return 143
+    except BrokenProcessPool:
+        # (Raised by either engine's process pool; the flow run ends Failed with it too.)
+        if os.environ.get("NEWSDEDUP_DEBUG"):
+            raise
+        error = WorkerError(
+            "a worker process preparing batches died (killed, or out of memory?); the batches committed "
+            "before it are stored: run the same command again to go on (fewer --workers, or a smaller "
+            "ingest.batch_size, if memory is short)"
+        )
+        print(f"newsdedup: error: {error}", file=sys.stderr)
+        return error.exit_code
     except BrokenPipeError:
         return 0
 

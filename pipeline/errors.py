@@ -21,6 +21,12 @@ class StoreError(PipelineError):
     exit_code = 4
 
 
+class WorkerError(PipelineError):
+    """A process preparing batches died (killed, or out of memory): what was committed is stored."""
+
+    exit_code = 6
+
+
 class UsageError(PipelineError):
     """The command was called wrongly (a missing input, a story that does not exist)."""
 

@@ -11,6 +11,7 @@ import gc
 import itertools
 import logging
 import os
+import signal
 import threading
 import time
 import uuid
@@ -427,7 +428,11 @@ def exit_with(pid: int, every_s: float = 1.0) -> None:
 
     A worker blocked on its task queue holds that queue's write end itself, so it never sees
     the end of a run that was killed (SIGKILL, OOM killer) and would wait for ever, holding its
-    memory; a thread that checks the run's pid every `every_s` ends it instead."""
+    memory; a thread that checks the run's pid every `every_s` ends it instead.
+
+    A forked worker also inherits the run's signal handlers; SIGTERM, which the pool sends its
+    workers when it shuts down broken, should simply end it, not raise in it."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     def watch() -> None:
         while True:

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from .errors import StoreError
+
 log = logging.getLogger(__name__)
 
 # How often a waiting run retries the lock, and how often it says it is still waiting.
@@ -29,8 +31,9 @@ WAITING_MESSAGE = "another ingest run holds the database; waiting"
 
 
 def lock_path_for(db_path: str | Path) -> Path:
-    """The lock file that guards the story database at `db_path`."""
-    db_path = Path(db_path)
+    """The lock file that guards the story database at `db_path`: beside the file itself, so
+    that a symbolic link to the database and the database's own path share one lock."""
+    db_path = Path(os.path.realpath(db_path))
     return db_path.with_name(db_path.name + ".lock")
 
 
@@ -43,15 +46,37 @@ def _holder(handle) -> str:
     return f"run {who.get('run_id', '?')} (pid {who.get('pid', '?')}, since {who.get('since', '?')})"
 
 
+def _open_lock_file(path: Path):
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "a+", encoding="utf-8")
+    except OSError as exc:
+        raise StoreError(
+            f"cannot write the run lock {path} ({exc.strerror or exc}): an ingest needs to write in the "
+            "database's directory"
+        ) from None
+
+
+def check_lock_file(db_path: str | Path) -> None:
+    """Raise the error `exclusive_run` would raise if the lock file cannot be made (without
+    taking the lock): for a one-line answer before a flow run starts.
+
+    Raises:
+        StoreError: the lock file cannot be made.
+    """
+    _open_lock_file(lock_path_for(db_path)).close()
+
+
 @contextmanager
 def exclusive_run(db_path: str | Path, run_id: str, timeout_s: float | None = None) -> Iterator[float]:
     """Hold the database's run lock for the block; yields the seconds spent waiting for it.
 
-    Raises TimeoutError when `timeout_s` passes before the other run finishes.
+    Raises:
+        TimeoutError: `timeout_s` passed before the other run finished.
+        StoreError: the lock file cannot be made (a read-only directory, say).
     """
     path = lock_path_for(db_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+", encoding="utf-8")
+    handle = _open_lock_file(path)
     started = time.monotonic()
     try:
         reminded = 0.0

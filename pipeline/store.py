@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from array import array
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -687,26 +689,30 @@ class IndexReads:
 class Store(IndexReads):
     """The story database. Use `open_store(path)`; write a batch inside `writing()`."""
 
-    def __init__(self, path: str | Path, busy_timeout_s: float = 120.0) -> None:
+    def __init__(self, path: str | Path, busy_timeout_s: float = 120.0, read_only: bool = False) -> None:
         self.path = Path(path)
         # An in-memory database has no second connection (it would open another database) and
         # no write-ahead log to checkpoint.
         self.in_memory = str(path) == ":memory:"
         self.busy_timeout_s = busy_timeout_s
+        self.read_only = read_only and not self.in_memory
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # (`indexing_in_background` writes the search index on this connection from a second
-            # thread, never at the same time as this one.)
-            conn = self._connect()
-            _use_wal(conn, busy_timeout_s)
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            if self.read_only:
+                conn = self._connect_read_only()
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # (`indexing_in_background` writes the search index on this connection from a
+                # second thread, never at the same time as this one.)
+                conn = self._connect()
+                _use_wal(conn, busy_timeout_s)
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(_PAGE_CACHE)
-            if not self.in_memory:
+            if not self.in_memory and not self.read_only:
                 # Checkpoints run on a thread of their own after each commit (see `_checkpoint_soon`).
                 conn.execute("PRAGMA wal_autocheckpoint=0")
         except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"cannot open the story database {self.path}: {exc}") from None
+            raise StoreError(f"cannot open the story database {self.path}: {_plain(exc)}") from None
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
         self._reader: IndexReads | None = None
@@ -723,12 +729,21 @@ class Store(IndexReads):
         The common case (the current version) is one read without a lock. Creating and
         migrating happen under the write lock, re-checked there, so two processes opening a
         new database at once cannot both create it (the FTS table would be created twice).
+
+        Raises:
+            StoreError: not a story database, a newer schema, or (read-only) one that needs
+                creating or migrating first (`NeedsWriting`).
         """
         try:
             tables = set(self.db.table_names())
             if tables and self._schema_version(tables) == SCHEMA_VERSION and "articles_fts" in tables:
                 self._check_columns()
                 return
+            if self.read_only:
+                version = self._schema_version(tables)
+                if version is not None and version > SCHEMA_VERSION:
+                    self._migrate(version)  # raises: newer than this code
+                raise NeedsWriting(f"{self.path} must be created or migrated before it can be read")
             with self.transaction():
                 tables = set(self.db.table_names())
                 version = self._schema_version(tables)
@@ -903,6 +918,14 @@ class Store(IndexReads):
         row = self.conn.execute("SELECT value FROM _meta WHERE key = 'fts_rowid'").fetchone()
         return int(row[0]) if row else 0
 
+    def awaiting_index(self) -> int:
+        """How many stored articles the search index does not hold yet: the last batch of a run
+        still going (indexed while the next one is assigned), or of a run that was stopped
+        before it finished (indexed by the next run)."""
+        return self.conn.execute(
+            "SELECT count(*) FROM articles WHERE rowid > ?", (self._indexed_up_to(),)
+        ).fetchone()[0]
+
     def index_new_articles(self) -> int:
         """Add the articles stored since the last call to the full-text index (inside
         `transaction()`); how many. Articles are rowid-ordered, so "since" is a rowid."""
@@ -955,6 +978,21 @@ class Store(IndexReads):
             worker.join()
         if failure:
             raise failure[0]
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A connection that cannot write: for the commands that only read (`stories`, `search`,
+        `export`...), so they also work on a database the user may not write, a snapshot or a
+        read-only mount.
+
+        mode=ro still needs the write-ahead log's index file beside the database, which SQLite
+        cannot create in a directory nobody may write; there nothing can be writing the
+        database either, so it is opened immutable.
+        """
+        if not self.path.is_file():
+            raise StoreError(f"cannot open the story database {self.path}: no such file")
+        options = "mode=ro" if os.access(self.path.parent, os.W_OK) else "immutable=1"
+        uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?{options}"
+        return sqlite3.connect(uri, uri=True, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
 
     def _connect(self) -> sqlite3.Connection:
         """A connection to this store's file: the writer's own, the reader's or the checkpointer's.
@@ -1439,13 +1477,33 @@ def headline_from(text: str, limit: int = 90) -> str:
     return first if len(first) <= limit else first[: limit - 1].rsplit(" ", 1)[0] + "…"
 
 
-def open_store(path: str | Path, busy_timeout_s: float = 120.0) -> Store:
+class NeedsWriting(StoreError):
+    """A read-only open found a database that must be created or migrated first."""
+
+
+def open_store(path: str | Path, busy_timeout_s: float = 120.0, read_only: bool = False) -> Store:
     """Open (creating if needed) the story database at `path`.
+
+    `read_only` opens it for reading only, unless it was made by an older version and must be
+    migrated first, which needs writing.
 
     Raises:
         StoreError: the file cannot be opened, is not a story database, or has another schema.
     """
+    if read_only:
+        try:
+            return Store(path, busy_timeout_s, read_only=True)
+        except NeedsWriting:
+            pass
     return Store(path, busy_timeout_s)
+
+
+def _plain(exc: BaseException) -> str:
+    """SQLite's message, with what it means when it only says it cannot open the file."""
+    text = str(exc)
+    if "unable to open database file" in text:
+        return text + " (is the directory or the file read-only, or missing?)"
+    return text
 
 
 def has_unmerged_writes(path: str | Path) -> bool:

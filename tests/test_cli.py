@@ -189,3 +189,29 @@ def test_search_and_show_print_an_untitled_article_alike(tmp_path, capsys):
     assert "(untitled) Mysterious lights" in shown and "(untitled) Mysterious lights" in found
     assert main(["search", "harbour", "--db", str(db), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["title"] is None  # data stays data
+
+
+def test_search_says_when_the_latest_articles_await_the_index(seeds_dir, db_path, capsys):
+    """(QA pass: after a run was killed, its last committed batch was stored but silently
+    missing from search until the next ingest.) A batch is indexed while the next one is
+    assigned, or when the run finishes; a run stopped in between leaves its last batch out."""
+    from pipeline.ingest import batches, commit_batch, prepare_batch
+    from pipeline.settings import Settings
+    from pipeline.store import open_store
+
+    settings = Settings()
+    store = open_store(db_path)
+    try:  # what a killed run leaves: a committed batch, no end of run
+        for raw in batches([str(seeds_dir)], settings):
+            commit_batch(prepare_batch(raw, settings), store, settings, "killed-run")
+    finally:
+        store.close()
+    assert main(["search", "sessions", "--db", str(db_path)]) == 0
+    captured = capsys.readouterr()
+    assert "no articles match" in captured.out
+    assert "the 5 most recently stored articles cannot be found yet" in captured.err
+    assert main(["ingest", str(seeds_dir), "--db", str(db_path), "--engine", "local", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["search", "sessions", "--db", str(db_path)]) == 0
+    captured = capsys.readouterr()
+    assert "Sessions" in captured.out and "cannot be found yet" not in captured.err

@@ -76,6 +76,19 @@ def test_database_of_a_newer_schema(story_db):
     _one_line_error(_newsdedup("stories", "--db", str(story_db)), 4, "schema version 7", "upgrade newsdedup")
 
 
+def test_the_flow_engine_answers_a_bad_database_in_one_line_before_prefect_starts(tmp_path, story_db, seeds_dir):
+    """(QA pass: a database in a directory it could not write gave exit 1 and 62 lines of
+    traceback from inside the flow run; a newer schema, the right line and Prefect's traceback.)"""
+    (tmp_path / "a-file").write_text("")
+    result = _newsdedup("ingest", str(seeds_dir), "--db", str(tmp_path / "a-file" / "stories.db"))
+    _one_line_error(result, 4, "cannot write the run lock", "database's directory")
+    conn = sqlite3.connect(story_db)
+    conn.execute("UPDATE _meta SET value = '7' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    _one_line_error(_newsdedup("ingest", str(seeds_dir), "--db", str(story_db)), 4, "schema version 7", "upgrade newsdedup")
+
+
 def test_database_locked_longer_than_the_busy_timeout(story_db, seeds_dir):
     holder = sqlite3.connect(story_db, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")

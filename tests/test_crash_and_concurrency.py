@@ -161,3 +161,63 @@ def test_two_ingests_at_once_equal_one_after_the_other(tmp_path):
     spans = conn.execute("SELECT started_at, finished_at FROM runs ORDER BY started_at").fetchall()
     conn.close()
     assert spans[1][0] <= spans[0][1], f"the runs did not overlap: {spans}"
+
+
+def _started_and_storing(proc: subprocess.Popen, db: Path, timeout_s: float = 120) -> None:
+    """Wait until `proc` has committed its first batch."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        try:
+            if _count(db, "SELECT count(*) FROM articles") > 0:
+                return
+        except sqlite3.OperationalError:
+            pass  # not created yet
+        time.sleep(0.05)
+    pytest.fail("the run stored nothing in time")
+
+
+def test_a_worker_killed_mid_run_is_one_plain_line_and_the_rerun_completes(tmp_path):
+    """(QA pass: an out-of-memory kill of a worker gave 'internal error, a bug' and a traceback.)"""
+    from tests.processes import children
+
+    records = articles(stories=60, per_story=40, seed=5)
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", records)
+    config = _config(tmp_path)
+    db = tmp_path / "stories.db"
+    proc = subprocess.Popen([*_ingest_command([corpus], db, config), "--workers", "2"], env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _started_and_storing(proc, db)
+    workers = [pid for pid, command in children(proc.pid).items() if "python" in command]
+    assert workers, "no worker processes found"
+    os.kill(workers[0], signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 6, stderr
+    lines = stderr.strip().splitlines()
+    assert lines[-1].startswith("newsdedup: error: a worker process preparing batches died"), stderr
+    assert "Traceback" not in stderr
+    assert consistency_problems(db, run_finished=False) == []
+    _ingest([corpus], db, config)
+    assert _count(db, "SELECT count(DISTINCT external_id) FROM articles") == len(records)
+    assert consistency_problems(db) == []
+
+
+def test_sigterm_stops_a_local_run_with_a_message_and_the_rerun_completes(tmp_path):
+    """(QA pass: SIGTERM ended `--engine local` silently, exit 143 and no word.)"""
+    records = articles(stories=60, per_story=40, seed=6)
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", records)
+    config = _config(tmp_path)
+    db = tmp_path / "stories.db"
+    proc = subprocess.Popen(_ingest_command([corpus], db, config), env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _started_and_storing(proc, db)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1].startswith("newsdedup: terminated (SIGTERM)"), stderr
+    stored = _count(db, "SELECT count(*) FROM articles")
+    assert stored % BATCH == 0 and stored < len(records)
+    assert consistency_problems(db, run_finished=False) == []
+    _ingest([corpus], db, config)
+    assert _count(db, "SELECT count(DISTINCT external_id) FROM articles") == len(records)
+    assert consistency_problems(db) == []

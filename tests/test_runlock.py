@@ -12,7 +12,29 @@ from pipeline.runlock import WAITING_MESSAGE, exclusive_run, lock_path_for
 
 
 def test_lock_file_sits_next_to_the_database(tmp_path):
-    assert lock_path_for(tmp_path / "stories.db") == tmp_path / "stories.db.lock"
+    assert lock_path_for(tmp_path / "stories.db") == tmp_path.resolve() / "stories.db.lock"
+
+
+def test_a_symbolic_link_to_the_database_shares_its_lock(tmp_path):
+    """(QA pass: a run through `link.db` and one through `real.db` both held 'the' lock.)"""
+    (tmp_path / "data").mkdir()
+    real = tmp_path / "data" / "real.db"
+    link = tmp_path / "link.db"
+    link.symlink_to(real)
+    assert lock_path_for(link) == lock_path_for(real)
+    with exclusive_run(real, "through-the-file"):
+        with pytest.raises(TimeoutError, match="through-the-file"):
+            with exclusive_run(link, "through-the-link", timeout_s=0.2):
+                pass
+
+
+def test_a_lock_that_cannot_be_written_is_a_database_error(tmp_path):
+    from pipeline.errors import StoreError
+
+    (tmp_path / "not-a-directory").write_text("")
+    with pytest.raises(StoreError, match="cannot write the run lock"):
+        with exclusive_run(tmp_path / "not-a-directory" / "stories.db", "run"):
+            pass
 
 
 def test_second_run_waits_for_the_first_and_logs_why(tmp_path, caplog):

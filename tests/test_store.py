@@ -6,6 +6,7 @@ import random
 
 import json
 
+import pytest
 from hypothesis import given, strategies as st
 
 from pipeline.store import _in_period_key_order, open_store, pack_article_vector, pack_story_ids, unpack_article_vector, unpack_story_ids
@@ -217,3 +218,60 @@ def test_stories_are_largest_first_and_limit_and_min_size_pick_from_all(story_db
         assert store.stories(None, sizes[0] + 1) == []
     finally:
         store.close()
+
+
+def test_a_read_only_open_cannot_write(db_path):
+    import sqlite3
+
+    open_store(db_path).close()
+    reader = open_store(db_path, read_only=True)
+    try:
+        assert reader.read_only
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader.conn.execute("INSERT INTO _meta (key, value) VALUES ('x', 'y')")
+    finally:
+        reader.close()
+
+
+def test_read_commands_work_in_a_directory_nobody_may_write(db_path, monkeypatch, capsys):
+    """(QA pass: `stories`, `search`, `export` failed on a read-only mount, 'unable to open
+    database file'.) There SQLite cannot create the log's index file for mode=ro, so the
+    database is read immutable. The directory's permission is faked: these tests run as root."""
+    from pipeline import cli, store as store_module
+
+    store = open_store(db_path)
+    try:
+        with store.transaction():
+            _story(store, 7)
+            store.conn.execute(
+                "INSERT INTO rejects (ref, stage, reason, at) VALUES ('bad-input.txt', 'read', 'empty file', 'now')"
+            )
+    finally:
+        store.close()
+    real_access = store_module.os.access
+    monkeypatch.setattr(
+        store_module.os, "access",
+        lambda path, mode: False if mode == store_module.os.W_OK and str(path) == str(db_path.parent) else real_access(path, mode),
+    )
+    reader = open_store(db_path, read_only=True)
+    try:
+        assert reader.read_only and reader.conn.execute("SELECT count(*) FROM stories").fetchone()[0] == 1
+    finally:
+        reader.close()
+    assert cli.main(["rejects", "--db", str(db_path)]) == 0
+    assert "bad-input.txt" in capsys.readouterr().out
+
+
+def test_an_older_database_is_still_migrated_by_a_read_command(db_path):
+    """A read-only open cannot migrate: an older database is opened for writing instead."""
+    store = open_store(db_path)
+    try:
+        store.conn.execute("UPDATE _meta SET value = '4' WHERE key = 'schema_version'")
+    finally:
+        store.close()
+    again = open_store(db_path, read_only=True)
+    try:
+        assert not again.read_only
+        assert again.conn.execute("SELECT value FROM _meta WHERE key = 'schema_version'").fetchone()[0] == "5"
+    finally:
+        again.close()
