@@ -283,7 +283,10 @@ def ingest_flow(
     settings = load_settings(config)
     if workers is not None:
         settings = settings.model_copy(update={"runner": settings.runner.model_copy(update={"workers": workers})})
-    run = ingest.RunReport(str(flow_run.id or ingest.new_run_id())[:12])
+    # The whole flow run id: Prefect's are UUIDv7, time first, and a deployment's scheduled runs
+    # are created within one millisecond, so a 12-character prefix was the same for all of them
+    # (a QA pass saw 143 runs under 17 ids: `runs` rows replaced, rejects never cleared).
+    run = ingest.RunReport(str(flow_run.id) if flow_run.id else ingest.new_run_id())
     with exclusive_run(db, run.run_id), _workers_for_threads(settings.runner), _store_for_run(db, settings):
         return _ingest_locked(paths, db, settings, kind, run, logger)
 
@@ -366,6 +369,10 @@ def _ingest_locked(
     seconds = round(clock.elapsed_s(), 3)
     for line in report.summary_lines(run, elapsed_s=seconds):
         logger.info(line)
+    if ingest.nothing_read(run, paths, kind):
+        # Failed, not Completed: whoever watches the runs (or alerts on their states) sees the
+        # source is down. Everything above is recorded first: the rejects, the run, its summary.
+        raise ingest.nothing_read_error(run, remote, ingest.run_overview(run, db)[2])
     return {**run.counts(), "seconds": seconds}
 
 

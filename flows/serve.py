@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -98,24 +99,43 @@ def serve_sources(
         print(f"warning: {warning}", file=sys.stderr)
 
     stopping = threading.Event()
+    loop_of: dict[str, asyncio.AbstractEventLoop] = {}
 
     def stop_soon(signum: int, frame: object) -> None:
+        if stopping.is_set():  # asked twice: the user is not waiting for the schedules
+            print("newsdedup serve: stopped without pausing the schedules", file=sys.stderr, flush=True)
+            os._exit(130 if signum == signal.SIGINT else 143)
         stopping.set()
+        # While stopping, a server already gone makes Prefect's cancellation observer log its
+        # failed websocket with a traceback; that is expected then, and _give_up says what matters.
+        logging.getLogger("prefect.FlowRunCancellingObserver").setLevel(logging.ERROR)
         timer = threading.Timer(stop_grace_s, _give_up, args=(stop_grace_s,))
         timer.daemon = True
         timer.start()
-        # Unwinds the runner, which pauses the schedules on its way out.
-        raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(0)
+        # The runner stops on its own loop and pauses every schedule on its way out. (Raising
+        # here instead, as Prefect's own handler does, cancelled the pausing part way: a QA pass
+        # found 1-2 of 6 schedules paused, the rest piling up late runs.)
+        loop = loop_of.get("loop")
+        if loop is None:
+            raise KeyboardInterrupt
+        loop.call_soon_threadsafe(lambda: loop.create_task(_stop()))
+
+    async def _stop() -> None:
+        while not runner.started:  # a signal during start-up: astop() refuses a runner not started
+            await asyncio.sleep(0.1)
+        await runner.astop()
 
     class _Runner(Runner):
         # Prefect's own handler calls the runner's synchronous stop() from inside its event loop,
         # which only makes a coroutine that is never awaited ("RuntimeWarning: coroutine
-        # 'Runner.astop' was never awaited"), then exits; exiting is all it takes.
+        # 'Runner.astop' was never awaited"), then exits at once.
         def handle_sigterm(self, *args: object, **kwargs: object) -> None:
             self._logger.info("SIGTERM received, stopping")
             stop_soon(signal.SIGTERM, None)
 
-    runner = _Runner(pause_on_shutdown=True, limit=limit)
+    # The runs of one database wait for each other (the run lock), so more at once would only
+    # hold more processes in memory (~250 MB each); two let one start while another works.
+    runner = _Runner(pause_on_shutdown=True, limit=limit or DEFAULT_LIMIT)
     for deployment in deployments:
         runner.add_deployment(deployment)
     print(f"serving {len(deployments)} deployment(s) of the ingest flow into {Path(db).resolve()}:")
@@ -124,10 +144,16 @@ def serve_sources(
     print(f"run one now: prefect deployment run {deployments[0].flow_name}/{deployments[0].name}")
     if PREFECT_UI_URL.value():
         print(f"watch the runs: {PREFECT_UI_URL.value()}/deployments")
-    print("Ctrl-C (or SIGTERM) stops serving and pauses the schedules", flush=True)
+    print(f"at most {limit or DEFAULT_LIMIT} runs at once; Ctrl-C (or SIGTERM) stops serving and pauses the schedules",
+          flush=True)
     signal.signal(signal.SIGINT, stop_soon)
+
+    async def serve() -> None:
+        loop_of["loop"] = asyncio.get_running_loop()
+        await runner.start()
+
     try:
-        asyncio.run(runner.start())
+        asyncio.run(serve())
     except (KeyboardInterrupt, SystemExit):
         pass
     except Exception as exc:
@@ -136,7 +162,25 @@ def serve_sources(
         print(f"newsdedup serve: stopped, but could not pause the schedules: {type(exc).__name__}: {exc}",
               file=sys.stderr, flush=True)
         os._exit(1)
-    print("stopped serving; the schedules are paused until the next 'newsdedup serve'", flush=True)
+    names = [f"{d.flow_name}/{d.name}" for d in deployments]
+    paused = _paused(names)
+    if paused < len(names):
+        print(f"newsdedup serve: stopped, but only {paused} of {len(names)} schedules are paused; "
+              "pause the rest in the Prefect UI, or start 'newsdedup serve' again", file=sys.stderr, flush=True)
+        os._exit(1)
+    print(f"stopped serving; the {len(names)} schedule(s) are paused until the next 'newsdedup serve'", flush=True)
+
+
+# Flow runs at once by default (`newsdedup serve --limit`).
+DEFAULT_LIMIT = 2
+
+
+def _paused(names: Sequence[str]) -> int:
+    """How many of the deployments `names` (flow/deployment) the API shows paused now."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return sum(1 for name in names if client.read_deployment_by_name(name).paused)
 
 
 def _when(source: SourceConfig) -> str:
@@ -144,7 +188,8 @@ def _when(source: SourceConfig) -> str:
     if "cron" in arguments:
         return f"cron {arguments['cron']}"
     if "interval" in arguments:
-        return f"every {int(arguments['interval'].total_seconds() // 60)} min"
+        minutes = arguments["interval"].total_seconds() / 60
+        return f"every {minutes:g} min"
     return "on demand only"
 
 

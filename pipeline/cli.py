@@ -31,6 +31,7 @@ EXIT_CODES = """exit codes:
   4  database error (cannot open, not a story database, other schema)
   5  the local Prefect server could not start
   6  a worker process died (killed, or out of memory); what was committed is stored
+  7  nothing could be read from the run's web sources (none answered; see 'newsdedup rejects')
   143  stopped by SIGTERM (--engine local); what was committed is stored"""
 
 COMMANDS = {
@@ -267,7 +268,8 @@ def _parser() -> argparse.ArgumentParser:
     p = command("serve")
     db_option(p)
     p.add_argument("--sources", default=None, help="sources file (default config/sources.toml)")
-    p.add_argument("--limit", type=_at_least(1), default=None, help="at most this many flow runs at once")
+    p.add_argument("--limit", type=_at_least(1), default=None,
+                   help="at most this many flow runs at once (default 2: runs into one database wait for each other)")
     return parser
 
 
@@ -429,7 +431,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             paths=list(args.paths), db=db, config=args.config, kind=args.kind, workers=args.workers
         )
         lines = reports.flow_summary_lines(counts, time.monotonic() - started)
-    return _print_summary(args, f"newsdedup ingest {' '.join(args.paths)} -> {db}", lines)
+    code = _print_summary(args, f"newsdedup ingest {' '.join(args.paths)} -> {db}", lines)
+    if args.engine == "local":
+        from .ingest import nothing_read, nothing_read_error, run_overview
+
+        if nothing_read(run, args.paths, args.kind):  # (the flow raises this itself: its run ends Failed)
+            raise nothing_read_error(run, args.paths, run_overview(run, db)[2])
+    return code
 
 
 def _print_summary(args: argparse.Namespace, heading: str, lines: Sequence[str]) -> int:

@@ -27,6 +27,12 @@ class WorkerError(PipelineError):
     exit_code = 6
 
 
+class SourceError(PipelineError):
+    """A run over web sources read nothing: none of them answered (the rejects say why)."""
+
+    exit_code = 7
+
+
 class UsageError(PipelineError):
     """The command was called wrongly (a missing input, a story that does not exist)."""
 

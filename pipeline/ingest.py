@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from . import extract, sources, web
-from .errors import BadInputError
+from .errors import BadInputError, SourceError
 from .fingerprint import fingerprint
 from .models import Prepared, PreparedBatch, RawDocument, Rejected, file_identity
 from .report import plural
@@ -327,6 +327,27 @@ def run_overview(report: RunReport, db_path: str | Path) -> tuple[dict[str, int]
         return store.counts(), stories, rejects
     finally:
         store.close()
+
+
+def nothing_read(report: RunReport, paths: Sequence[str], kind: str | None) -> bool:
+    """Whether a run over web locations only read nothing at all: none of its feeds or sitemaps
+    answered (a 304 counts as an answer), nothing was stored or found already stored, and
+    something was rejected. Such a run should not look like a success to whoever watches the
+    runs: a source down for days would otherwise show as a row of green runs."""
+    local, remote = web.split_locations(paths, kind)
+    return (
+        bool(remote) and not local and report.listings_fetched == 0 and report.new_articles == 0
+        and report.unchanged == 0 and report.rejects > 0
+    )
+
+
+def nothing_read_error(report: RunReport, remote: Sequence[str], rejects: Sequence[dict]) -> SourceError:
+    """The error that fails such a run, with the first rejects' reasons."""
+    reasons = "; ".join(dict.fromkeys(f"{row['ref']}: {row['reason']}" for row in rejects[:3]))
+    return SourceError(
+        f"nothing could be read from {', '.join(remote)}" + (f" ({reasons})" if reasons else "")
+        + "; see 'newsdedup rejects'"
+    )
 
 
 def run_similarities(report: RunReport, db_path: str | Path) -> list[float]:

@@ -411,3 +411,23 @@ def test_retry_rejects_fetches_rejected_pages_again(webserver, settings, db_path
     assert (again.new_articles, again.rejects) == (2, 0)
     assert rows(db_path, "SELECT count(*) AS n FROM rejects")[0]["n"] == 0
     assert len(webserver.hits("/good.html")) == 1
+
+
+def test_a_run_whose_only_feed_is_down_has_read_nothing(webserver, settings, db_path, tmp_path):
+    """(QA pass: a source down for days showed as a row of Completed runs.) A run over web
+    sources only, none answering, reads nothing: the flow fails it (exit 7 from the CLI)."""
+    from pipeline.ingest import nothing_read, nothing_read_error, run_overview
+
+    feed = webserver.add("/feed.xml", "down", status=503, content_type="text/plain")
+    down = ingest([feed], quick(settings, retries=0), db_path)
+    assert nothing_read(down, [feed], None)
+    error = nothing_read_error(down, [feed], run_overview(down, db_path)[2])
+    assert error.exit_code == 7 and "HTTP 503" in str(error) and feed in str(error)
+    # Not when the feed answers, even with nothing new (304), nor beside a local path.
+    page = webserver.add("/p.html", eval_page(3))
+    webserver.add("/feed.xml", rss([("P", page)]), content_type="application/rss+xml")
+    assert not nothing_read(ingest([feed], settings, db_path), [feed], None)
+    assert not nothing_read(ingest([feed], settings, db_path), [feed], None)
+    local = tmp_path / "empty.txt"
+    local.write_text("")
+    assert not nothing_read(down, [feed, str(local)], None)

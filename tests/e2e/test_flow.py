@@ -235,3 +235,21 @@ def test_a_consumed_prepared_batch_is_not_held_by_its_prefect_future(flow_env, s
     held_before, held_after = prepare_once()
     assert held_before, "the test no longer exercises what it checks: the future should hold its result"
     assert not held_after
+
+
+def test_a_flow_run_whose_feed_is_down_fails_after_recording_it(flow_env, tmp_path, db_path, monkeypatch):
+    """(QA pass: HTTP 500, 404, timeouts all ended Completed, so a source down for days looked
+    healthy.) The run is recorded and its reject stored, and then the run fails, saying why."""
+    from flows.ingest import ingest_flow
+    from pipeline.errors import SourceError
+    from tests.localweb import LocalWeb
+
+    config = tmp_path / "web.toml"
+    config.write_text("[fetch]\nallow_private_hosts = [\"127.0.0.1\"]\n")
+    with LocalWeb() as web:
+        feed = web.add("/feed.xml", "gone", status=404, content_type="text/plain")
+        with pytest.raises(SourceError, match=r"nothing could be read from .*feed\.xml .*HTTP 404"):
+            ingest_flow(paths=[feed], db=str(db_path), config=str(config))
+    assert count(db_path, "rejects") == 1
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT count(*) FROM runs WHERE finished_at IS NOT NULL").fetchone()[0] == 1
