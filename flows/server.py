@@ -128,6 +128,10 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+# How long `newsdedup server` keeps finished flow runs (their states, logs and task runs).
+RUN_RETENTION_S = 14 * 24 * 3600
+
+
 def server_environment(home: Path, host: str, port: int, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for a server on `host:port` whose state lives in `home`, with telemetry off."""
     env = dict(os.environ if base is None else base)
@@ -141,6 +145,15 @@ def server_environment(home: Path, host: str, port: int, base: dict[str, str] | 
         PREFECT_SERVER_API_HOST=host,
         PREFECT_SERVER_API_PORT=str(port),
         PREFECT_UI_API_URL=f"http://{host}:{port}/api",
+        # Every run keeps ~200 KB in the server's database (states, logs, task runs, events): a
+        # QA pass of 6 sources polled every 30-60 s grew it to 39 MB in half an hour, 1-2 GB a
+        # day. Prefect's vacuum service deletes only old events unless told to delete old flow
+        # runs too; here runs ended over `retention` ago go, checked hourly. Set either variable
+        # to keep more (Prefect accepts "events" alone, or a retention in seconds, >= 1 hour).
+        PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED=env.get("PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED", "events,flow_runs"),
+        PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD=env.get(
+            "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD", str(RUN_RETENTION_S)
+        ),
     )
     # A server started here serves its own API: a client setting inherited from the shell
     # (pointing at another server or at Prefect Cloud) must not leak into it.

@@ -28,7 +28,7 @@ from .models import Prepared, PreparedBatch, RawDocument, Rejected, file_identit
 from .report import plural
 from .settings import Settings
 from .store import IndexReads, SavedBatch, Store, now_iso, open_store
-from .stories import assign_batch
+from .stories import BatchOutcome, assign_batch
 
 log = logging.getLogger(__name__)
 
@@ -160,14 +160,18 @@ def commit_batch(batch: PreparedBatch, store: Store, settings: Settings, run_id:
         store.save_outcome(fresh, outcome, run_id)
         store.save_rejects(batch.rejected, run_id)
         store.forget_rejects(batch.accepted)
-    grown = sorted(outcome.touched - outcome.new_stories)
+        saved = _saved(batch, fresh, outcome)
+        store.count_batch(run_id, saved)
     log.info(
         "batch of %s: %s (%s), %d unchanged, %s; %s, %d grown, %d merged",
-        plural(batch.inputs, "input"), plural(len(fresh), "new article"),
-        plural(sum(1 for a in outcome.assignments if a.duplicate_of), "near-duplicate"),
-        len(batch.prepared) - len(fresh), plural(len(batch.rejected), "reject"),
-        plural(len(outcome.new_stories), "new story"), len(grown), len(outcome.merges),
+        plural(saved.inputs, "input"), plural(saved.new_articles, "new article"),
+        plural(saved.near_duplicates, "near-duplicate"), saved.unchanged, plural(saved.rejects, "reject"),
+        plural(len(saved.new_stories), "new story"), len(saved.grown_stories), len(saved.merged_stories),
     )
+    return saved
+
+
+def _saved(batch: PreparedBatch, fresh: Sequence[Prepared], outcome: BatchOutcome) -> SavedBatch:
     return SavedBatch(
         inputs=batch.inputs,
         new_articles=len(fresh),
@@ -175,7 +179,7 @@ def commit_batch(batch: PreparedBatch, store: Store, settings: Settings, run_id:
         near_duplicates=sum(1 for a in outcome.assignments if a.duplicate_of),
         rejects=len(batch.rejected),
         new_stories=tuple(sorted(outcome.new_stories)),
-        grown_stories=tuple(grown),
+        grown_stories=tuple(sorted(outcome.touched - outcome.new_stories)),
         merged_stories=tuple(outcome.merges),
     )
 

@@ -1299,6 +1299,22 @@ class Store(IndexReads):
             ),
         )
 
+    def count_batch(self, run_id: str | None, saved: "SavedBatch") -> None:
+        """Add a committed batch's counts to its run's row (inside the batch's `transaction()`),
+        so that a run that dies still shows what it stored; the run's end writes its totals.
+        (Grown stories are left to the end: one story may grow in several batches.)"""
+        if run_id is None:
+            return
+        self.conn.execute(
+            "UPDATE runs SET inputs = inputs + ?, new_articles = new_articles + ?, unchanged = unchanged + ?, "
+            "near_duplicates = near_duplicates + ?, new_stories = new_stories + ?, "
+            "merged_stories = merged_stories + ?, rejects = rejects + ? WHERE run_id = ? AND finished_at IS NULL",
+            (
+                saved.inputs, saved.new_articles, saved.unchanged, saved.near_duplicates, len(saved.new_stories),
+                len(saved.merged_stories), saved.rejects, run_id,
+            ),
+        )
+
     # -- fetching state (pipeline/web.py) ---------------------------------------------------------
 
     def known_urls(self, urls: Iterable[str]) -> set[str]:

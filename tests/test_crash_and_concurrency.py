@@ -218,6 +218,9 @@ def test_sigterm_stops_a_local_run_with_a_message_and_the_rerun_completes(tmp_pa
     stored = _count(db, "SELECT count(*) FROM articles")
     assert stored % BATCH == 0 and stored < len(records)
     assert consistency_problems(db, run_finished=False) == []
+    # The unfinished run's row counts what it stored, batch by batch (it used to read 0).
+    assert _count(db, "SELECT new_articles FROM runs WHERE finished_at IS NULL") == stored
+    assert _count(db, "SELECT inputs FROM runs WHERE finished_at IS NULL") == stored
     _ingest([corpus], db, config)
     assert _count(db, "SELECT count(DISTINCT external_id) FROM articles") == len(records)
     assert consistency_problems(db) == []

@@ -81,3 +81,30 @@ def test_serving_warns_about_local_sources_whose_location_is_missing(tmp_path):
     ]
     [warning] = missing_sources(sources)
     assert warning.startswith("source 'inbox': ") and "not-mounted does not exist" in warning
+
+
+def test_the_local_server_deletes_finished_runs_after_two_weeks_unless_told_otherwise(tmp_path):
+    """(QA pass: ~200 KB of the server's database a run, never deleted: 1-2 GB a day for six
+    sources polled every minute.) Prefect itself must read the settings as meant."""
+    import json
+    import subprocess
+    import sys
+
+    from flows.server import RUN_RETENTION_S, server_environment
+
+    def vacuum(env: dict[str, str]) -> dict:
+        code = (
+            "import json; from prefect.settings import get_current_settings as g; v = g().server.services.db_vacuum; "
+            "print(json.dumps([sorted(v.enabled_vacuum_types), v.retention_period.total_seconds()]))"
+        )
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    base = {k: v for k, v in __import__("os").environ.items() if not k.startswith("PREFECT_SERVER_SERVICES_DB_VACUUM")}
+    kinds, seconds = vacuum(server_environment(tmp_path, "127.0.0.1", 4300, base))
+    assert "flow_runs" in kinds and seconds == RUN_RETENTION_S == 14 * 24 * 3600
+    kinds, seconds = vacuum(server_environment(
+        tmp_path, "127.0.0.1", 4300, {**base, "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events",
+                                       "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": "7200"}))
+    assert kinds == ["events"] and seconds == 7200
