@@ -10,8 +10,8 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
-from typing import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Callable, Iterator
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
@@ -287,8 +287,18 @@ def ingest_flow(
     # are created within one millisecond, so a 12-character prefix was the same for all of them
     # (a QA pass saw 143 runs under 17 ids: `runs` rows replaced, rejects never cleared).
     run = ingest.RunReport(str(flow_run.id) if flow_run.id else ingest.new_run_id())
-    with exclusive_run(db, run.run_id), _workers_for_threads(settings.runner), _store_for_run(db, settings):
-        return _ingest_locked(paths, db, settings, kind, run, logger)
+    with ExitStack() as held, _workers_for_threads(settings.runner), _store_for_run(db, settings):
+        # The run lock is taken when a first batch of articles is ready to commit, not before
+        # reading: a run whose feed times out (94 s with the default retries) or has nothing new
+        # would otherwise hold every other source's run back meanwhile, as a QA pass saw.
+        holding: list[bool] = []
+
+        def hold_the_database() -> None:
+            if not holding:
+                held.enter_context(exclusive_run(db, run.run_id))
+                holding.append(True)
+
+        return _ingest_locked(paths, db, settings, kind, run, logger, hold_the_database)
 
 
 def _prepares_in_threads() -> bool:
@@ -313,7 +323,8 @@ def _workers_for_threads(runner: RunnerSettings) -> Iterator[None]:
 
 
 def _ingest_locked(
-    paths: list[str], db: str, settings: Settings, kind: str | None, run: ingest.RunReport, logger
+    paths: list[str], db: str, settings: Settings, kind: str | None, run: ingest.RunReport, logger,
+    hold_the_database: Callable[[], None],
 ) -> dict[str, float]:
     clock = progress.RunProgress(progress.expected_inputs(paths, settings.ingest))
     progress_id = create_progress_artifact(
@@ -332,6 +343,8 @@ def _ingest_locked(
         with _timed(run, "extract+fingerprint"):
             batch = future.result()
         _let_go_of_result(future)
+        if batch.prepared:  # (a batch of rejects alone cannot interleave with another run's stories)
+            hold_the_database()
         with _timed(run, "assign+store"):
             # quote(): the prepared batch is passed as it is. Prefect otherwise walks every object
             # inside a task's parameters looking for futures, twice; a prepared batch holds about
