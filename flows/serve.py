@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from pipeline.errors import ConfigError
+from pipeline.report import plural
 from pipeline.settings import SourceConfig
 from pipeline.web import missing_sources, source_location
 
@@ -75,6 +76,8 @@ def deployments_for(sources: Sequence[SourceConfig], db: str, config: str | None
 # exits. With the API gone (its server stopped first), Prefect's client retries each call for
 # over a minute; a service manager would wait that long, then kill the process anyway.
 STOP_GRACE_S = 10.0
+# Flow runs at once by default (`newsdedup serve --limit`).
+DEFAULT_LIMIT = 2
 
 
 def serve_sources(
@@ -168,11 +171,7 @@ def serve_sources(
         print(f"newsdedup serve: stopped, but only {paused} of {len(names)} schedules are paused; "
               "pause the rest in the Prefect UI, or start 'newsdedup serve' again", file=sys.stderr, flush=True)
         os._exit(1)
-    print(f"stopped serving; the {len(names)} schedule(s) are paused until the next 'newsdedup serve'", flush=True)
-
-
-# Flow runs at once by default (`newsdedup serve --limit`).
-DEFAULT_LIMIT = 2
+    print(f"stopped serving; {plural(len(names), 'schedule')} paused until the next 'newsdedup serve'", flush=True)
 
 
 def _paused(names: Sequence[str]) -> int:
