@@ -288,9 +288,10 @@ def ingest_flow(
     # (a QA pass saw 143 runs under 17 ids: `runs` rows replaced, rejects never cleared).
     run = ingest.RunReport(str(flow_run.id) if flow_run.id else ingest.new_run_id())
     with ExitStack() as held, _workers_for_threads(settings.runner), _store_for_run(db, settings):
-        # The run lock is taken when a first batch of articles is ready to commit, not before
-        # reading: a run whose feed times out (94 s with the default retries) or has nothing new
-        # would otherwise hold every other source's run back meanwhile, as a QA pass saw.
+        # The run lock is taken when a first batch is ready to commit, not before reading: a run
+        # whose feed times out (94 s with the default retries) would otherwise hold every other
+        # source's run back meanwhile, as a QA pass saw; a run with nothing to commit (a feed
+        # not modified, no new links) never takes it.
         holding: list[bool] = []
 
         def hold_the_database() -> None:
@@ -343,8 +344,7 @@ def _ingest_locked(
         with _timed(run, "extract+fingerprint"):
             batch = future.result()
         _let_go_of_result(future)
-        if batch.prepared:  # (a batch of rejects alone cannot interleave with another run's stories)
-            hold_the_database()
+        hold_the_database()
         with _timed(run, "assign+store"):
             # quote(): the prepared batch is passed as it is. Prefect otherwise walks every object
             # inside a task's parameters looking for futures, twice; a prepared batch holds about

@@ -8,9 +8,10 @@ import os
 import signal
 import sys
 import threading
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from pipeline.errors import ConfigError
 from pipeline.report import plural
@@ -112,20 +113,23 @@ def serve_sources(
         # While stopping, a server already gone makes Prefect's cancellation observer log its
         # failed websocket with a traceback; that is expected then, and _give_up says what matters.
         logging.getLogger("prefect.FlowRunCancellingObserver").setLevel(logging.ERROR)
-        timer = threading.Timer(stop_grace_s, _give_up, args=(stop_grace_s,))
-        timer.daemon = True
-        timer.start()
-        # The runner stops on its own loop and pauses every schedule on its way out. (Raising
-        # here instead, as Prefect's own handler does, cancelled the pausing part way: a QA pass
-        # found 1-2 of 6 schedules paused, the rest piling up late runs.)
         loop = loop_of.get("loop")
         if loop is None:
             raise KeyboardInterrupt
-        loop.call_soon_threadsafe(lambda: loop.create_task(_stop()))
+        # The schedules are paused first, on the runner's own loop, then the runner stops. (Raising
+        # here instead, as Prefect's own handler does, cancelled the pausing part way: a QA pass
+        # found 1-2 of 6 schedules paused, the rest piling up late runs. And the runner's own stop
+        # cancels the runs in flight before it pauses anything, ~3 s a run.)
+        loop.call_soon_threadsafe(lambda: stopper.append(loop.create_task(_stop())))
+
+    stopper: list[asyncio.Task] = []  # (a reference, so the task is not collected mid-way)
+    names = [f"{d.flow_name}/{d.name}" for d in deployments]
 
     async def _stop() -> None:
-        while not runner.started:  # a signal during start-up: astop() refuses a runner not started
-            await asyncio.sleep(0.1)
+        with _grace(stop_grace_s):
+            while not runner.started:  # a signal during start-up: astop() refuses a runner not started
+                await asyncio.sleep(0.1)
+            await _pause(names)
         await runner.astop()
 
     class _Runner(Runner):
@@ -165,13 +169,34 @@ def serve_sources(
         print(f"newsdedup serve: stopped, but could not pause the schedules: {type(exc).__name__}: {exc}",
               file=sys.stderr, flush=True)
         os._exit(1)
-    names = [f"{d.flow_name}/{d.name}" for d in deployments]
-    paused = _paused(names)
+    with _grace(stop_grace_s):
+        paused = _paused(names)
     if paused < len(names):
         print(f"newsdedup serve: stopped, but only {paused} of {len(names)} schedules are paused; "
               "pause the rest in the Prefect UI, or start 'newsdedup serve' again", file=sys.stderr, flush=True)
         os._exit(1)
     print(f"stopped serving; {plural(len(names), 'schedule')} paused until the next 'newsdedup serve'", flush=True)
+
+
+@contextmanager
+def _grace(seconds: float) -> Iterator[None]:
+    """Give up (exit 1, saying so) unless the block's calls to the API are done within `seconds`:
+    with its server gone, Prefect's client retries each call for over a minute. A block that is
+    cancelled or fails instead (the runner's loop shutting down) leaves the timer running."""
+    timer = threading.Timer(seconds, _give_up, args=(seconds,))
+    timer.daemon = True
+    timer.start()
+    yield
+    timer.cancel()
+
+
+async def _pause(names: Sequence[str]) -> None:
+    """Pause the deployments `names` (flow/deployment) through the API."""
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        for name in names:
+            await client.pause_deployment((await client.read_deployment_by_name(name)).id)
 
 
 def _paused(names: Sequence[str]) -> int:

@@ -149,7 +149,7 @@ def server_environment(home: Path, host: str, port: int, base: dict[str, str] | 
         # QA pass of 6 sources polled every 30-60 s grew it to 39 MB in half an hour, 1-2 GB a
         # day. Prefect's vacuum service deletes only old events unless told to delete old flow
         # runs too; here runs ended over `retention` ago go, checked hourly. Set either variable
-        # to keep more (Prefect accepts "events" alone, or a retention in seconds, >= 1 hour).
+        # to keep more (Prefect accepts "events" alone, or a retention in seconds, over 1 hour).
         PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED=env.get("PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED", "events,flow_runs"),
         PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD=env.get(
             "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD", str(RUN_RETENTION_S)

@@ -365,6 +365,19 @@ def _print_shown(shown: int, total: int, things: str) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    if args.engine != "local" and not args.retry_rejects:
+        return _ingest(args)
+    # SIGTERM (a scheduler stopping the job) ends a run in this process as Ctrl-C does: the
+    # batch being written is rolled back, and the process says so instead of vanishing. (The
+    # Prefect engine has its own handling.) Restored after, for callers that go on.
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return _ingest(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _ingest(args: argparse.Namespace) -> int:
     from . import report as reports
 
     settings = load_settings(args.config)
@@ -389,10 +402,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if args.engine == "local":
         from .ingest import ingest
         from .progress import RunProgress, expected_inputs
-
-        # SIGTERM (a scheduler stopping the job) ends the run as Ctrl-C does: the batch being
-        # written is rolled back, and the process says so instead of vanishing silently.
-        signal.signal(signal.SIGTERM, _terminated)
 
         clock = RunProgress(0 if args.quiet else expected_inputs(args.paths, settings.ingest))
         # On a terminal the line is rewritten in place; in a log file each batch gets its own line.
@@ -622,7 +631,7 @@ def cmd_browse(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from . import browse
-    from .store import columns_read_only, has_unmerged_writes
+    from .store import columns_read_only, has_unmerged_writes, read_only_connection
 
     path = Path(_db(args))
     meta = browse.metadata(
@@ -639,11 +648,13 @@ def cmd_browse(args: argparse.Namespace) -> int:
         immutable = False
         print("newsdedup browse: the database has unmerged writes (an ingest may be running); "
               "opening it read-only instead of immutable", file=sys.stderr)
-    elif not immutable and not os.access(path.parent, os.W_OK):
-        # A write-ahead-log database read with mode=ro needs its -shm file, which SQLite cannot
-        # create here; nothing can write here either, so immutable is safe.
-        immutable = True
-        print(f"newsdedup browse: {path.parent} is read-only; opening the database immutable", file=sys.stderr)
+    elif not immutable:
+        probe, immutable = read_only_connection(path)
+        probe.close()
+        if immutable:
+            print(f"newsdedup browse: cannot open {path} read-only and live from here (its directory is "
+                  "not writable for this user); opening it immutable: what an ingest writes meanwhile "
+                  "is not shown", file=sys.stderr)
     options = browse.BrowseOptions(
         path, args.port or browse.free_port(), open_browser=not args.no_open, immutable=immutable
     )

@@ -335,13 +335,14 @@ def run_overview(report: RunReport, db_path: str | Path) -> tuple[dict[str, int]
 
 def nothing_read(report: RunReport, paths: Sequence[str], kind: str | None) -> bool:
     """Whether a run over web locations only read nothing at all: none of its feeds or sitemaps
-    answered (a 304 counts as an answer), nothing was stored or found already stored, and
-    something was rejected. Such a run should not look like a success to whoever watches the
-    runs: a source down for days would otherwise show as a row of green runs."""
+    could be read (a 304 counts as read; an answer that is not a feed does not), no page was
+    fetched, nothing was stored or found already stored, and something was rejected. Such a run
+    should not look like a success to whoever watches the runs: a source down for days would
+    otherwise show as a row of green runs."""
     local, remote = web.split_locations(paths, kind)
     return (
-        bool(remote) and not local and report.listings_fetched == 0 and report.new_articles == 0
-        and report.unchanged == 0 and report.rejects > 0
+        bool(remote) and not local and report.listings_fetched == 0 and report.pages_fetched == 0
+        and report.new_articles == 0 and report.unchanged == 0 and report.rejects > 0
     )
 
 

@@ -57,12 +57,13 @@ def run_lines(counts: Mapping[str, float]) -> list[str]:
 
 def web_lines(counts: Mapping[str, float]) -> list[str]:
     """What a run fetched from the web, and whether it found anything new there (from its counts)."""
-    pages, known, not_modified = (
-        int(counts.get(key, 0)) for key in ("pages_fetched", "known_urls_skipped", "listings_not_modified")
+    pages, known, not_modified, listings = (
+        int(counts.get(key, 0))
+        for key in ("pages_fetched", "known_urls_skipped", "listings_not_modified", "listings_fetched")
     )
     lines = [
         f"fetched          {plural(pages, 'page')}, "
-        f"{plural(int(counts.get('listings_fetched', 0)), 'feed or sitemap request')}"
+        + (f"{listings:,} feed or sitemap read" if listings == 1 else f"{listings:,} feeds or sitemaps read")
         + (f" ({not_modified:,} not modified)" if not_modified else ""),
         f"known URLs       {known:,}  (already stored, not fetched again)",
     ]

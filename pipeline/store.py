@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
-import urllib.parse
 from array import array
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -376,6 +374,21 @@ def _story_buckets_by_story(conn: sqlite3.Connection) -> None:
         "UPDATE _story_state SET pool_day = ? WHERE story_id = ?",
         [(first_original_day(found), story_id) for story_id, found in members.items()],
     )
+
+
+def _join_whatever_happens(worker: threading.Thread) -> None:
+    """Wait for `worker` to end even if a signal's exception (Ctrl-C, SIGTERM) interrupts the wait,
+    then raise that exception. The search index thread writes on the writer's connection: a
+    transaction rolled back while it is still between its two statements would let its second
+    one commit alone, recording as indexed rows that were rolled back."""
+    interrupted: BaseException | None = None
+    while worker.is_alive():
+        try:
+            worker.join()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, once the thread is done
+            interrupted = interrupted or exc
+    if interrupted is not None:
+        raise interrupted
 
 
 def _last_article_rowid(conn: sqlite3.Connection) -> int:
@@ -975,24 +988,17 @@ class Store(IndexReads):
         try:
             yield self.reader()
         finally:
-            worker.join()
+            _join_whatever_happens(worker)
         if failure:
             raise failure[0]
 
     def _connect_read_only(self) -> sqlite3.Connection:
         """A connection that cannot write: for the commands that only read (`stories`, `search`,
         `export`...), so they also work on a database the user may not write, a snapshot or a
-        read-only mount.
-
-        mode=ro still needs the write-ahead log's index file beside the database, which SQLite
-        cannot create in a directory nobody may write; there nothing can be writing the
-        database either, so it is opened immutable.
-        """
+        read-only mount (see `read_only_connection`)."""
         if not self.path.is_file():
             raise StoreError(f"cannot open the story database {self.path}: no such file")
-        options = "mode=ro" if os.access(self.path.parent, os.W_OK) else "immutable=1"
-        uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?{options}"
-        return sqlite3.connect(uri, uri=True, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
+        return read_only_connection(self.path, self.busy_timeout_s)[0]
 
     def _connect(self) -> sqlite3.Connection:
         """A connection to this store's file: the writer's own, the reader's or the checkpointer's.
@@ -1528,11 +1534,50 @@ def has_unmerged_writes(path: str | Path) -> bool:
     return wal.exists() and wal.stat().st_size > 0
 
 
+def read_only_connection(path: str | Path, busy_timeout_s: float = 5.0) -> tuple[sqlite3.Connection, bool]:
+    """A connection to the database at `path` that cannot write, and whether it is immutable.
+
+    `mode=ro` first: it sees what writers commit meanwhile. It needs the write-ahead log's index
+    (`-shm`) beside the database, which it creates, or finds there while a writer is at work.
+    Only when it cannot open (a directory this user may not write, and no writer) is the file
+    read immutable, and never while a writer's changes wait in the log: an immutable reader
+    would not see them, and may find pages changing under it. (Who may write the directory says
+    nothing about whether another user's ingest is writing the database meanwhile.)
+
+    Raises:
+        StoreError: neither way opens it.
+        sqlite3.DatabaseError: the file is not a SQLite database.
+    """
+    path = Path(path)
+    uri = path.resolve().as_uri()
+
+    def connect(options: str) -> sqlite3.Connection:
+        return sqlite3.connect(
+            f"{uri}?{options}", uri=True, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+
+    conn = None
+    try:
+        conn = connect("mode=ro")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # SQLite opens the file here
+        return conn, False
+    except sqlite3.OperationalError as exc:
+        if conn is not None:
+            conn.close()
+        if has_unmerged_writes(path):
+            raise StoreError(
+                f"cannot read {path} ({exc}) while a writer's changes wait in its write-ahead log: "
+                "this user may need write access to its directory"
+            ) from None
+    return connect("immutable=1"), True
+
+
 def columns_read_only(path: str | Path) -> dict[str, list[str]]:
     """Each table and view of a story database with its columns, read without writing anything.
 
-    Opened immutable (no -wal or -shm file, works on a read-only copy) unless a writer's changes
-    are still in the write-ahead log, which an immutable reader would not see.
+    One quick read of the schema, which only a migration changes: opened immutable (no -wal or
+    -shm file, works on a read-only copy) unless a writer's changes are still in the
+    write-ahead log, which an immutable reader would not see.
 
     Raises:
         StoreError: the file is missing, not a SQLite database, or not a story database.

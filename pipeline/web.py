@@ -106,7 +106,7 @@ class CrawlState:
     db_path: str | Path
     busy_timeout_s: float = 120.0
     pages: int = 0  # page fetches attempted
-    listings: int = 0  # feed and sitemap fetches answered (304s included)
+    listings: int = 0  # feeds and sitemaps read, or answered 'not modified' (a page that is not one: not counted)
     known: int = 0
     not_modified: list[str] = field(default_factory=list)
     validators: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
@@ -318,8 +318,8 @@ def _expand_url(
         state.pages += 1
         yield page_document(fetched, FeedEntry(url))
         return
-    state.listings += 1
     if fetched.not_modified:
+        state.listings += 1
         state.answered.add(url)
         log.info("not modified since the last run: %s", url)
         state.not_modified.append(url)
@@ -329,6 +329,7 @@ def _expand_url(
     except BadInputError as exc:
         yield _listing_rejected(url, exc)
         return
+    state.listings += 1
     state.validators[url] = (fetched.etag, fetched.last_modified)
     state.answered.add(url)
     yield from _expand_listing(listing, url, settings, state, get, depth)

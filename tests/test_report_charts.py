@@ -111,7 +111,7 @@ def test_both_engines_print_the_same_summary_for_the_same_counts():
     assert "rejects          1  (see: newsdedup rejects)" in busy and "new articles     5  (2 near-duplicates among them)" in busy
     assert "stories          2 new, 1 grown, 1 merged" in busy
     assert "nothing new: every input was already stored" in idle
-    assert web[-3:] == ["fetched          0 pages, 1 feed or sitemap request (1 not modified)",
+    assert web[-3:] == ["fetched          0 pages, 1 feed or sitemap read (1 not modified)",
                         "known URLs       3  (already stored, not fetched again)",
                         "fetched nothing new: 1 source not modified since the last run; 3 listed URLs already stored"]
 

@@ -233,29 +233,48 @@ def test_a_read_only_open_cannot_write(db_path):
         reader.close()
 
 
-def test_read_commands_work_in_a_directory_nobody_may_write(db_path, monkeypatch, capsys):
-    """(QA pass: `stories`, `search`, `export` failed on a read-only mount, 'unable to open
-    database file'.) There SQLite cannot create the log's index file for mode=ro, so the
-    database is read immutable. The directory's permission is faked: these tests run as root."""
-    from pipeline import cli, store as store_module
+def test_read_only_opens_are_live_and_immutable_only_where_nothing_waits_in_the_log(db_path, monkeypatch, capsys):
+    """Read-only opens use mode=ro, which sees a writer's commits. Only when mode=ro cannot open
+    (a directory this user may not write, faked here since these tests run as root) is the file
+    read immutable, and not while a writer's changes wait in the log: a reviewer showed that who
+    may write the directory says nothing about whether another user's ingest is writing it."""
+    import sqlite3 as real_sqlite3
 
-    store = open_store(db_path)
+    from pipeline import cli, store as store_module
+    from pipeline.errors import StoreError
+    from pipeline.store import read_only_connection
+
+    writer = open_store(db_path)
     try:
-        with store.transaction():
-            _story(store, 7)
-            store.conn.execute(
+        with writer.transaction():
+            _story(writer, 7)
+            writer.conn.execute(
                 "INSERT INTO rejects (ref, stage, reason, at) VALUES ('bad-input.txt', 'read', 'empty file', 'now')"
             )
+        reader, immutable = read_only_connection(db_path)
+        try:
+            assert not immutable
+            with writer.transaction():
+                _story(writer, 8)
+            assert reader.execute("SELECT count(*) FROM stories").fetchone()[0] == 2  # the live commit is seen
+        finally:
+            reader.close()
+
+        connect = real_sqlite3.connect
+
+        def no_mode_ro(target, *args, **kwargs):
+            if "mode=ro" in str(target):
+                target = str(target).replace(str(db_path.resolve()), str(db_path.parent / "unreachable" / "x.db"))
+            return connect(target, *args, **kwargs)
+
+        monkeypatch.setattr(store_module.sqlite3, "connect", no_mode_ro)
+        with pytest.raises(StoreError, match="write-ahead log"):
+            read_only_connection(db_path)  # the writer's changes still wait in the log
     finally:
-        store.close()
-    real_access = store_module.os.access
-    monkeypatch.setattr(
-        store_module.os, "access",
-        lambda path, mode: False if mode == store_module.os.W_OK and str(path) == str(db_path.parent) else real_access(path, mode),
-    )
-    reader = open_store(db_path, read_only=True)
+        writer.close()  # checkpoints: nothing waits in the log now
+    reader, immutable = read_only_connection(db_path)
     try:
-        assert reader.read_only and reader.conn.execute("SELECT count(*) FROM stories").fetchone()[0] == 1
+        assert immutable and reader.execute("SELECT count(*) FROM stories").fetchone()[0] == 2
     finally:
         reader.close()
     assert cli.main(["rejects", "--db", str(db_path)]) == 0

@@ -423,11 +423,31 @@ def test_a_run_whose_only_feed_is_down_has_read_nothing(webserver, settings, db_
     assert nothing_read(down, [feed], None)
     error = nothing_read_error(down, [feed], run_overview(down, db_path)[2])
     assert error.exit_code == 7 and "HTTP 503" in str(error) and feed in str(error)
+    # Nor when what answers is not a feed (a page where the feed was): nothing could be read.
+    webserver.add("/feed.xml", eval_page(4))
+    assert nothing_read(ingest([feed], quick(settings, retries=0), db_path, kind="feed"), [feed], "feed")
     # Not when the feed answers, even with nothing new (304), nor beside a local path.
     page = webserver.add("/p.html", eval_page(3))
-    webserver.add("/feed.xml", rss([("P", page)]), content_type="application/rss+xml")
+    webserver.add("/feed.xml", rss([("P", page)]), content_type="application/rss+xml", etag='"v1"')
     assert not nothing_read(ingest([feed], settings, db_path), [feed], None)
-    assert not nothing_read(ingest([feed], settings, db_path), [feed], None)
+    unchanged = ingest([feed], settings, db_path)
+    assert unchanged.not_modified == [feed] and not nothing_read(unchanged, [feed], None)
     local = tmp_path / "empty.txt"
     local.write_text("")
     assert not nothing_read(down, [feed, str(local)], None)
+    # A page that answered but is no article is not "nothing read": its server answered.
+    thin = webserver.add("/thin.html", "<html><body><p>Too short.</p></body></html>")
+    assert not nothing_read(ingest([thin], settings, db_path, kind="page"), [thin], "page")
+
+
+def test_the_cli_says_when_nothing_could_be_read_and_exits_7(webserver, settings, db_path, tmp_path, capsys):
+    from pipeline.cli import main
+
+    config = tmp_path / "web.toml"
+    config.write_text('[fetch]\nallow_private_hosts = ["127.0.0.1"]\nretries = 0\n')
+    feed = webserver.add("/gone.xml", "gone", status=410, content_type="text/plain")
+    code = main(["ingest", feed, "--db", str(db_path), "--config", str(config), "--engine", "local", "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 7, captured
+    assert "rejects          1" in captured.out  # the summary first, then the one-line error
+    assert captured.err.strip().splitlines()[-1].startswith(f"newsdedup: error: nothing could be read from {feed}")
