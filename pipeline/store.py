@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sqlite3
 import threading
 import time
@@ -374,6 +375,19 @@ def _story_buckets_by_story(conn: sqlite3.Connection) -> None:
         "UPDATE _story_state SET pool_day = ? WHERE story_id = ?",
         [(first_original_day(found), story_id) for story_id, found in members.items()],
     )
+
+
+def _start_uninterrupted(thread: threading.Thread) -> None:
+    """Start `thread` with Ctrl-C and SIGTERM held back until it runs. Their handlers raise in
+    the main thread, and raised inside `start()` they left a thread that runs (the checkpoint,
+    the search index) but that `close` could not join: "cannot join thread before it is
+    started" instead of the exit the signal asked for. The thread keeps them blocked, so they
+    always reach the main thread."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _join_whatever_happens(worker: threading.Thread) -> None:
@@ -879,7 +893,7 @@ class Store(IndexReads):
         if self._checkpoint_conn is None:
             self._checkpoint_conn = self._connect()
         self._checkpointer = threading.Thread(target=self._checkpoint, name="newsdedup-checkpoint", daemon=True)
-        self._checkpointer.start()
+        _start_uninterrupted(self._checkpointer)
 
     def _checkpoint(self) -> None:
         """One PASSIVE checkpoint on the checkpoint connection; notes how long the log is."""
@@ -905,7 +919,7 @@ class Store(IndexReads):
         if self.in_memory or self._log_frames < _LOG_RESTART_FRAMES:
             return
         if self._checkpointer is not None:
-            self._checkpointer.join()
+            _join_whatever_happens(self._checkpointer)
             self._checkpointer = None
         # The thread's checkpoint may have begun before the last commit: copy what is left.
         self._checkpoint()
@@ -915,7 +929,7 @@ class Store(IndexReads):
 
     def close(self) -> None:
         if self._checkpointer is not None:
-            self._checkpointer.join()
+            _join_whatever_happens(self._checkpointer)
             self._checkpointer = None
         if self._checkpoint_conn is not None:
             self._checkpoint_conn.close()
@@ -984,7 +998,7 @@ class Store(IndexReads):
                 failure.append(exc)
 
         worker = threading.Thread(target=index, name="newsdedup-fts", daemon=True)
-        worker.start()
+        _start_uninterrupted(worker)
         try:
             yield self.reader()
         finally:
