@@ -382,10 +382,9 @@ def _ingest_locked(
     seconds = round(clock.elapsed_s(), 3)
     for line in report.summary_lines(run, elapsed_s=seconds):
         logger.info(line)
-    if ingest.nothing_read(run, paths, kind):
-        # Failed, not Completed: whoever watches the runs (or alerts on their states) sees the
-        # source is down. Everything above is recorded first: the rejects, the run, its summary.
-        raise ingest.nothing_read_error(run, remote, ingest.run_overview(run, db)[2])
+    # Failed, not Completed, when nothing could be read: whoever watches the runs (or alerts on
+    # their states) sees the source is down. Everything above is recorded first.
+    ingest.fail_if_nothing_read(run, paths, kind, db)
     return {**run.counts(), "seconds": seconds}
 
 

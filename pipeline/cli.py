@@ -391,14 +391,6 @@ def _ingest(args: argparse.Namespace) -> int:
     missing = missing_locations(args.paths)
     if missing and len(missing) == len(args.paths):
         raise UsageError(f"no such file or directory: {', '.join(missing)}")
-    if args.engine != "local":
-        # A database that cannot be opened or written fails here in a second, with one line,
-        # rather than after Prefect's start and inside a flow run's traceback.
-        from .runlock import check_lock_file
-        from .store import open_store
-
-        check_lock_file(db)
-        open_store(db).close()
     if args.engine == "local":
         from .ingest import ingest
         from .progress import RunProgress, expected_inputs
@@ -419,6 +411,13 @@ def _ingest(args: argparse.Namespace) -> int:
             print(file=sys.stderr)
         lines = reports.summary_lines(run, elapsed_s=clock.elapsed_s())
     else:
+        # A database that cannot be opened or written fails here in a second, with one line,
+        # rather than after Prefect's start and inside a flow run's traceback.
+        from .runlock import check_lock_file
+        from .store import open_store
+
+        check_lock_file(db)
+        open_store(db).close()
         if args.quiet:
             # Set before Prefect is imported, so that the processes it starts inherit it too.
             os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "WARNING"
@@ -441,11 +440,10 @@ def _ingest(args: argparse.Namespace) -> int:
         )
         lines = reports.flow_summary_lines(counts, time.monotonic() - started)
     code = _print_summary(args, f"newsdedup ingest {' '.join(args.paths)} -> {db}", lines)
-    if args.engine == "local":
-        from .ingest import nothing_read, nothing_read_error, run_overview
+    if args.engine == "local":  # (the flow ends such a run itself, Failed)
+        from .ingest import fail_if_nothing_read
 
-        if nothing_read(run, args.paths, args.kind):  # (the flow raises this itself: its run ends Failed)
-            raise nothing_read_error(run, args.paths, run_overview(run, db)[2])
+        fail_if_nothing_read(run, args.paths, args.kind, db)
     return code
 
 

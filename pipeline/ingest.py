@@ -355,6 +355,17 @@ def nothing_read_error(report: RunReport, remote: Sequence[str], rejects: Sequen
     )
 
 
+def fail_if_nothing_read(report: RunReport, paths: Sequence[str], kind: str | None, db_path: str | Path) -> None:
+    """Raise the run's `SourceError` if it read nothing (`nothing_read`), once it is recorded:
+    both engines end such a run this way (the flow's run then shows Failed).
+
+    Raises:
+        SourceError: with the first rejects' reasons.
+    """
+    if nothing_read(report, paths, kind):
+        raise nothing_read_error(report, paths, run_overview(report, db_path)[2])
+
+
 def run_similarities(report: RunReport, db_path: str | Path) -> list[float]:
     """Similarity to their story's canonical article of the run's new articles, canonicals left out."""
     store = open_store(db_path)
