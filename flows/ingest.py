@@ -9,7 +9,6 @@ import os
 import threading
 import time
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack, contextmanager
 from typing import Callable, Iterator
 
@@ -83,7 +82,7 @@ class _LocalWorkers:
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self.pid = os.getpid()
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: ingest.WorkerPool | None = None
         self._lock = threading.Lock()
 
     def prepare(self, items: list[RawDocument | Rejected], settings: Settings) -> PreparedBatch:
@@ -93,14 +92,12 @@ class _LocalWorkers:
             if self._pool is None:
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload(["pipeline.ingest"])
-                self._pool = ProcessPoolExecutor(
-                    self.workers, mp_context=context, initializer=ingest.exit_with, initargs=(self.pid,)
-                )
-        return self._pool.submit(ingest.prepare_batch, items, settings).result()
+                self._pool = ingest.WorkerPool(self.workers, mp_context=context)
+        return self._pool.take(self._pool.submit(items, settings))
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
+            self._pool.close(cancel_futures=True)
 
 
 # Set while a flow run whose prepare tasks run in its own threads is going (see _LocalWorkers).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pipeline.ingest import ingest
 from pipeline.store import open_store
 from tests.conftest import DATA
@@ -66,3 +68,44 @@ def test_worker_processes_end_when_the_run_is_killed(tmp_path):
     run.send_signal(signal.SIGKILL)
     run.wait()
     assert not wait_until_ended(workers, 10), "worker processes outlived the killed run"
+
+
+def test_batches_come_back_through_files_that_the_run_removes(settings, tmp_path, monkeypatch):
+    """Workers hand batches back through files (a half-sent result in the pool's pipe hung the
+    run); the files and their directory are gone when the run ends."""
+    import tempfile
+
+    from pipeline import ingest as ingest_module
+
+    made: list[str] = []
+    real = tempfile.TemporaryDirectory
+
+    def remembered(*args, **kwargs):
+        directory = real(*args, **kwargs)
+        made.append(directory.name)
+        return directory
+
+    monkeypatch.setattr(ingest_module.tempfile, "TemporaryDirectory", remembered)
+    report = ingest([str(DATA / "giveme5w1h.jsonl")], settings, tmp_path / "s.db", workers=2)
+    assert report.batches > 1 and len(made) == 1
+    assert "newsdedup-batches-" in made[0]
+    assert not os.path.exists(made[0])
+
+
+def test_a_killed_runs_handover_directory_is_removed_by_the_next_run(tmp_path):
+    import subprocess
+    import sys
+
+    from pipeline.ingest import _remove_orphaned_handovers
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    orphan = tmp_path / f"newsdedup-batches-{ended.pid}-abc"
+    live = tmp_path / f"newsdedup-batches-{os.getpid()}-def"
+    unrelated = tmp_path / "other-123"
+    for directory in (orphan, live, unrelated):
+        directory.mkdir()
+        (directory / "batch-1.pickle").write_bytes(b"x")
+    _remove_orphaned_handovers(str(tmp_path))
+    assert not orphan.exists()
+    assert live.exists() and unrelated.exists()

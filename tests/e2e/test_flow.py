@@ -132,7 +132,7 @@ def test_threads_runner_prepares_big_batches_in_worker_processes_with_the_same_s
         paths=[corpus], db=str(tmp_path / "flow.db"), config=str(config), workers=1
     )
     assert len(pools) == 1 and pools[0] is not None, "the batches were not handed to worker processes"
-    assert pools[0]._max_workers == 1
+    assert pools[0].workers == 1
     assert flows_ingest._local_workers is None
 
     report = ingest([corpus], load_settings(str(config)), tmp_path / "library.db")
