@@ -19,7 +19,7 @@ STORY_COLUMNS = (
 )
 ARTICLE_COLUMNS = (
     "article_id", "role", "similarity", "duplicate_of", "title", "source", "published",
-    "url", "external_id", "content_hash", "extra", "text",
+    "url", "external_id", "content_hash", "ingested_at", "run_id", "extra", "text",
 )
 
 StoryRows = Iterable[tuple[dict, list[dict]]]

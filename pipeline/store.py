@@ -1482,7 +1482,7 @@ class Store(IndexReads):
         )
         # Both cursors walk story ids in the same order, so they can be merged without holding either.
         articles = self.db.query(
-            "SELECT sa.*, a.content_hash, a.extra" + text_column + " FROM story_articles sa "
+            "SELECT sa.*, a.content_hash, a.ingested_at, a.run_id, a.extra" + text_column + " FROM story_articles sa "
             "JOIN articles a ON a.id = sa.article_id " + (f"WHERE sa.story_id {changed} " if since else "")
             + "ORDER BY sa.story_id, sa.is_canonical DESC, sa.similarity DESC, sa.published, sa.article_id",
             params,

@@ -50,6 +50,18 @@ def test_every_article_is_exported_once(story_db: Path):
     assert all("text" not in a for s in stories for a in s["articles"])
 
 
+def test_each_article_says_when_and_by_which_run_it_was_stored(story_db: Path):
+    """(QA pass: an export could not tell what arrived since the last one by article.)"""
+    stories = [json.loads(line) for line in export(story_db, "--format", "jsonl", "--no-text").splitlines()]
+    exported = {a["article_id"]: (a["ingested_at"], a["run_id"]) for s in stories for a in s["articles"]}
+    with sqlite3.connect(story_db) as conn:
+        stored = {row[0]: (row[1], row[2]) for row in conn.execute("SELECT id, ingested_at, run_id FROM articles")}
+    assert exported == stored
+    assert all(when for when, _ in exported.values())
+    rows = list(csv.DictReader(io.StringIO(export(story_db, "--format", "csv", "--no-text"))))
+    assert {r["article_id"]: r["ingested_at"] for r in rows} == {key: when for key, (when, _) in stored.items()}
+
+
 def test_csv_has_one_row_per_article_with_its_story(story_db: Path):
     rows = list(csv.DictReader(io.StringIO(export(story_db, "--format", "csv"))))
     assert len(rows) == 10
