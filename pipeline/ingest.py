@@ -162,6 +162,7 @@ def commit_batch(batch: PreparedBatch, store: Store, settings: Settings, run_id:
             fresh = _not_stored(batch.prepared, reader)
             outcome = assign_batch(fresh, reader, settings.matching)
         store.save_outcome(fresh, outcome, run_id)
+        store.save_url_aliases(_aliases(batch.prepared, fresh))
         store.save_rejects(batch.rejected, run_id)
         store.forget_rejects(batch.accepted)
         saved = _saved(batch, fresh, outcome)
@@ -186,6 +187,17 @@ def _saved(batch: PreparedBatch, fresh: Sequence[Prepared], outcome: BatchOutcom
         grown_stories=tuple(sorted(outcome.touched - outcome.new_stories)),
         merged_stories=tuple(outcome.merges),
     )
+
+
+def _aliases(prepared: Sequence[Prepared], fresh: Sequence[Prepared]) -> list[tuple[str, str]]:
+    """(link, article id) of the pages fetched from one link that hold an article stored under
+    its canonical URL, another one: not stored now, and not worth fetching again."""
+    stored_now = {id(p) for p in fresh}
+    return [
+        (p.article.external_id, p.article.article_id) for p in prepared
+        if id(p) not in stored_now and p.article.url and p.article.external_id != p.article.url
+        and p.article.external_id.startswith(("http://", "https://"))
+    ]
 
 
 def _not_stored(prepared: Sequence[Prepared], reader: IndexReads) -> list[Prepared]:

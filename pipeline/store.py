@@ -1341,20 +1341,32 @@ class Store(IndexReads):
         """The URLs among `urls` already stored as an article, or fetched and found to hold none.
 
         A URL counts as known under its canonical form (`articles.url`) or as the input it was
-        fetched from (`articles.external_id`, a reject's `ref`), since a page's canonical link
-        may differ from the link a feed gives.
+        fetched from (`articles.external_id`, a reject's `ref`, `_url_aliases`), since a page's
+        canonical link may differ from the link a feed gives.
         """
         wanted = sorted(set(urls))
         found: set[str] = set()
+        aliases = "_url_aliases" in self.db.table_names()
         for chunk in self._chunks(wanted):
             marks = ",".join("?" * len(chunk))
             for sql in (
                 f"SELECT url FROM articles WHERE url IN ({marks})",
                 f"SELECT external_id FROM articles WHERE external_id IN ({marks})",
                 f"SELECT ref FROM rejects WHERE stage = 'extract' AND ref IN ({marks})",
-            ):
+            ) + ((f"SELECT url FROM _url_aliases WHERE url IN ({marks})",) if aliases else ()):
                 found.update(row[0] for row in self.conn.execute(sql, list(chunk)))
         return found
+
+    def save_url_aliases(self, aliases: Iterable[tuple[str, str]]) -> None:
+        """Remember (link, article id) pairs: links fetched that held an article already stored
+        under another URL, its canonical one (a syndicated copy, a link with a campaign path),
+        so a feed listing them again does not have them fetched again (inside `transaction()`)."""
+        rows = sorted(set(aliases))
+        if not rows:
+            return
+        # Created on first use rather than in _SCHEMA, so databases made before it need no migration.
+        self.conn.execute("CREATE TABLE IF NOT EXISTS _url_aliases (url TEXT PRIMARY KEY, article_id TEXT NOT NULL)")
+        self.conn.executemany("INSERT OR IGNORE INTO _url_aliases (url, article_id) VALUES (?, ?)", rows)
 
     def _ensure_listing_state(self) -> None:
         # Created on first use rather than in _SCHEMA, so databases made before it need no migration.

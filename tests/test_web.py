@@ -118,6 +118,36 @@ def test_a_second_run_on_an_unchanged_feed_fetches_nothing_new(webserver, settin
     assert all(len(webserver.hits(f"/a/{n}.html")) == 1 for n in range(3))
 
 
+def test_a_syndicated_copy_of_a_stored_article_is_fetched_once(webserver, settings, db_path):
+    """A link whose page names a stored article's URL as its canonical one is that article:
+    not stored again, and not fetched again when its feed changes. (QA pass: it was fetched
+    again at every change of the feed.)"""
+    # The page names its canonical URL (on its outlet's site); so will the copy, served elsewhere.
+    original = webserver.add("/news/original.html", eval_page(6))
+    copy = webserver.add("/partner/copy.html", eval_page(6))
+    feed_items = [("Original", original), ("Copy", copy)]
+    feed = webserver.add("/feed.xml", rss(feed_items), content_type="application/rss+xml")
+
+    first = ingest([feed], settings, db_path)
+    assert (first.pages_fetched, first.new_articles, first.unchanged) == (2, 1, 1)
+    assert first.balanced
+    stored = rows(db_path, "SELECT id, url, external_id FROM articles")
+    assert len(stored) == 1 and stored[0]["external_id"] == original
+    assert stored[0]["url"].startswith("https://") and stored[0]["url"] not in (original, copy)
+    assert rows(db_path, "SELECT url, article_id FROM _url_aliases") == [
+        {"url": web.link_key(copy), "article_id": stored[0]["id"]}
+    ]
+
+    # The feed changes: only its new link is fetched, not the copy again.
+    new_page = webserver.add("/news/new.html", eval_page(7))
+    webserver.add("/feed.xml", rss([("New", new_page)] + feed_items), content_type="application/rss+xml")
+    second = ingest([feed], settings, db_path)
+    assert (second.pages_fetched, second.known_urls, second.new_articles) == (1, 2, 1)
+    assert second.balanced
+    assert len(webserver.hits("/partner/copy.html")) == 1
+    assert len(webserver.hits("/news/original.html")) == 1
+
+
 def test_known_urls_are_not_fetched_even_without_validators(webserver, settings, db_path):
     page = webserver.add("/page.html", eval_page(5))
     assert ingest([page], settings, db_path).new_articles == 1
