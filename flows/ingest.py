@@ -34,7 +34,7 @@ from pipeline.settings import RunnerSettings, Settings, load_settings
 from pipeline.store import SavedBatch, Store, open_store
 
 from .caching import PREPARE_CACHE, PREPARE_CACHE_EXPIRATION, PreparedBatchSerializer, prune_expired_results
-from .server import guard_embedded_server
+from .server import embedded_server_url, guard_embedded_server
 
 # PREFECT_LOGGING_EXTRA_LOGGERS=pipeline gives the library's logger Prefect's handlers but not a
 # level, so it would inherit the root's WARNING and its INFO lines would never reach the UI.
@@ -284,7 +284,10 @@ def ingest_flow(
     # are created within one millisecond, so a 12-character prefix was the same for all of them
     # (a QA pass saw 143 runs under 17 ids: `runs` rows replaced, rejects never cleared).
     run = ingest.RunReport(str(flow_run.id) if flow_run.id else ingest.new_run_id())
-    with ExitStack() as held, _workers_for_threads(settings.runner), _store_for_run(db, settings):
+    with (
+        ExitStack() as held, _process_workers_share_the_server(), _workers_for_threads(settings.runner),
+        _store_for_run(db, settings),
+    ):
         # The run lock is taken when a first batch is ready to commit, not before reading: a run
         # whose feed times out (94 s with the default retries) would otherwise hold every other
         # source's run back meanwhile, as a QA pass saw; a run with nothing to commit (a feed
@@ -303,6 +306,30 @@ def _prepares_in_threads() -> bool:
     """Whether this flow run's prepare tasks run in its own process's threads (the default
     runner), rather than in processes or on Dask."""
     return isinstance(getattr(FlowRunContext.get(), "task_runner", None), ThreadPoolTaskRunner)
+
+
+@contextmanager
+def _process_workers_share_the_server() -> Iterator[None]:
+    """Point Prefect's process-pool workers at this process's embedded server for the run.
+
+    With no PREFECT_API_URL, Prefect runs the API in a server of this process's own, and its
+    ProcessPoolTaskRunner hands its workers only the environment and the settings that were set:
+    each worker started an embedded server of its own (about 7 s of both cores at its first
+    task), and a worker killed mid-run left its server running with nobody to stop it.
+    Measured: 3 Prefect servers for one `--runner processes` run, and 2 left after a worker's kill.
+    The runner reads the environment at its first submit, so it is set for the run and restored
+    after (a later run in this process may have another server).
+    """
+    url = embedded_server_url()
+    runner = getattr(FlowRunContext.get(), "task_runner", None)
+    if url is None or not isinstance(runner, ProcessPoolTaskRunner) or os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        yield
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
 
 
 @contextmanager

@@ -115,6 +115,17 @@ def guard_embedded_server() -> None:
         stop_with_this_process(process.pid)
 
 
+def embedded_server_url() -> str | None:
+    """The API URL of the embedded server Prefect runs for this process, if it runs one."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer._instances.get(None)
+    process = getattr(server, "server_process", None)
+    if process is None or process.poll() is not None:
+        return None
+    return server.api_url
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as sock:

@@ -43,3 +43,13 @@ def children(pid: int) -> dict[int, str]:
         if int(stat[1]) == pid and stat[0] != b"Z":
             found[int(entry.name)] = command
     return found
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every running process below `pid` (children, theirs, and so on), with its command line."""
+    found: dict[int, str] = {}
+    level = children(pid)
+    while level:
+        found.update(level)
+        level = {grandchild: command for child in level for grandchild, command in children(child).items()}
+    return found

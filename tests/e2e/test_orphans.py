@@ -1,4 +1,4 @@
-"""A SIGKILLed `newsdedup ingest` leaves no Prefect server behind.
+"""A SIGKILLed `newsdedup ingest`, or one whose worker process is SIGKILLed, leaves no Prefect server behind.
 
 The run starts Prefect's embedded server (no PREFECT_API_URL), is caught waiting on a page
 that a local server is slow to send, and is killed with SIGKILL, which runs none of Prefect's
@@ -7,6 +7,7 @@ exit handlers. Before flows/watchdog.py the server's uvicorn process lived on as
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import time
 import pytest
 
 from tests.localweb import LocalWeb
-from tests.processes import children, running, wait_until_ended
+from tests.processes import children, descendants, running, wait_until_ended
 
 from .conftest import NEWSDEDUP, ROOT
 
@@ -63,3 +64,55 @@ def test_sigkill_of_an_ingest_run_takes_its_embedded_prefect_server_with_it(tmp_
             for pid in leftover:
                 if running(pid):
                     os.kill(pid, signal.SIGKILL)
+
+
+def test_process_pool_workers_share_the_runs_server_and_a_killed_one_leaves_nothing_running(tmp_path):
+    """`--runner processes` in embedded mode: Prefect's pool workers were not told the server's
+    address and each started an embedded server of its own; a worker killed mid-run left its
+    server running after the command had exited."""
+    import sqlite3
+
+    from tests.synthetic import articles, write_jsonl
+
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", articles(stories=200, per_story=40, seed=5))
+    config = tmp_path / "small-batches.toml"
+    config.write_text("[ingest]\nbatch_size = 200\n")
+    db = tmp_path / "stories.db"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    run = subprocess.Popen(
+        [NEWSDEDUP, "ingest", str(corpus), "--db", str(db), "--config", str(config), "--runner", "processes", "--quiet"],
+        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )
+    seen: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        workers: list[int] = []
+        while not workers:
+            assert run.poll() is None, f"the run ended before a batch was stored (exit {run.returncode})"
+            assert time.monotonic() < deadline, "no batch was stored in time"
+            found = descendants(run.pid)
+            seen.update(found)
+            stored = 0
+            if db.exists():
+                with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(db, timeout=1)) as conn:
+                    stored = conn.execute("SELECT count(*) FROM articles").fetchone()[0]
+            if stored:
+                workers = [pid for pid, command in found.items() if "multiprocessing.spawn" in command]
+            time.sleep(0.05)
+        servers = [pid for pid, command in seen.items() if "uvicorn" in command and "prefect" in command]
+        assert len(servers) == 1, f"expected the run's one embedded server, found {len(servers)}: {seen}"
+
+        os.kill(workers[0], signal.SIGKILL)
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 6, err
+        assert "a worker process preparing batches died" in err
+        left = wait_until_ended(list(seen), 30)
+        assert not left, f"still running after the run ended: {[seen[pid] for pid in left]}"
+    finally:
+        if run.poll() is None:
+            run.kill()
+        for pid in seen:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
