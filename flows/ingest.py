@@ -11,6 +11,7 @@ import time
 from collections import deque
 from contextlib import ExitStack, contextmanager
 from typing import Callable, Iterator
+from urllib.parse import urlsplit
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
@@ -22,6 +23,7 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
@@ -285,7 +287,7 @@ def ingest_flow(
     # (a QA pass saw 143 runs under 17 ids: `runs` rows replaced, rejects never cleared).
     run = ingest.RunReport(str(flow_run.id) if flow_run.id else ingest.new_run_id())
     with (
-        ExitStack() as held, _process_workers_share_the_server(), _workers_for_threads(settings.runner),
+        ExitStack() as held, _workers_share_the_server(), _workers_for_threads(settings.runner),
         _store_for_run(db, settings),
     ):
         # The run lock is taken when a first batch is ready to commit, not before reading: a run
@@ -309,27 +311,26 @@ def _prepares_in_threads() -> bool:
 
 
 @contextmanager
-def _process_workers_share_the_server() -> Iterator[None]:
-    """Point Prefect's process-pool workers at this process's embedded server for the run.
+def _workers_share_the_server() -> Iterator[None]:
+    """Point the workers of a process or Dask task runner at this process's embedded server.
 
-    With no PREFECT_API_URL, Prefect runs the API in a server of this process's own, and its
-    ProcessPoolTaskRunner hands its workers only the environment and the settings that were set:
-    each worker started an embedded server of its own (about 7 s of both cores at its first
-    task), and a worker killed mid-run left its server running with nobody to stop it.
-    Measured: 3 Prefect servers for one `--runner processes` run, and 2 left after a worker's kill.
-    The runner reads the environment at its first submit, so it is set for the run and restored
-    after (a later run in this process may have another server).
+    With no PREFECT_API_URL, Prefect runs the API in a server of this process's own, and tells
+    the workers of its process pool and of prefect-dask only the settings that were set: each
+    worker started an embedded server of its own (about 7 s of both cores at its first task),
+    and a worker killed mid-run left its server running with nobody to stop it. Measured: 3
+    Prefect servers for one run on 2 workers, both runners, and 2 left after a worker's kill.
+    Setting the URL for the run puts it in the context both runners send with each task. Not
+    for a Dask cluster elsewhere: this server listens on 127.0.0.1 only.
     """
     url = embedded_server_url()
     runner = getattr(FlowRunContext.get(), "task_runner", None)
-    if url is None or not isinstance(runner, ProcessPoolTaskRunner) or os.environ.get("PREFECT_API_URL"):
+    address = getattr(runner, "address", None) or ""
+    elsewhere = address and urlsplit(address).hostname not in ("127.0.0.1", "localhost", "::1")
+    if url is None or _prepares_in_threads() or PREFECT_API_URL.value() or elsewhere:
         yield
         return
-    os.environ["PREFECT_API_URL"] = url
-    try:
+    with temporary_settings(updates={PREFECT_API_URL: url}):
         yield
-    finally:
-        os.environ.pop("PREFECT_API_URL", None)
 
 
 @contextmanager

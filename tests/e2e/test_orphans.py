@@ -18,7 +18,7 @@ import pytest
 from tests.localweb import LocalWeb
 from tests.processes import children, descendants, running, wait_until_ended
 
-from .conftest import NEWSDEDUP, ROOT
+from .conftest import NEWSDEDUP, ROOT, RUN_TIMEOUT_S
 
 pytestmark = pytest.mark.slow
 
@@ -66,10 +66,11 @@ def test_sigkill_of_an_ingest_run_takes_its_embedded_prefect_server_with_it(tmp_
                     os.kill(pid, signal.SIGKILL)
 
 
-def test_process_pool_workers_share_the_runs_server_and_a_killed_one_leaves_nothing_running(tmp_path):
-    """`--runner processes` in embedded mode: Prefect's pool workers were not told the server's
-    address and each started an embedded server of its own; a worker killed mid-run left its
-    server running after the command had exited."""
+@pytest.mark.parametrize("runner", ["processes", "dask"])
+def test_workers_share_the_runs_server_and_a_killed_one_leaves_nothing_running(tmp_path, runner):
+    """`--runner processes` and `--runner dask` (a local cluster) in embedded mode: the workers
+    were not told the server's address and each started an embedded server of its own; a
+    process-pool worker killed mid-run left its server running after the command had exited."""
     import sqlite3
 
     from tests.synthetic import articles, write_jsonl
@@ -81,7 +82,7 @@ def test_process_pool_workers_share_the_runs_server_and_a_killed_one_leaves_noth
     env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
     run = subprocess.Popen(
-        [NEWSDEDUP, "ingest", str(corpus), "--db", str(db), "--config", str(config), "--runner", "processes", "--quiet"],
+        [NEWSDEDUP, "ingest", str(corpus), "--db", str(db), "--config", str(config), "--runner", runner, "--quiet"],
         cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
     )
@@ -99,15 +100,21 @@ def test_process_pool_workers_share_the_runs_server_and_a_killed_one_leaves_noth
                 with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(db, timeout=1)) as conn:
                     stored = conn.execute("SELECT count(*) FROM articles").fetchone()[0]
             if stored:
-                workers = [pid for pid, command in found.items() if "multiprocessing.spawn" in command]
+                workers = [pid for pid, command in found.items() if "spawn_main" in command]
             time.sleep(0.05)
         servers = [pid for pid, command in seen.items() if "uvicorn" in command and "prefect" in command]
         assert len(servers) == 1, f"expected the run's one embedded server, found {len(servers)}: {seen}"
 
-        os.kill(workers[0], signal.SIGKILL)
-        _, err = run.communicate(timeout=120)
-        assert run.returncode == 6, err
-        assert "a worker process preparing batches died" in err
+        if runner == "processes":
+            os.kill(workers[0], signal.SIGKILL)
+            _, err = run.communicate(timeout=120)
+            assert run.returncode == 6, err
+            assert "a worker process preparing batches died" in err
+        else:
+            _, err = run.communicate(timeout=RUN_TIMEOUT_S)
+            assert run.returncode == 0, err
+            with contextlib.closing(sqlite3.connect(db)) as conn:
+                assert conn.execute("SELECT count(*) FROM articles").fetchone()[0] == 8000
         left = wait_until_ended(list(seen), 30)
         assert not left, f"still running after the run ended: {[seen[pid] for pid in left]}"
     finally:
