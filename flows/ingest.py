@@ -11,7 +11,6 @@ import time
 from collections import deque
 from contextlib import ExitStack, contextmanager
 from typing import Callable, Iterator
-from urllib.parse import urlsplit
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
@@ -320,13 +319,13 @@ def _workers_share_the_server() -> Iterator[None]:
     and a worker killed mid-run left its server running with nobody to stop it. Measured: 3
     Prefect servers for one run on 2 workers, both runners, and 2 left after a worker's kill.
     Setting the URL for the run puts it in the context both runners send with each task. Not
-    for a Dask cluster elsewhere: this server listens on 127.0.0.1 only.
+    for a cluster given by address, even on 127.0.0.1 (an SSH tunnel's end looks the same): this
+    server listens on this machine's loopback only, and workers elsewhere could not reach it.
     """
     url = embedded_server_url()
     runner = getattr(FlowRunContext.get(), "task_runner", None)
-    address = getattr(runner, "address", None) or ""
-    elsewhere = address and urlsplit(address).hostname not in ("127.0.0.1", "localhost", "::1")
-    if url is None or _prepares_in_threads() or PREFECT_API_URL.value() or elsewhere:
+    given_cluster = bool(getattr(runner, "address", None))
+    if url is None or _prepares_in_threads() or PREFECT_API_URL.value() or given_cluster:
         yield
         return
     with temporary_settings(updates={PREFECT_API_URL: url}):

@@ -7,6 +7,8 @@ benchmarks; the Prefect flow in flows/ingest.py calls the same two functions as 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gc
 import itertools
 import logging
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from . import extract, sources, web
-from .errors import BadInputError, SourceError
+from .errors import BadInputError, SourceError, WorkerError
 from .fingerprint import fingerprint
 from .models import Prepared, PreparedBatch, RawDocument, Rejected, file_identity
 from .report import plural
@@ -484,22 +486,26 @@ class WorkerPool:
         from concurrent.futures import ProcessPoolExecutor
 
         self.workers = workers
-        base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK) else None
-        _remove_orphaned_handovers(base or tempfile.gettempdir())
-        # In memory where Linux offers it; at most `workers` + 1 batches wait there at a time.
-        self._directory = tempfile.TemporaryDirectory(prefix=f"{_HANDOVER_PREFIX}{os.getpid()}-", dir=base)
+        base = handover_base()
+        _remove_orphaned_handovers(base)
+        self.directory, self._lock = _own_handover_directory(base)
         self._pool = ProcessPoolExecutor(
             workers, mp_context=mp_context, initializer=exit_with, initargs=(os.getpid(),)
         )
 
     def submit(self, chunk: list[RawDocument | Rejected], settings: Settings) -> Future:
-        return self._pool.submit(prepare_into_file, chunk, settings, self._directory.name)
+        return self._pool.submit(prepare_into_file, chunk, settings, self.directory)
 
-    @staticmethod
-    def take(future: Future) -> PreparedBatch:
+    def take(self, future: Future) -> PreparedBatch:
         """The prepared batch of a finished `submit` (raises what the task raised, or
         BrokenProcessPool when a worker died)."""
-        path = future.result()
+        try:
+            path = future.result()
+        except HandoverError as exc:
+            raise WorkerError(
+                f"a worker could not hand a prepared batch back through {self.directory} ({exc}); the batches "
+                "committed before it are stored: free some space there and run the same command again"
+            ) from None
         try:
             with open(path, "rb") as handed_over:
                 return pickle.load(handed_over)
@@ -509,7 +515,8 @@ class WorkerPool:
     def close(self, cancel_futures: bool = False) -> None:
         # The pool first: its workers may still be writing into the directory.
         self._pool.shutdown(cancel_futures=cancel_futures)
-        self._directory.cleanup()
+        shutil.rmtree(self.directory, ignore_errors=True)
+        os.close(self._lock)
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -529,25 +536,89 @@ def prepare_into_file(chunk: list[RawDocument | Rejected], settings: Settings, d
     arrives whole or not at all, and the pool sees the dead worker and fails the run (exit 6).
     """
     prepared = prepare_batch(chunk, settings)
-    handle, path = tempfile.mkstemp(prefix="batch-", suffix=".pickle", dir=directory)
-    with os.fdopen(handle, "wb") as out:
-        pickle.dump(prepared, out, protocol=pickle.HIGHEST_PROTOCOL)
+    path = None
+    try:
+        handle, path = tempfile.mkstemp(prefix="batch-", suffix=".pickle", dir=directory)
+        with os.fdopen(handle, "wb") as out:
+            pickle.dump(prepared, out, protocol=pickle.HIGHEST_PROTOCOL)
+    except OSError as exc:  # the directory's file system full, say: no half-written file stays
+        if path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        raise HandoverError(f"{exc.strerror or exc}") from None
     return path
 
 
+class HandoverError(Exception):
+    """A worker could not write its prepared batch into the handover directory."""
+
+
 _HANDOVER_PREFIX = "newsdedup-batches-"
+_HANDOVER_LOCK = "owner.lock"
+# /dev/shm with less free space than this is not used: a container's is often 64 MB, and up
+# to `workers` + 1 batches wait there at a time, about 13 MB each at 1,000 articles a batch.
+_HANDOVER_MIN_FREE = 1 << 30
+
+
+def handover_base() -> str:
+    """Where worker pools make their handover directories: memory (/dev/shm) where Linux offers
+    enough of it, else the temporary directory."""
+    shm = "/dev/shm"
+    try:
+        if os.access(shm, os.W_OK | os.X_OK):
+            space = os.statvfs(shm)
+            if space.f_bavail * space.f_frsize >= _HANDOVER_MIN_FREE:
+                return shm
+    except OSError:
+        pass
+    return tempfile.gettempdir()
+
+
+def _own_handover_directory(base: str) -> tuple[str, int]:
+    """A new handover directory in `base`, and the open lock file that marks it as this process's.
+
+    The lock (flock) lasts as long as this process, however it ends, and is visible from every
+    process that sees the directory, in whatever pid namespace (containers sharing /dev/shm): a
+    process id in the name could not say whether its owner still runs. The directory is made
+    and locked under a name the sweep ignores, then renamed, so the sweep never sees it unlocked.
+    """
+    making = tempfile.mkdtemp(prefix=f".making-{_HANDOVER_PREFIX}", dir=base)
+    lock = os.open(os.path.join(making, _HANDOVER_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    final = os.path.join(base, f"{_HANDOVER_PREFIX}{os.getpid()}-{os.path.basename(making).rsplit('-', 1)[-1]}")
+    os.rename(making, final)
+    return final, lock
 
 
 def _remove_orphaned_handovers(base: str) -> None:
-    """Remove the handover directories of runs that were killed (the process id in their name is gone)."""
+    """Remove the handover directories of runs that ended without removing them (killed)."""
     try:
         names = [name for name in os.listdir(base) if name.startswith(_HANDOVER_PREFIX)]
     except OSError:
         return
     for name in names:
-        pid = name[len(_HANDOVER_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _process_exists(int(pid)):
-            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+        directory = os.path.join(base, name)
+        if not _handover_owned(directory):
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _handover_owned(directory: str) -> bool:
+    """Whether a running process holds `directory`'s lock (see _own_handover_directory)."""
+    try:
+        lock = os.open(os.path.join(directory, _HANDOVER_LOCK), os.O_RDWR)
+    except FileNotFoundError:
+        # Made by a version without the lock file: its owner's process id is in its name.
+        pid = os.path.basename(directory)[len(_HANDOVER_PREFIX):].split("-", 1)[0]
+        return not pid.isdigit() or _process_exists(int(pid))
+    except OSError:  # not ours to judge (another user's, say)
+        return True
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(lock)  # (releases the lock, if this took it)
+    return False
 
 
 def _process_exists(pid: int) -> bool:

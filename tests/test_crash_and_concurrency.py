@@ -14,12 +14,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+from pipeline.ingest import handover_base
 from tests.synthetic import articles, consistency_problems, story_partition, write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -200,7 +200,7 @@ def test_a_worker_killed_mid_run_is_one_plain_line_and_the_rerun_completes(tmp_p
     assert lines[-1].startswith("newsdedup: error: a worker process preparing batches died"), stderr
     assert "Traceback" not in stderr
     assert consistency_problems(db, run_finished=False) == []
-    handovers = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+    handovers = Path(handover_base())
     assert not list(handovers.glob(f"newsdedup-batches-{proc.pid}-*")), "the run left its batches behind"
     _ingest([corpus], db, config)
     assert _count(db, "SELECT count(DISTINCT external_id) FROM articles") == len(records)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from pipeline.ingest import ingest
 from pipeline.store import open_store
 from tests.conftest import DATA
@@ -73,39 +75,113 @@ def test_worker_processes_end_when_the_run_is_killed(tmp_path):
 def test_batches_come_back_through_files_that_the_run_removes(settings, tmp_path, monkeypatch):
     """Workers hand batches back through files (a half-sent result in the pool's pipe hung the
     run); the files and their directory are gone when the run ends."""
-    import tempfile
-
     from pipeline import ingest as ingest_module
 
     made: list[str] = []
-    real = tempfile.TemporaryDirectory
+    handed: list[str] = []
+    real_own = ingest_module._own_handover_directory
+    real_take = ingest_module.WorkerPool.take
 
-    def remembered(*args, **kwargs):
-        directory = real(*args, **kwargs)
-        made.append(directory.name)
-        return directory
+    def remembered(base):
+        directory, lock = real_own(base)
+        made.append(directory)
+        return directory, lock
 
-    monkeypatch.setattr(ingest_module.tempfile, "TemporaryDirectory", remembered)
+    def take(pool, future):
+        handed.append(future.result())
+        assert os.path.exists(handed[-1])
+        return real_take(pool, future)
+
+    monkeypatch.setattr(ingest_module, "_own_handover_directory", remembered)
+    monkeypatch.setattr(ingest_module.WorkerPool, "take", take)
     report = ingest([str(DATA / "giveme5w1h.jsonl")], settings, tmp_path / "s.db", workers=2)
-    assert report.batches > 1 and len(made) == 1
-    assert "newsdedup-batches-" in made[0]
+    assert report.batches > 1 and len(made) == 1 and len(handed) == report.batches
+    assert os.path.basename(made[0]).startswith(f"newsdedup-batches-{os.getpid()}-")
+    assert all(os.path.dirname(path) == made[0] for path in handed)
     assert not os.path.exists(made[0])
+
+
+def test_handover_uses_the_temporary_directory_when_memory_is_short(settings, tmp_path, monkeypatch):
+    """A container's /dev/shm is often 64 MB: a run must not fail for want of it."""
+    from pipeline import ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "_HANDOVER_MIN_FREE", 1 << 62)
+    monkeypatch.setattr(ingest_module.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    assert ingest_module.handover_base() == str(tmp_path / "tmp")
+    made: list[str] = []
+    real_own = ingest_module._own_handover_directory
+
+    def remembered(base):
+        made.append(base)
+        return real_own(base)
+
+    monkeypatch.setattr(ingest_module, "_own_handover_directory", remembered)
+    report = ingest([str(DATA / "giveme5w1h.jsonl")], settings, tmp_path / "s.db", workers=2)
+    assert made == [str(tmp_path / "tmp")] and report.batches > 1 and report.new_articles > 0
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_batch_that_cannot_be_handed_back_stops_the_run_with_what_to_do(settings, tmp_path, monkeypatch):
+    """A full disk under the handover directory: exit 6 with a plain line, no half-written file."""
+    from pipeline import ingest as ingest_module
+    from pipeline.errors import WorkerError
+
+    with ingest_module.WorkerPool(1) as pool:
+        # The worker is a forked copy of this process: patch what it writes with, in it.
+        future = pool._pool.submit(_prepare_into_full_disk, pool.directory)
+        with pytest.raises(WorkerError, match="No space left on device.*free some space"):
+            pool.take(future)
+        assert os.listdir(pool.directory) == [ingest_module._HANDOVER_LOCK]
+
+
+def _prepare_into_full_disk(directory):
+    import pickle
+
+    from pipeline import ingest as ingest_module
+    from pipeline.settings import load_settings
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    pickle.dump = full  # the file is made, then its writing fails: it must not stay
+    return ingest_module.prepare_into_file([], load_settings(), directory)
 
 
 def test_a_killed_runs_handover_directory_is_removed_by_the_next_run(tmp_path):
     import subprocess
     import sys
 
-    from pipeline.ingest import _remove_orphaned_handovers
+    from pipeline.ingest import _HANDOVER_LOCK, _own_handover_directory, _remove_orphaned_handovers
 
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     ended.wait()
-    orphan = tmp_path / f"newsdedup-batches-{ended.pid}-abc"
+    orphan = tmp_path / f"newsdedup-batches-{ended.pid}-abc"  # made before the lock file existed
     live = tmp_path / f"newsdedup-batches-{os.getpid()}-def"
+    unlocked = tmp_path / f"newsdedup-batches-{os.getpid()}-ghi"  # its owner died: nothing holds the lock
+    elsewhere = tmp_path / "newsdedup-batches-1-jkl"  # its owner runs in another pid namespace
     unrelated = tmp_path / "other-123"
-    for directory in (orphan, live, unrelated):
+    for directory in (orphan, live, unlocked, elsewhere, unrelated):
         directory.mkdir()
         (directory / "batch-1.pickle").write_bytes(b"x")
+    for directory in (unlocked, elsewhere):
+        (directory / _HANDOVER_LOCK).write_bytes(b"")
+    held, lock = _own_handover_directory(str(tmp_path))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys; f = os.open(sys.argv[1], os.O_RDWR); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()",
+         str(elsewhere / _HANDOVER_LOCK)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        _remove_orphaned_handovers(str(tmp_path))
+        assert not orphan.exists() and not unlocked.exists()
+        assert live.exists() and unrelated.exists() and os.path.exists(held) and elsewhere.exists()
+    finally:
+        holder.stdin.close()
+        holder.wait()
+        os.close(lock)
+    # Both owners gone: the next sweep takes their directories.
     _remove_orphaned_handovers(str(tmp_path))
-    assert not orphan.exists()
-    assert live.exists() and unrelated.exists()
+    assert not os.path.exists(held) and not elsewhere.exists()
