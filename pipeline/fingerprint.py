@@ -23,11 +23,14 @@ import numpy as np
 import xxhash
 from datasketch import MinHash, MinHashLSH
 
+from .language import DEFAULT as DEFAULT_LANGUAGE
+from .language import detect as detect_language
 from .models import Article, Fingerprint, ScoredTerms, pack_terms
 from .normalize import unified, words
 from .settings import MatchingSettings
 
-# A word's background weight is how rare it is in general English: wordfreq's Zipf scale runs
+# A word's background weight is how rare it is in general use in the article's language (English
+# unless pipeline/language.py tells another): wordfreq's Zipf scale runs
 # from about 8 ("the") down to 1 (one in a billion words). 8 - zipf puts "the" near 0 and a
 # surname near 6. Unknown words (zipf 0: names, misspellings, URL debris) are capped so that
 # one stray token cannot outweigh a real shared name.
@@ -41,40 +44,48 @@ _UINT32 = np.uint32
 _MAX_HASH = np.uint32(0xFFFFFFFF)
 
 
-@functools.lru_cache(maxsize=1)
-def _zipf_table() -> dict[str, float]:
-    import wordfreq  # imported here: loading its table takes ~0.3 s and only fingerprinting needs it
+@functools.lru_cache(maxsize=None)
+def _frequencies(language: str = DEFAULT_LANGUAGE) -> dict[str, float]:
+    """wordfreq's word frequencies for `language`, loaded when its first article comes.
 
-    table = wordfreq.get_frequency_dict("en", wordlist="best")
-    return {word: math.log10(freq) + 9.0 for word, freq in table.items()}
+    wordfreq's own dict, not a copy: a copy of log values doubled the memory (Russian's 713,000
+    words: 173 MB a process with the copy, 116 MB without; German 104 and 57 MB; English 33 MB).
+    Words are looked up once each (`_term_weight` and the vocabulary remember them).
+    """
+    import wordfreq  # imported here: only fingerprinting needs it
+
+    table = wordfreq.get_frequency_dict(language, wordlist="best")
+    # The list the dict was built from is cached too, and never needed again.
+    wordfreq.get_frequency_list.cache_clear()
+    return table
 
 
-def background_weight(term: str) -> float:
-    """How distinctive `term` is in general English (0 for "the", about 6 for a rare surname)."""
+def background_weight(term: str, language: str = DEFAULT_LANGUAGE) -> float:
+    """How distinctive `term` is in general use in `language` (0 for "the", about 6 for a rare surname)."""
     if any(c.isdigit() for c in term):
         # Numbers and codes ("2017", "us1850", "3-month") are either dates, prices or debris;
         # they rarely name an event on their own.
         return _NUMBER_WEIGHT
-    zipf = _zipf_table().get(term)
-    if zipf is None:
+    frequency = _frequencies(language).get(term)
+    if frequency is None:
         return _UNKNOWN_WEIGHT
-    return max(0.0, _ZIPF_TOP - zipf)
+    return max(0.0, _ZIPF_TOP - (math.log10(frequency) + 9.0))
 
 
 @functools.lru_cache(maxsize=200_000)
-def _term_weight(term: str) -> float:
-    return background_weight(term)
+def _term_weight(term: str, language: str = DEFAULT_LANGUAGE) -> float:
+    return background_weight(term, language)
 
 
 @functools.lru_cache(maxsize=400_000)
-def term_of(word: str) -> str | None:
-    """The matching term for a word token, or None for words too common or short to count."""
+def term_of(word: str, language: str = DEFAULT_LANGUAGE) -> str | None:
+    """The matching term for a word token, or None for words too common (in `language`) or short to count."""
     if word.endswith("'s"):
         word = word[:-2]
     word = word.strip("'.-")
     if len(word) < _MIN_TERM_CHARS:
         return None
-    if _ZIPF_TOP - _term_weight(word) >= _STOP_ZIPF:
+    if _ZIPF_TOP - _term_weight(word, language) >= _STOP_ZIPF:
         return None
     return word
 
@@ -170,20 +181,21 @@ class _Terms:
     """One generation of the vocabulary: every word seen mapped to its term's integer id (-1: not
     a term), and each term's text and background weight by id."""
 
-    def __init__(self) -> None:
+    def __init__(self, language: str) -> None:
+        self.language = language
         self.word_ids: dict[str, int] = {}
         self.term_ids: dict[str, int] = {}
         self.texts: list[str] = []
         self.weights = np.empty(4096, dtype=np.float64)  # grown by replacing, never shrunk
 
     def add(self, word: str) -> None:
-        term = term_of(word)
+        term = term_of(word, self.language)
         term_id = -1 if term is None else self.term_ids.get(term)
         if term_id is None:
             term_id = len(self.texts)
             if term_id >= self.weights.size:
                 self.weights = np.concatenate([self.weights, np.empty_like(self.weights)])
-            self.weights[term_id] = _term_weight(term)
+            self.weights[term_id] = _term_weight(term, self.language)
             self.texts.append(term)
             self.term_ids[term] = term_id
         # Published last: a reader that finds the word's id finds its text and weight too.
@@ -202,8 +214,9 @@ class _Vocabulary:
     _UNSEEN = -2
     _MAX_WORDS = 400_000
 
-    def __init__(self) -> None:
-        self.current = _Terms()
+    def __init__(self, language: str) -> None:
+        self.language = language
+        self.current = _Terms(language)
         self._lock = threading.Lock()
 
     def ids(self, tokens: list[str]) -> tuple[_Terms, list[int]]:
@@ -214,14 +227,25 @@ class _Vocabulary:
         with self._lock:
             terms = self.current
             if len(terms.word_ids) + len(tokens) > self._MAX_WORDS:
-                terms = self.current = _Terms()
+                terms = self.current = _Terms(self.language)
             for word in tokens:
                 if word not in terms.word_ids:
                     terms.add(word)
         return terms, list(map(terms.word_ids.__getitem__, tokens))
 
 
-_VOCABULARY = _Vocabulary()
+# One vocabulary per language: a word's term and weight depend on it ("die" is common in
+# German, a verb in English).
+_VOCABULARIES: dict[str, _Vocabulary] = {DEFAULT_LANGUAGE: _Vocabulary(DEFAULT_LANGUAGE)}
+_VOCABULARIES_LOCK = threading.Lock()
+
+
+def _vocabulary(language: str) -> _Vocabulary:
+    found = _VOCABULARIES.get(language)
+    if found is None:
+        with _VOCABULARIES_LOCK:
+            found = _VOCABULARIES.setdefault(language, _Vocabulary(language))
+    return found
 
 
 def _picked(items: list, indexes: list[int]) -> tuple:
@@ -259,9 +283,10 @@ def _one_plus_log(counts: list[int]) -> np.ndarray:
 
 
 def term_scores(
-    title: str | None, norm_text: str, settings: MatchingSettings, tokens: list[str] | None = None
+    title: str | None, norm_text: str, settings: MatchingSettings, tokens: list[str] | None = None,
+    language: str = DEFAULT_LANGUAGE,
 ) -> dict[str, float]:
-    """An article's terms scored against general English, best first, at most `settings.scored_terms`.
+    """An article's terms scored against general use in `language`, best first, at most `settings.scored_terms`.
 
     score = (1 + log tf) * background weight, where tf counts title words
     `title_boost` times. Corpus statistics are applied later (`weighted_vector`), by the
@@ -269,7 +294,7 @@ def term_scores(
     """
     body = tokens if tokens is not None else words(norm_text)
     title_words = words(unified(title).casefold()) if title else []
-    vocabulary, ids = _VOCABULARY.ids(body + title_words if title_words else body)
+    vocabulary, ids = _vocabulary(language).ids(body + title_words if title_words else body)
     counts = Counter(ids[: len(body)] if title_words else ids)
     counts.pop(-1, None)
     found = list(counts)
@@ -372,7 +397,8 @@ def fingerprint(article: Article, settings: MatchingSettings) -> Fingerprint:
     """Everything matching needs of `article`: signatures for both levels and its term vector."""
     perms = permutations(settings.num_perm, settings.seed)
     tokens = words(article.norm_text)
-    scores = term_scores(article.title, article.norm_text, settings, tokens)
+    language = detect_language(tokens) if settings.language == "auto" else settings.language
+    scores = term_scores(article.title, article.norm_text, settings, tokens, language)
     salient = tuple(itertools.islice(scores, settings.salient_terms))
     story_values = minhash_values(_hashes(salient), perms)
     dup_values = minhash_values(shingle_hashes(tokens, settings.shingle_size), perms)
@@ -393,6 +419,7 @@ def fingerprint(article: Article, settings: MatchingSettings) -> Fingerprint:
         # parallel, takes them off the single writer.
         story_keys=tuple(band_keys(story_packed, *story_bands(settings))),
         dup_keys=tuple(band_keys(dup_packed, *dup_bands(settings))),
+        language=language,
     )
 
 

@@ -112,8 +112,8 @@ class Fingerprint:
 
     `story_hashvalues` is a MinHash of the salient-term set, `dup_hashvalues` a MinHash of the
     word-shingle set; both are datasketch-compatible (`scheme`, `num_perm`, `seed`).
-    `terms` are the article's best terms scored against general English (term, score), best
-    first, packed (`ScoredTerms`); the story stage turns them into a unit vector with corpus
+    `terms` are the article's best terms scored against general use in its `language` (term,
+    score), best first, packed (`ScoredTerms`); the story stage turns them into a unit vector with corpus
     statistics.
     """
 
@@ -129,6 +129,7 @@ class Fingerprint:
     day: int | None  # days since 1970-01-01 of the publication date, None when unknown
     story_keys: tuple[int, ...] = ()  # LSH band keys of story_hashvalues (fingerprint.band_keys)
     dup_keys: tuple[int, ...] = ()  # LSH band keys of dup_hashvalues
+    language: str = "en"  # whose word frequencies weighed the terms (pipeline/language.py)
 
     def __reduce__(self) -> tuple:
         # Pickled packed: every prepared batch crosses a process boundary (workers to the writer,
@@ -143,7 +144,7 @@ class Fingerprint:
                 self.story_hashvalues, self.dup_hashvalues,
                 self.terms.joined, self.terms.packed,
                 TERM_SEPARATOR.join(self.salient_terms), self.day,
-                _packed("q", self.story_keys), _packed("q", self.dup_keys),
+                _packed("q", self.story_keys), _packed("q", self.dup_keys), self.language,
             ),
         )
 
@@ -190,12 +191,12 @@ def _split(joined: str) -> list[str]:
 def _fingerprint_from_wire(
     article_id: str, content_hash: str, scheme: str, num_perm: int, seed: int, story_hashvalues: bytes,
     dup_hashvalues: bytes, terms: str, scores: bytes, salient: str, day: int | None, story_keys: bytes,
-    dup_keys: bytes,
+    dup_keys: bytes, language: str = "en",
 ) -> "Fingerprint":
     return Fingerprint(
         article_id, content_hash, scheme, num_perm, seed, story_hashvalues, dup_hashvalues,
         ScoredTerms(terms, scores), tuple(_split(salient)), day,
-        tuple(_unpacked("q", story_keys)), tuple(_unpacked("q", dup_keys)),
+        tuple(_unpacked("q", story_keys)), tuple(_unpacked("q", dup_keys)), language,
     )
 
 

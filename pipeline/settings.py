@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
 
@@ -89,6 +89,19 @@ class MatchingSettings(_Section):
     time_window_days: int = Field(3, ge=0)
     # Similarity lost per day outside the window.
     time_decay_per_day: float = Field(0.0003, ge=0)
+    # Whose word frequencies weigh an article's terms: "auto" tells each article's language by
+    # its common words (pipeline/language.py; English when unclear), or a wordfreq language
+    # code ("en", "de", ...) for all. See docs/quality.md, "Languages".
+    language: str = "auto"
+
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, value: str) -> str:
+        from .language import supported
+
+        if value != "auto" and value not in supported():
+            raise ValueError(f"{value!r} is not 'auto' or one of the languages wordfreq covers: {', '.join(supported())}")
+        return value
 
 
 class StoreSettings(_Section):

@@ -198,7 +198,7 @@ def test_term_scores_on_threads_equal_term_scores_one_at_a_time(monkeypatch):
     inputs = [(record.get("title"), matching_text(record["text"])) for record in records]
     expected = [_plain_term_scores(title, norm, MATCHING) for title, norm in inputs]
 
-    monkeypatch.setattr(fp, "_VOCABULARY", fp._Vocabulary())
+    monkeypatch.setattr(fp, "_VOCABULARIES", {"en": fp._Vocabulary("en")})
     monkeypatch.setattr(fp._Vocabulary, "_MAX_WORDS", 3_000)  # forces new generations mid-run
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # switch threads as often as possible

@@ -19,11 +19,12 @@ keys = st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=4
     day=st.none() | st.integers(min_value=-50_000, max_value=100_000),
     story_keys=keys,
     dup_keys=keys,
+    language=st.sampled_from(["en", "de", "ko"]),
 )
-def test_a_fingerprint_pickles_and_copies_exactly(scored, salient, day, story_keys, dup_keys):
+def test_a_fingerprint_pickles_and_copies_exactly(scored, salient, day, story_keys, dup_keys, language):
     original = Fingerprint(
         "a1", "c" * 32, "affine32", 128, 1, bytes(range(16)), bytes(16), ScoredTerms.of(scored), salient, day,
-        story_keys, dup_keys,
+        story_keys, dup_keys, language,
     )
     for protocol in range(2, pickle.HIGHEST_PROTOCOL + 1):
         back = pickle.loads(pickle.dumps(original, protocol=protocol))
