@@ -66,6 +66,14 @@ def test_sigkill_of_an_ingest_run_takes_its_embedded_prefect_server_with_it(tmp_
                     os.kill(pid, signal.SIGKILL)
 
 
+def _remember(seen: dict[int, str], found: dict[int, str]) -> None:
+    """Add `found` to `seen`, keeping a process's first command line: an ending process's reads
+    empty (a server seen as "" at its exit made the run look as if it had none)."""
+    for pid, command in found.items():
+        if command or pid not in seen:
+            seen[pid] = seen.get(pid) or command
+
+
 @pytest.mark.parametrize("runner", ["processes", "dask"])
 def test_workers_share_the_runs_server_and_a_killed_one_leaves_nothing_running(tmp_path, runner):
     """`--runner processes` and `--runner dask` (a local cluster) in embedded mode: the workers
@@ -96,7 +104,7 @@ def test_workers_share_the_runs_server_and_a_killed_one_leaves_nothing_running(t
             assert run.poll() is None, f"the run ended before a batch was stored (exit {run.returncode})"
             assert time.monotonic() < deadline, "no batch was stored in time"
             found = descendants(run.pid)
-            seen.update(found)
+            _remember(seen, found)
             stored = 0
             if db.exists():
                 with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(db, timeout=1)) as conn:
@@ -110,7 +118,7 @@ def test_workers_share_the_runs_server_and_a_killed_one_leaves_nothing_running(t
         deadline = time.monotonic() + RUN_TIMEOUT_S
         while run.poll() is None:
             assert time.monotonic() < deadline, "the run did not end in time"
-            seen.update(descendants(run.pid))
+            _remember(seen, descendants(run.pid))
             time.sleep(0.05)
         err = stderr.read_text()
         servers = [pid for pid, command in seen.items() if "uvicorn" in command and "prefect" in command]
