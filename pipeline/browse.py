@@ -105,8 +105,10 @@ _TABLES: dict[str, dict] = {
             "ingested_at": "When this article was stored (UTC)",
             "run_id": "The ingest run that stored it (see runs)",
             "extra": "Other fields of the input record, as JSON",
+            "language": "The language its terms were weighed in, told from its text (wordfreq's codes: en, de, ru, ...); "
+            "empty for articles stored before newsdedup told languages (weighed as English)",
         },
-        "facets": ["source", {"date": "published"}],
+        "facets": ["source", "language", {"date": "published"}],
         "sort_desc": "published",
     },
     "stories": {

@@ -18,7 +18,7 @@ STORY_COLUMNS = (
     "canonical_article_id", "canonical_url",
 )
 ARTICLE_COLUMNS = (
-    "article_id", "role", "similarity", "duplicate_of", "title", "source", "published",
+    "article_id", "role", "similarity", "duplicate_of", "title", "source", "published", "language",
     "url", "external_id", "content_hash", "ingested_at", "run_id", "extra", "text",
 )
 

@@ -43,7 +43,7 @@ from .stories import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # SQLite's default limit on host parameters in one statement is 32766; stay well below it.
 _CHUNK = 900
 
@@ -73,7 +73,8 @@ CREATE TABLE IF NOT EXISTS articles (
     similarity REAL,
     ingested_at TEXT NOT NULL,
     run_id TEXT,
-    extra TEXT
+    extra TEXT,
+    language TEXT
 );
 CREATE INDEX IF NOT EXISTS articles_story_id ON articles(story_id);
 CREATE INDEX IF NOT EXISTS articles_content_hash ON articles(content_hash);
@@ -428,16 +429,23 @@ def _merge_search_segments_less_often(conn: sqlite3.Connection) -> None:
         conn.execute(f"INSERT INTO articles_fts (articles_fts, rank) VALUES ('automerge', {_FTS_AUTOMERGE})")
 
 
+def _record_languages(conn: sqlite3.Connection) -> None:
+    """Version 6: `articles.language`, the language an article's terms were weighed in (see
+    pipeline/language.py). Articles stored before have none (NULL): they were weighed as English."""
+    if "language" not in {row[1] for row in conn.execute("PRAGMA table_info(articles)")}:
+        conn.execute("ALTER TABLE articles ADD COLUMN language TEXT")
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     2: _add_browsing_views, 3: _story_buckets_by_story, 4: _index_after_the_batch,
-    5: _merge_search_segments_less_often,
+    5: _merge_search_segments_less_often, 6: _record_languages,
 }
 
 # The columns this version reads; a database missing one is refused instead of misread.
 _REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "articles": (
         "id", "external_id", "url", "title", "source", "published", "text", "content_hash",
-        "story_id", "duplicate_of", "similarity", "ingested_at",
+        "story_id", "duplicate_of", "similarity", "ingested_at", "language",
     ),
     "stories": ("id", "canonical_article_id", "title", "article_count", "first_published", "last_published"),
     "rejects": ("ref", "stage", "reason", "detail", "input", "run_id", "at"),
@@ -1104,6 +1112,7 @@ class Store(IndexReads):
                     article.published, article.text, article.content_hash, assignment.story_id,
                     assignment.duplicate_of, assignment.similarity, at, run_id,
                     json.dumps(dict(article.extra), ensure_ascii=False, default=str) if article.extra else None,
+                    fp.language,
                 )
             )
             signature_rows.append(
@@ -1115,8 +1124,8 @@ class Store(IndexReads):
             )
         self.conn.executemany(
             "INSERT INTO articles (id, external_id, url, title, source, published, text, content_hash, "
-            "story_id, duplicate_of, similarity, ingested_at, run_id, extra) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "story_id, duplicate_of, similarity, ingested_at, run_id, extra, language) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         self.conn.executemany(
@@ -1494,7 +1503,7 @@ class Store(IndexReads):
         )
         # Both cursors walk story ids in the same order, so they can be merged without holding either.
         articles = self.db.query(
-            "SELECT sa.*, a.content_hash, a.ingested_at, a.run_id, a.extra" + text_column + " FROM story_articles sa "
+            "SELECT sa.*, a.language, a.content_hash, a.ingested_at, a.run_id, a.extra" + text_column + " FROM story_articles sa "
             "JOIN articles a ON a.id = sa.article_id " + (f"WHERE sa.story_id {changed} " if since else "")
             + "ORDER BY sa.story_id, sa.is_canonical DESC, sa.similarity DESC, sa.published, sa.article_id",
             params,

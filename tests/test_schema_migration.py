@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import multiprocessing
 import sqlite3
@@ -133,6 +134,7 @@ def _as_version_2(db: Path, settings) -> None:
         conn.execute("DROP TABLE _story_buckets")
         conn.execute("DROP INDEX story_merges_absorbed")
         conn.execute("ALTER TABLE _signatures DROP COLUMN chars")
+        conn.execute("ALTER TABLE articles DROP COLUMN language")
         _with_insert_trigger(conn)
         conn.execute("UPDATE _meta SET value = '2' WHERE key = 'schema_version'")
         conn.execute("COMMIT")
@@ -174,7 +176,7 @@ def test_version_2_database_gets_story_buckets_equal_to_a_new_one(tmp_path, sett
         story_rows = store.conn.execute("SELECT count(*) FROM _lsh WHERE level = 'story'").fetchone()[0]
     finally:
         store.close()
-    assert _version(db) == str(SCHEMA_VERSION) == "5"
+    assert _version(db) == str(SCHEMA_VERSION) == "6"
     assert _story_buckets(db) == built
     assert _story_states(db) == states
     assert _lsh_rows(db) == lsh
@@ -236,7 +238,7 @@ def test_version_1_database_is_migrated_to_the_current_schema(tmp_path, settings
         assert list(store.db.query("SELECT * FROM near_duplicate_pairs")) == []
     finally:
         store.close()
-    assert _version(db) == str(SCHEMA_VERSION) == "5"
+    assert _version(db) == str(SCHEMA_VERSION) == "6"
 
 
 def test_older_schema_is_migrated_step_by_step_in_one_transaction(tmp_path, settings, monkeypatch):
@@ -321,7 +323,7 @@ def test_version_3_database_keeps_its_search_index_and_indexes_new_articles_with
         "Bridge closed\n" + "Engineers closed the river bridge to lorries after inspectors found corroded girders. " * 4
     )
     ingest([str(tmp_path / "c.txt")], settings, db)
-    assert _version(db) == str(SCHEMA_VERSION) == "5"
+    assert _version(db) == str(SCHEMA_VERSION) == "6"
     conn = sqlite3.connect(db)
     try:
         triggers = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
@@ -393,6 +395,39 @@ def test_new_and_version_4_databases_merge_search_segments_eight_at_a_time(tmp_p
         "Bridge closed\n" + "Engineers closed the river bridge to lorries after inspectors found corroded girders. " * 4
     )
     ingest([str(tmp_path / "c.txt")], settings, db)
-    assert _version(db) == str(SCHEMA_VERSION) == "5" and _automerge(db) == 8
+    assert _version(db) == str(SCHEMA_VERSION) == "6" and _automerge(db) == 8
     assert _search(db, "museum") == {"a.txt"} and _search(db, "girders") == {"c.txt"}
+    assert consistency_problems(db) == []
+
+
+def test_version_5_database_gets_article_languages_from_then_on(tmp_path, settings):
+    """Version 6 records the language each article's terms were weighed in; older articles have none."""
+    from pipeline.export import write_jsonl
+
+    db = tmp_path / "v5.db"
+    (tmp_path / "a.txt").write_text("Museum reopens\n" + BODY)
+    ingest([str(tmp_path / "a.txt")], settings, db)
+    _run_sql(db, "ALTER TABLE articles DROP COLUMN language", "UPDATE _meta SET value = '5' WHERE key = 'schema_version'")
+    assert "language" not in _columns(db, "articles")
+    (tmp_path / "b.txt").write_text(
+        "Brücke gesperrt\n" + "Die Stadt hat die alte Brücke über den Fluss gesperrt, weil die Prüfer "
+        "Rost an den Trägern gefunden haben, und sie wird nicht vor dem Sommer wieder geöffnet. " * 3
+    )
+    ingest([str(tmp_path / "b.txt")], settings, db)
+    assert _version(db) == str(SCHEMA_VERSION) == "6"
+    conn = sqlite3.connect(db)
+    try:
+        languages = {Path(ref).name: told for ref, told in conn.execute("SELECT external_id, language FROM articles")}
+    finally:
+        conn.close()
+    assert languages == {"a.txt": None, "b.txt": "de"}
+    store = open_store(db, read_only=True)
+    try:
+        out = io.StringIO()
+        write_jsonl(store.stories_with_articles(with_text=False), out)
+    finally:
+        store.close()
+    exported = {Path(article["external_id"]).name: article["language"] for line in out.getvalue().splitlines()
+                for article in json.loads(line)["articles"]}
+    assert exported == languages
     assert consistency_problems(db) == []

@@ -291,6 +291,6 @@ def test_an_older_database_is_still_migrated_by_a_read_command(db_path):
     again = open_store(db_path, read_only=True)
     try:
         assert not again.read_only
-        assert again.conn.execute("SELECT value FROM _meta WHERE key = 'schema_version'").fetchone()[0] == "5"
+        assert again.conn.execute("SELECT value FROM _meta WHERE key = 'schema_version'").fetchone()[0] == "6"
     finally:
         again.close()
