@@ -529,7 +529,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         m["title"] = titles[m["article_id"]]
         m["where"] = m["url"] or m["external_id"]
     print(_table(members, [("article_id", "article", 16), ("role", "role", 14), ("similarity", "similarity", 10),
-                           ("source", "source", 24), ("published", "published", 19), ("title", "title", 60),
+                           ("source", "source", 24), ("published", "published", 19), ("language", "lang", 4),
+                           ("title", "title", 60),
                            ("where", "url or input", 60)]))
     if args.text:
         print()

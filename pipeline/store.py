@@ -1458,8 +1458,8 @@ class Store(IndexReads):
     def story_members(self, story_id: int) -> list[dict]:
         return list(
             self.db.query(
-                "SELECT * FROM story_articles WHERE story_id = ? "
-                "ORDER BY is_canonical DESC, similarity DESC, published, article_id",
+                "SELECT sa.*, a.language FROM story_articles sa JOIN articles a ON a.id = sa.article_id "
+                "WHERE sa.story_id = ? ORDER BY sa.is_canonical DESC, sa.similarity DESC, sa.published, sa.article_id",
                 [story_id],
             )
         )

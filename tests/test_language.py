@@ -168,3 +168,30 @@ def test_unrelated_articles_in_one_language_no_longer_share_a_story(settings, tm
     assert len(as_english) >= 5 and same_language == as_english
     russian_or_indonesian = [pair for pair in own if {pages[name] for name in pair} & {"ru", "id"}]
     assert russian_or_indonesian == [] and len(own) < len(as_english)
+
+
+def test_show_and_its_json_give_each_articles_language(tmp_path, capsys):
+    from pipeline.cli import main
+
+    corpus = tmp_path / "two.jsonl"
+    records = [
+        {"id": "de1", "title": "Brücke über die Elbe gesperrt",
+         "text": "Die Stadt hat die alte Brücke über die Elbe gesperrt, weil die Prüfer Rost an den Trägern "
+                 "gefunden haben. Sie wird nicht vor dem Sommer wieder geöffnet, sagte der Bürgermeister am Montag."},
+        {"id": "de2", "title": "Elbbrücke bleibt bis zum Sommer gesperrt",
+         "text": "Die Elbbrücke bleibt gesperrt: Prüfer haben an den Trägern der alten Brücke über die Elbe Rost "
+                 "gefunden, und der Bürgermeister sagte am Montag, sie werde nicht vor dem Sommer geöffnet."},
+    ]
+    corpus.write_text("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records), encoding="utf-8")
+    db = tmp_path / "stories.db"
+    assert main(["ingest", str(corpus), "--db", str(db), "--engine", "local", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["show", "1", "--db", str(db)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("article"))
+    assert "lang" in header.split()
+    rows = lines[lines.index(header) + 2:]
+    assert rows and all(" de " in row for row in rows)
+    assert main(["show", "1", "--db", str(db), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert {article["language"] for article in shown["articles"]} == {"de"}
