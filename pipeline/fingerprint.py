@@ -26,7 +26,7 @@ from datasketch import MinHash, MinHashLSH
 from .language import DEFAULT as DEFAULT_LANGUAGE
 from .language import detect as detect_language
 from .models import Article, Fingerprint, ScoredTerms, pack_terms
-from .normalize import unified, words
+from .normalize import title_without_site, unified, words
 from .settings import MatchingSettings
 
 # A word's background weight is how rare it is in general use in the article's language (English
@@ -398,7 +398,8 @@ def fingerprint(article: Article, settings: MatchingSettings) -> Fingerprint:
     perms = permutations(settings.num_perm, settings.seed)
     tokens = words(article.norm_text)
     language = detect_language(tokens) if settings.language == "auto" else settings.language
-    scores = term_scores(article.title, article.norm_text, settings, tokens, language)
+    title = title_without_site(article.title, article.source)
+    scores = term_scores(title, article.norm_text, settings, tokens, language)
     salient = tuple(itertools.islice(scores, settings.salient_terms))
     story_values = minhash_values(_hashes(salient), perms)
     dup_values = minhash_values(shingle_hashes(tokens, settings.shingle_size), perms)

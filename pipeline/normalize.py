@@ -236,3 +236,31 @@ def date_marker(line: str) -> tuple[str, str] | None:
     if not match:
         return None
     return match.group(1), match.group(2).strip()
+
+
+# How pages join a headline and their site's name in <title>: "Headline - Site", "Site | Headline".
+_TITLE_SEPARATORS = (" - ", " | ", " — ", " – ", " :: ", " · ", " « ", " » ")
+
+
+def title_without_site(title: str | None, site: str | None) -> str | None:
+    """`title` without a leading or trailing part that is the site's own name (`site`).
+
+    Title words count several times over in matching (settings.title_boost), so a site name
+    that every page of a site carries in its title made unrelated articles of one site look
+    alike: "... - Como Educar Seus Filhos", "... | ノート100YEN.com". Only a part set off by a
+    separator and equal to `site` (case and spacing aside) goes; a title that is nothing but
+    the site's name stays as it is.
+    """
+    if not title or not site:
+        return title
+    name = " ".join(site.split()).casefold()
+    folded = " ".join(title.split())
+    lowered = folded.casefold()
+    if len(lowered) != len(folded):  # casefold changed lengths ("ß" -> "ss"): positions would not line up
+        return title
+    for separator in _TITLE_SEPARATORS:
+        if lowered.endswith(separator + name) and len(lowered) > len(separator + name):
+            return folded[: -len(separator + name)].strip()
+        if lowered.startswith(name + separator) and len(lowered) > len(name + separator):
+            return folded[len(name + separator):].strip()
+    return title

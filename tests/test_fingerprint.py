@@ -1,5 +1,7 @@
 """Signatures: datasketch-compatible MinHash, stable hashes, sensible term weights."""
 
+import dataclasses
+
 import numpy as np
 from datasketch import MinHash
 from hypothesis import given, settings as hsettings, strategies as st
@@ -218,3 +220,18 @@ def test_shingles_are_the_joined_word_grams(tokens, size):
     else:
         expected = {" ".join(tokens[i : i + size]) for i in range(len(tokens) - size + 1)}
     assert fp.shingles(tokens, size) == expected
+
+
+def test_the_site_name_in_a_title_is_not_a_term(settings):
+    from pipeline.extract import from_text
+    from pipeline.models import RawDocument
+
+    body = ("Firefighters contained the warehouse blaze on the east bank by Tuesday evening, the "
+            "county said, after crews from four towns worked through the night. ") * 2
+    raw = RawDocument("fire.txt", "text", f"Warehouse blaze contained | Riverside Gazette\n{body}".encode())
+    article = from_text(raw, settings.ingest)
+    with_site = fp.fingerprint(dataclasses.replace(article, source="Riverside Gazette"), settings.matching)
+    without = fp.fingerprint(dataclasses.replace(article, source=None), settings.matching)
+    assert "gazette" not in dict(with_site.terms) and "riverside" not in dict(with_site.terms)
+    assert "gazette" in dict(without.terms)  # (the same title, its site unknown)
+    assert "warehouse" in dict(with_site.terms)

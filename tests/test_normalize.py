@@ -1,5 +1,6 @@
 """Normalization: one form of text for matching, boilerplate out, display text untouched."""
 
+import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from pipeline import normalize
@@ -111,3 +112,27 @@ def test_case_traps_are_every_non_ascii_character_ignorecase_matches_with_an_asc
 def test_count_words_stops_at_the_limit_and_is_exact_below_it():
     text = "one two three four five"
     assert [normalize.count_words(text, limit) for limit in (0, 3, 5, 9)] == [0, 3, 5, 5]
+
+
+@pytest.mark.parametrize(
+    "title, site, expected",
+    [
+        ("Remake serie animata - Remember 80/90 - Memorabilia anni 80/90", "Remember 80/90 - Memorabilia anni 80/90",
+         "Remake serie animata"),
+        ("Kindle for PCを | ノート100YEN.com", "ノート100YEN.com", "Kindle for PCを"),
+        ("THE DAILY PLANET  |  Storm hits the coast", "The Daily Planet", "Storm hits the coast"),
+        ("Storm hits the coast — Daily Planet", "daily  planet", "Storm hits the coast"),
+        ("Daily Planet", "Daily Planet", "Daily Planet"),  # nothing but the name: kept
+        ("Planet - Storm hits", "Daily Planet", "Planet - Storm hits"),  # not the whole name
+        ("Storm hits the coast", None, "Storm hits the coast"),
+        (None, "Daily Planet", None),
+    ],
+)
+def test_a_titles_site_name_part_is_left_out_of_matching(title, site, expected):
+    assert normalize.title_without_site(title, site) == expected
+
+
+@given(st.text(max_size=40), st.text(max_size=15))
+def test_leaving_out_the_site_name_keeps_a_nonempty_part_of_the_title(title, site):
+    kept = normalize.title_without_site(title, site)
+    assert kept == title or (kept and " ".join(kept.split()).casefold() in " ".join(title.split()).casefold())
