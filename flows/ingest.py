@@ -129,6 +129,16 @@ def prepare_task(items: list[RawDocument | Rejected], settings: Settings) -> Pre
 _prepare_uncached = prepare_task.with_options(cache_policy=NO_CACHE, persist_result=False)
 
 
+# Under Prefect's process pool a prepared batch (megabytes) came back through the pool's pipe,
+# and a worker killed in the middle of that write left half a message there that the pool
+# waited on for ever: the run hung instead of stopping (1 kill in several). Uncached batches
+# now come back through a file, as from the local workers; the pipe carries only its path. (A
+# cached batch, one with an HTML page, must return itself for Prefect's cache to hold it.)
+@task(name="prepare-batch", cache_policy=NO_CACHE, persist_result=False)
+def prepare_to_file_task(items: list[RawDocument | Rejected], settings: Settings, directory: str) -> str:
+    return ingest.prepare_into_file(items, settings, directory)
+
+
 def _prepare_for(chunk: list[RawDocument | Rejected]):
     """The prepare task for `chunk`: cached when it holds an HTML page, else not."""
     if any(isinstance(item, RawDocument) and item.kind == "html" for item in chunk):
@@ -287,7 +297,7 @@ def ingest_flow(
     run = ingest.RunReport(str(flow_run.id) if flow_run.id else ingest.new_run_id())
     with (
         ExitStack() as held, _workers_share_the_server(), _workers_for_threads(settings.runner),
-        _store_for_run(db, settings),
+        _handover_for_processes() as handover, _store_for_run(db, settings),
     ):
         # The run lock is taken when a first batch is ready to commit, not before reading: a run
         # whose feed times out (94 s with the default retries) would otherwise hold every other
@@ -300,7 +310,7 @@ def ingest_flow(
                 held.enter_context(exclusive_run(db, run.run_id))
                 holding.append(True)
 
-        return _ingest_locked(paths, db, settings, kind, run, logger, hold_the_database)
+        return _ingest_locked(paths, db, settings, kind, run, logger, hold_the_database, handover)
 
 
 def _prepares_in_threads() -> bool:
@@ -333,6 +343,17 @@ def _workers_share_the_server() -> Iterator[None]:
 
 
 @contextmanager
+def _handover_for_processes() -> Iterator[str | None]:
+    """A directory for the process pool's workers to hand prepared batches back through, when
+    this flow run's prepare tasks run in Prefect's process pool (None otherwise)."""
+    if not isinstance(getattr(FlowRunContext.get(), "task_runner", None), ProcessPoolTaskRunner):
+        yield None
+        return
+    with ingest.handover_directory() as directory:
+        yield directory
+
+
+@contextmanager
 def _workers_for_threads(runner: RunnerSettings) -> Iterator[None]:
     """Local worker processes for this run's prepare tasks, when they run in its threads."""
     global _local_workers
@@ -349,7 +370,7 @@ def _workers_for_threads(runner: RunnerSettings) -> Iterator[None]:
 
 def _ingest_locked(
     paths: list[str], db: str, settings: Settings, kind: str | None, run: ingest.RunReport, logger,
-    hold_the_database: Callable[[], None],
+    hold_the_database: Callable[[], None], handover: str | None = None,
 ) -> dict[str, float]:
     clock = progress.RunProgress(progress.expected_inputs(paths, settings.ingest))
     progress_id = create_progress_artifact(
@@ -366,7 +387,12 @@ def _ingest_locked(
         # Time the writer spends waiting for a prepared batch is the extraction's share of the
         # run: preparing runs in parallel with committing the previous batch.
         with _timed(run, "extract+fingerprint"):
-            batch = future.result()
+            try:
+                batch = future.result()
+            except ingest.HandoverError as exc:
+                raise ingest.handover_failed(handover, exc) from None
+            if isinstance(batch, str):  # handed back through a file (prepare_to_file_task)
+                batch = ingest.take_handed_over(batch)
         _let_go_of_result(future)
         hold_the_database()
         with _timed(run, "assign+store"):
@@ -388,7 +414,11 @@ def _ingest_locked(
     pending: deque = deque()
     # "read" includes fetching: web batches are fetched as the loop asks for them.
     for chunk in ingest.timed_iter(chunks, run, "read"):
-        pending.append(_prepare_for(chunk).submit(quote(chunk) if in_threads else chunk, settings))
+        prepare = _prepare_for(chunk)
+        if handover is not None and prepare is _prepare_uncached:
+            pending.append(prepare_to_file_task.submit(chunk, settings, handover))
+        else:
+            pending.append(prepare.submit(quote(chunk) if in_threads else chunk, settings))
         if len(pending) >= _PREPARE_AHEAD:
             commit(pending.popleft())
     while pending:

@@ -502,15 +502,8 @@ class WorkerPool:
         try:
             path = future.result()
         except HandoverError as exc:
-            raise WorkerError(
-                f"a worker could not hand a prepared batch back through {self.directory} ({exc}); the batches "
-                "committed before it are stored: free some space there and run the same command again"
-            ) from None
-        try:
-            with open(path, "rb") as handed_over:
-                return pickle.load(handed_over)
-        finally:
-            os.unlink(path)
+            raise handover_failed(self.directory, exc) from None
+        return take_handed_over(path)
 
     def close(self, cancel_futures: bool = False) -> None:
         # The pool first: its workers may still be writing into the directory.
@@ -551,6 +544,37 @@ def prepare_into_file(chunk: list[RawDocument | Rejected], settings: Settings, d
 
 class HandoverError(Exception):
     """A worker could not write its prepared batch into the handover directory."""
+
+
+def take_handed_over(path: str) -> PreparedBatch:
+    """The prepared batch a worker wrote to `path` (`prepare_into_file`); the file is removed."""
+    try:
+        with open(path, "rb") as handed_over:
+            return pickle.load(handed_over)
+    finally:
+        os.unlink(path)
+
+
+def handover_failed(directory: str, exc: BaseException) -> WorkerError:
+    """The error that stops a run whose worker could not write a prepared batch (a full disk)."""
+    return WorkerError(
+        f"a worker could not hand a prepared batch back through {directory} ({exc}); the batches "
+        "committed before it are stored: free some space there and run the same command again"
+    )
+
+
+@contextlib.contextmanager
+def handover_directory() -> Iterator[str]:
+    """A private directory for workers to hand prepared batches back through, for as long as the
+    block runs (removed after; one left by a killed run is removed by the next)."""
+    base = handover_base()
+    _remove_orphaned_handovers(base)
+    directory, lock = _own_handover_directory(base)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+        os.close(lock)
 
 
 _HANDOVER_PREFIX = "newsdedup-batches-"

@@ -1,6 +1,7 @@
 """The ingest flow on seeds/ under Prefect's test harness: one story of five, re-runs add nothing."""
 
 import asyncio
+import os
 import sqlite3
 
 import pytest
@@ -136,6 +137,39 @@ def test_threads_runner_prepares_big_batches_in_worker_processes_with_the_same_s
     assert flows_ingest._local_workers is None
 
     report = ingest([corpus], load_settings(str(config)), tmp_path / "library.db")
+    assert counts["inputs"] == report.inputs == 383 and counts["new_articles"] == report.new_articles
+    assert _stories(tmp_path / "flow.db") == _stories(tmp_path / "library.db")
+
+
+def test_processes_runner_hands_batches_back_through_files_with_the_same_stories(prefect_harness, tmp_path, monkeypatch):
+    """Under Prefect's process pool a batch came back through the pool's pipe, where a worker
+    killed mid-write hung the run; uncached batches now come back through files, as paths."""
+    import flows.ingest as flows_ingest
+    from pipeline import ingest as ingest_module
+    from pipeline.settings import load_settings
+    from tests.conftest import DATA
+    from tests.e2e.test_dask import _stories
+
+    config = tmp_path / "processes.toml"
+    config.write_text("[ingest]\nbatch_size = 97\n", encoding="utf-8")
+    corpus = str(DATA / "giveme5w1h.jsonl")
+    taken: list[str] = []
+    take = ingest_module.take_handed_over
+
+    def spy(path: str):
+        taken.append(path)
+        assert os.path.exists(path)
+        return take(path)
+
+    monkeypatch.setattr(ingest_module, "take_handed_over", spy)
+    counts = flows_ingest.with_runner("processes")(
+        paths=[corpus], db=str(tmp_path / "flow.db"), config=str(config), workers=2
+    )
+    assert len(taken) == 4  # 383 records in batches of 97
+    directories = {os.path.dirname(path) for path in taken}
+    assert len(directories) == 1 and os.path.basename(directories.pop()).startswith("newsdedup-batches-")
+    assert not any(os.path.exists(path) for path in taken)
+    report = ingest_module.ingest([corpus], load_settings(str(config)), tmp_path / "library.db")
     assert counts["inputs"] == report.inputs == 383 and counts["new_articles"] == report.new_articles
     assert _stories(tmp_path / "flow.db") == _stories(tmp_path / "library.db")
 
