@@ -313,10 +313,15 @@ def ingest_flow(
         return _ingest_locked(paths, db, settings, kind, run, logger, hold_the_database, handover)
 
 
+def _task_runner():
+    """This flow run's task runner (None outside a flow run)."""
+    return getattr(FlowRunContext.get(), "task_runner", None)
+
+
 def _prepares_in_threads() -> bool:
     """Whether this flow run's prepare tasks run in its own process's threads (the default
     runner), rather than in processes or on Dask."""
-    return isinstance(getattr(FlowRunContext.get(), "task_runner", None), ThreadPoolTaskRunner)
+    return isinstance(_task_runner(), ThreadPoolTaskRunner)
 
 
 @contextmanager
@@ -333,8 +338,7 @@ def _workers_share_the_server() -> Iterator[None]:
     server listens on this machine's loopback only, and workers elsewhere could not reach it.
     """
     url = embedded_server_url()
-    runner = getattr(FlowRunContext.get(), "task_runner", None)
-    given_cluster = bool(getattr(runner, "address", None))
+    given_cluster = bool(getattr(_task_runner(), "address", None))
     if url is None or _prepares_in_threads() or PREFECT_API_URL.value() or given_cluster:
         yield
         return
@@ -346,7 +350,7 @@ def _workers_share_the_server() -> Iterator[None]:
 def _handover_for_processes() -> Iterator[str | None]:
     """A directory for the process pool's workers to hand prepared batches back through, when
     this flow run's prepare tasks run in Prefect's process pool (None otherwise)."""
-    if not isinstance(getattr(FlowRunContext.get(), "task_runner", None), ProcessPoolTaskRunner):
+    if not isinstance(_task_runner(), ProcessPoolTaskRunner):
         yield None
         return
     with ingest.handover_directory() as directory:

@@ -486,9 +486,8 @@ class WorkerPool:
         from concurrent.futures import ProcessPoolExecutor
 
         self.workers = workers
-        base = handover_base()
-        _remove_orphaned_handovers(base)
-        self.directory, self._lock = _own_handover_directory(base)
+        self._handover = contextlib.ExitStack()
+        self.directory = self._handover.enter_context(handover_directory())
         self._pool = ProcessPoolExecutor(
             workers, mp_context=mp_context, initializer=exit_with, initargs=(os.getpid(),)
         )
@@ -508,8 +507,7 @@ class WorkerPool:
     def close(self, cancel_futures: bool = False) -> None:
         # The pool first: its workers may still be writing into the directory.
         self._pool.shutdown(cancel_futures=cancel_futures)
-        shutil.rmtree(self.directory, ignore_errors=True)
-        os.close(self._lock)
+        self._handover.close()
 
     def __enter__(self) -> WorkerPool:
         return self

@@ -3,16 +3,17 @@
 Story matching weighs a word by how rare it is in general use (pipeline/fingerprint.py), and
 general use depends on the language: scored against English, the function words of a German or
 Russian article ("und", "nicht", "что") are unknown words, weighted like rare names, and two
-unrelated articles in one language share dozens of them. Measured on the 17 non-English pages
-among the 181 evaluation pages: 4 false joins (3 unrelated Russian articles in one story, among
-them) with English weights for all.
+unrelated articles in one language share dozens of them. Measured on the 15 non-English pages
+among the 181 evaluation pages (all unrelated): 6 wrongly joined pairs with English weights for
+all (3 among 3 Russian articles), 3 with each page weighed in its own language.
 
 The test is cheap enough to run on every article: the share of an article's first
 `_SAMPLE` words that are among each language's 100 most common words (data/common-words.json,
 from wordfreq). Function words make up a third to a half of running text in the languages
 wordfreq covers; a language whose list covers a clearly larger share than English's is the
-article's language. Texts the lists do not describe (too short, Chinese or Japanese without
-spaces) keep English, as before this module existed.
+article's language. Texts the lists do not describe fall back on their script where only one
+covered language writes it (Korean, Japanese, Chinese, Greek, ...); the rest (too short, no
+such script) keep English, as before this module existed.
 """
 
 from __future__ import annotations
