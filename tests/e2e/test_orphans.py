@@ -70,8 +70,8 @@ def _remember(seen: dict[int, str], found: dict[int, str]) -> None:
     """Add `found` to `seen`, keeping a process's first command line: an ending process's reads
     empty (a server seen as "" at its exit made the run look as if it had none)."""
     for pid, command in found.items():
-        if command or pid not in seen:
-            seen[pid] = seen.get(pid) or command
+        if not seen.get(pid):
+            seen[pid] = command
 
 
 @pytest.mark.parametrize("runner", ["processes", "dask"])
