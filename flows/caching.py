@@ -90,6 +90,26 @@ def prepare_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> st
 PREPARE_CACHE = CacheKeyFnPolicy(cache_key_fn=prepare_cache_key)
 
 
+def kept_batch_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """`prepare_cache_key` for a task whose cached result is the path of a kept batch file: a
+    key of its own, so that neither task is ever handed the other's kind of result."""
+    return "prepare-kept-" + prepare_cache_key(context, parameters).removeprefix("prepare-")
+
+
+KEPT_BATCH_CACHE = CacheKeyFnPolicy(cache_key_fn=kept_batch_cache_key)
+# Where prepared batches cached as files are kept (under Prefect's local result storage): a
+# process pool's worker writes its batch here and hands back only the path (flows/ingest.py).
+_KEPT_DIRECTORY = "newsdedup-prepared"
+
+
+def kept_batches_directory(storage: Path | None = None) -> Path:
+    """The directory of prepared batches kept as files for the cache; made when missing."""
+    folder = Path(storage) if storage is not None else Path(get_current_settings().results.local_storage_path)
+    kept = folder / _KEPT_DIRECTORY
+    kept.mkdir(parents=True, exist_ok=True)
+    return kept
+
+
 class PreparedBatchSerializer(Serializer):
     """How the prepare task's results are written to Prefect's result storage.
 
@@ -116,19 +136,23 @@ def prune_expired_results(
     """Delete the prepare task's cached results written more than `older_than` ago from `storage`
     (by default Prefect's local result storage, `$PREFECT_HOME/storage`); (files, bytes) removed.
 
-    Only this flow's cache records (named by `prepare_cache_key`) are touched; a file another run
-    deletes first, or cannot be deleted, is skipped: pruning never fails a run.
+    Only this flow's cache records (named by `prepare_cache_key`) and the batch files kept for
+    them (`kept_batches_directory`) are touched; a file another run deletes first, or cannot be
+    deleted, is skipped: pruning never fails a run.
     """
     folder = Path(storage) if storage is not None else Path(get_current_settings().results.local_storage_path)
     cutoff = (time.time() if now is None else now) - older_than.total_seconds()
     removed = freed = 0
     try:
-        entries = list(folder.iterdir())
+        entries = [path for path in folder.iterdir() if path.name.startswith(_PREFIX)]
     except OSError:
         return 0, 0
+    try:
+        # Kept batch files expire with the cache records that name them.
+        entries += [path for path in (folder / _KEPT_DIRECTORY).iterdir() if path.name.startswith("batch-")]
+    except OSError:
+        pass
     for path in entries:
-        if not path.name.startswith(_PREFIX):
-            continue
         try:
             info = path.stat()
             if not stat.S_ISREG(info.st_mode) or info.st_mtime >= cutoff:

@@ -34,7 +34,10 @@ from pipeline.runlock import exclusive_run
 from pipeline.settings import RunnerSettings, Settings, load_settings
 from pipeline.store import SavedBatch, Store, open_store
 
-from .caching import PREPARE_CACHE, PREPARE_CACHE_EXPIRATION, PreparedBatchSerializer, prune_expired_results
+from .caching import (
+    KEPT_BATCH_CACHE, PREPARE_CACHE, PREPARE_CACHE_EXPIRATION, PreparedBatchSerializer, kept_batches_directory,
+    prune_expired_results,
+)
 from .server import embedded_server_url, guard_embedded_server
 
 # PREFECT_LOGGING_EXTRA_LOGGERS=pipeline gives the library's logger Prefect's handlers but not a
@@ -131,11 +134,21 @@ _prepare_uncached = prepare_task.with_options(cache_policy=NO_CACHE, persist_res
 
 # Under Prefect's process pool a prepared batch (megabytes) came back through the pool's pipe,
 # and a worker killed in the middle of that write left half a message there that the pool
-# waited on for ever: the run hung instead of stopping (1 kill in several). Uncached batches
-# now come back through a file, as from the local workers; the pipe carries only its path. (A
-# cached batch, one with an HTML page, must return itself for Prefect's cache to hold it.)
+# waited on for ever: the run hung instead of stopping (1 kill in several). Batches now come
+# back through files, as from the local workers; the pipe carries only a path. Uncached ones
+# through the run's handover directory (the file is taken and removed); cached ones, those
+# with an HTML page, through a file kept beside Prefect's results, whose path is what Prefect
+# caches, so a later run with the same pages reads the file instead of extracting them again.
 @task(name="prepare-batch", cache_policy=NO_CACHE, persist_result=False)
 def prepare_to_file_task(items: list[RawDocument | Rejected], settings: Settings, directory: str) -> str:
+    return ingest.prepare_into_file(items, settings, directory)
+
+
+@task(
+    name="prepare-batch", cache_policy=KEPT_BATCH_CACHE, cache_expiration=PREPARE_CACHE_EXPIRATION,
+    cache_result_in_memory=False,
+)
+def prepare_to_kept_file_task(items: list[RawDocument | Rejected], settings: Settings, directory: str) -> str:
     return ingest.prepare_into_file(items, settings, directory)
 
 
@@ -387,16 +400,16 @@ def _ingest_locked(
     if remote:
         chunks = itertools.chain(chunks, _web_batches(remote, kind, settings, crawl))
 
-    def commit(future) -> None:
+    def commit(future, chunk: list[RawDocument | Rejected] | None, directory: str | None) -> None:
         # Time the writer spends waiting for a prepared batch is the extraction's share of the
         # run: preparing runs in parallel with committing the previous batch.
         with _timed(run, "extract+fingerprint"):
             try:
                 batch = future.result()
             except ingest.HandoverError as exc:
-                raise ingest.handover_failed(handover, exc) from None
-            if isinstance(batch, str):  # handed back through a file (prepare_to_file_task)
-                batch = ingest.take_handed_over(batch)
+                raise ingest.handover_failed(directory or "", exc) from None
+            if isinstance(batch, str):  # handed back through a file (prepare_to_file_task and kept)
+                batch = _batch_in_file(batch, chunk, settings, logger)
         _let_go_of_result(future)
         hold_the_database()
         with _timed(run, "assign+store"):
@@ -420,13 +433,18 @@ def _ingest_locked(
     for chunk in ingest.timed_iter(chunks, run, "read"):
         prepare = _prepare_for(chunk)
         if handover is not None and prepare is _prepare_uncached:
-            pending.append(prepare_to_file_task.submit(chunk, settings, handover))
+            pending.append((prepare_to_file_task.submit(chunk, settings, handover), None, handover))
+        elif handover is not None:
+            # The raw batch goes with the future (it also says the file is a kept one), for the
+            # rare kept file gone before it is read.
+            kept = str(kept_batches_directory())
+            pending.append((prepare_to_kept_file_task.submit(chunk, settings, kept), chunk, kept))
         else:
-            pending.append(prepare.submit(quote(chunk) if in_threads else chunk, settings))
+            pending.append((prepare.submit(quote(chunk) if in_threads else chunk, settings), None, None))
         if len(pending) >= _PREPARE_AHEAD:
-            commit(pending.popleft())
+            commit(*pending.popleft())
     while pending:
-        commit(pending.popleft())
+        commit(*pending.popleft())
     if remote:
         crawl.save_listings(run.run_id)
         run.add_crawl(crawl)
@@ -444,6 +462,22 @@ def _ingest_locked(
     # their states) sees the source is down. Everything above is recorded first.
     ingest.fail_if_nothing_read(run, paths, kind, db)
     return {**run.counts(), "seconds": seconds}
+
+
+def _batch_in_file(
+    path: str, kept_chunk: list[RawDocument | Rejected] | None, settings: Settings, logger
+) -> PreparedBatch:
+    """The prepared batch a process-pool worker left in `path`: taken (and removed) from the
+    run's handover directory, or, when the raw batch `kept_chunk` came with it, read from a
+    kept cache file, which stays. A kept file that is gone (pruned or removed by hand while its
+    cache record lived) is prepared again here from `kept_chunk`."""
+    if kept_chunk is None:
+        return ingest.take_handed_over(path)
+    try:
+        return ingest.read_kept(path)
+    except OSError:
+        logger.info("cached batch file %s is gone; preparing its %d inputs again", path, len(kept_chunk))
+        return ingest.prepare_batch(kept_chunk, settings)
 
 
 def _let_go_of_result(future) -> None:

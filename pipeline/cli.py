@@ -43,6 +43,7 @@ COMMANDS = {
   newsdedup ingest big.jsonl.gz --engine local     # no Prefect, fastest for one-off loads
   newsdedup ingest --retry-rejects                 # replay rejected inputs after fixing them
   newsdedup ingest https://example.org/feed.xml    # a feed: its pages are fetched and stored
+  jq -c '.items[]' dump.json | newsdedup ingest -  # JSON Lines (plain or gzipped) from standard input
   newsdedup ingest https://example.org/sitemap.xml.gz --kind sitemap
   newsdedup ingest saved-feed.rss sitemap.xml      # feed and sitemap files; their links are fetched
   newsdedup ingest pages/ --runner dask --dask-address tcp://10.0.0.5:8786
@@ -83,6 +84,18 @@ are not fetched again, and a feed that has not changed costs one conditional req
   newsdedup rejects --limit 0      # every one
   newsdedup rejects --json""",
     ),
+    "runs": (
+        "List ingest runs: when, how long, what they stored, and whether they finished.",
+        """examples:
+  newsdedup runs                   # the 20 most recent, latest first
+  newsdedup runs --since 24h       # every run of the last day
+  newsdedup runs --json | jq 'select(.status != "finished")'
+
+status: finished; running (a flow run holding the database's run lock now); or unfinished: it
+was killed, crashed or interrupted, or it is still going without the lock (a flow run takes it
+at its first commit; --engine local runs never do). An unfinished run's committed batches are
+stored and counted, and running the same inputs again adds only what is missing.""",
+    ),
     "browse": (
         "Browse the story database in Datasette (read-only, on 127.0.0.1).",
         """examples:
@@ -100,8 +113,13 @@ facets by outlet and date and full-text search over titles and texts. See docs/q
   newsdedup export --format csv --no-text > articles.csv
   newsdedup export --format jsonl --min-size 2 | jq .title
   newsdedup export --since 2026-11-23T06:00Z -o changed.jsonl   # stories created or changed since then
+  newsdedup export --format articles -o all.jsonl               # the articles, re-ingestible: rebuild
+  NEWSDEDUP_MATCHING__STORY_SIMILARITY=0.09 newsdedup ingest all.jsonl --db rebuilt.db   # with new settings
 
-A story merged into another is gone from later exports; the table story_merges says where it went.""",
+A story merged into another is gone from later exports; the table story_merges says where it went.
+With --format articles, --since picks the articles stored since WHEN (and --min-size those of
+stories at least that big): each line is an input to 'newsdedup ingest', so a database can be
+rebuilt under new matching settings, or moved, without the original files.""",
     ),
     "eval": (
         "Score story clustering against a labelled corpus (JSON Lines with a 'story' field).",
@@ -167,7 +185,8 @@ def _parser() -> argparse.ArgumentParser:
     p = command("ingest")
     p.add_argument(
         "paths", nargs="*", metavar="PATH",
-        help="files, directories, page/feed/sitemap URLs, or feed and sitemap files to ingest",
+        help="files, directories, page/feed/sitemap URLs, or feed and sitemap files to ingest; "
+        "'-' reads JSON Lines from standard input",
     )
     db_option(p)
     p.add_argument(
@@ -226,6 +245,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="at most this many rejects, the most recent first (default 20; 0 for all)")
     p.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
 
+    p = command("runs")
+    db_option(p)
+    p.add_argument("--limit", type=_at_least(0, " (0 shows all)"), default=20,
+                   help="at most this many runs, the latest first (default 20; 0 for all)")
+    p.add_argument(
+        "--since", type=_since_argument, default=None, metavar="WHEN",
+        help="only runs started since WHEN: a UTC date or time (2026-11-23, 2026-11-23T08:00Z) "
+        "or a span back from now (30m, 24h, 7d, 2w)",
+    )
+    p.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
+
     p = command("browse")
     db_option(p)
     p.add_argument("--port", type=int, default=8001, help="port on 127.0.0.1 (default 8001; 0 picks a free one)")
@@ -244,8 +274,10 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("export")
     db_option(p)
-    p.add_argument("--format", choices=("jsonl", "csv"), default=None,
-                   help="jsonl or csv (default: from the --output file's extension, .csv or .jsonl; else jsonl)")
+    p.add_argument("--format", choices=("jsonl", "csv", "articles"), default=None,
+                   help="jsonl (one story a line) or csv (one article a row), by default from the --output "
+                   "file's extension (.csv or .jsonl; else jsonl); or articles: one article a line in "
+                   "ingest's JSON Lines format, in the order stored, to rebuild a database from")
     p.add_argument("--output", "-o", default=None, metavar="FILE",
                    help="write here instead of standard output (its directory must exist)")
     p.add_argument("--min-size", type=int, default=1, help="only stories with at least this many articles")
@@ -386,8 +418,16 @@ def _ingest(args: argparse.Namespace) -> int:
         return _retry_rejects(args, settings, db)
     if not args.paths:
         raise UsageError("give at least one PATH to ingest, or --retry-rejects")
-    from .sources import missing_locations
+    from .sources import STDIN, missing_locations
 
+    if STDIN in args.paths:
+        if args.paths.count(STDIN) > 1:
+            raise UsageError("'-' (standard input) can be read only once a run")
+        if sys.stdin is None or sys.stdin.isatty():
+            raise UsageError(
+                "'-' reads JSON Lines from standard input, which is a terminal here: pipe them in, "
+                "e.g. zcat articles.jsonl.gz | newsdedup ingest -"
+            )
     missing = missing_locations(args.paths)
     if missing and len(missing) == len(args.paths):
         raise UsageError(f"no such file or directory: {', '.join(missing)}")
@@ -411,13 +451,20 @@ def _ingest(args: argparse.Namespace) -> int:
             print(file=sys.stderr)
         lines = reports.summary_lines(run, elapsed_s=clock.elapsed_s())
     else:
-        # A database that cannot be opened or written fails here in a second, with one line,
-        # rather than after Prefect's start and inside a flow run's traceback.
+        # A database that cannot be opened or written, or that was built under other matching
+        # settings, fails here in a second, with one line, rather than after Prefect's start
+        # and inside a flow run's traceback.
+        from .fingerprint import index_layout
         from .runlock import check_lock_file
         from .store import open_store
 
         check_lock_file(db)
-        open_store(db).close()
+        store = open_store(db)
+        try:
+            with store.transaction():
+                store.check_index_layout(index_layout(settings.matching))
+        finally:
+            store.close()
         if args.quiet:
             # Set before Prefect is imported, so that the processes it starts inherit it too.
             os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "WARNING"
@@ -475,6 +522,19 @@ def _retry_rejects(args: argparse.Namespace, settings, db: str) -> int:
     return _print_summary(args, f"newsdedup ingest --retry-rejects -> {db}", lines)
 
 
+def _printed_without_table(rows: Sequence[dict], as_json: bool, nothing: str) -> bool:
+    """Print the rows as JSON Lines (--json), or `nothing` when there are none; True when that
+    was all there was to print, False when the rows still want a table."""
+    if as_json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+        return True
+    if not rows:
+        print(nothing)
+        return True
+    return False
+
+
 def cmd_stories(args: argparse.Namespace) -> int:
     store = _open(args)
     try:
@@ -483,12 +543,8 @@ def cmd_stories(args: argparse.Namespace) -> int:
         total = store.story_count(args.min_size, args.since) if len(rows) == args.limit and not args.json else len(rows)
     finally:
         store.close()
-    if args.json:
-        for row in rows:
-            print(json.dumps(row, ensure_ascii=False))
-        return 0
-    if not rows:
-        print(f"no stories changed since {args.since}" if args.since else "no stories yet: run 'newsdedup ingest PATH' first")
+    nothing = f"no stories changed since {args.since}" if args.since else "no stories yet: run 'newsdedup ingest PATH' first"
+    if _printed_without_table(rows, args.json, nothing):
         return 0
     for row in rows:
         first, last = (row["first_published"] or "")[:10], (row["last_published"] or "")[:10]
@@ -591,12 +647,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"note: the {plural(awaiting, 'most recently stored article')} cannot be found yet: an ingest "
               "that is running indexes them with its next batch, and one that was stopped leaves them "
               "to the next ingest", file=sys.stderr)
-    if args.json:
-        for row in rows:
-            print(json.dumps(row, ensure_ascii=False))
-        return 0
-    if not rows:
-        print(f"no articles match {args.text!r}")
+    if _printed_without_table(rows, args.json, f"no articles match {args.text!r}"):
         return 0
     print(_table(rows, [("story_id", "story", 6), ("article_id", "article", 16), ("source", "source", 24),
                         ("title", "title", 50), ("snippet", "match", 70)]))
@@ -614,15 +665,51 @@ def cmd_rejects(args: argparse.Namespace) -> int:
         total = store.counts()["rejects"] if len(rows) == args.limit and not args.json else len(rows)
     finally:
         store.close()
-    if args.json:
-        for row in rows:
-            print(json.dumps(row, ensure_ascii=False))
-        return 0
-    if not rows:
-        print("no rejects")
+    if _printed_without_table(rows, args.json, "no rejects"):
         return 0
     print(_table(rows, [("ref", "input", -40), ("stage", "stage", 8), ("reason", "reason", 100), ("detail", "detail", 40)]))
     _print_shown(len(rows), total, "rejects")
+    return 0
+
+
+def _seconds_between(started: str, finished: str | None) -> float | None:
+    if not finished:
+        return None
+    return (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .progress import readable_duration
+    from .runlock import running_run
+
+    store = _open(args)
+    try:
+        rows = store.runs(args.limit or None, args.since)
+        total = store.run_count(args.since) if len(rows) == args.limit and not args.json else len(rows)
+    finally:
+        store.close()
+    running = running_run(_db(args))
+    for row in rows:
+        row["seconds"] = _seconds_between(row["started_at"], row["finished_at"])
+        if row["finished_at"]:
+            row["status"] = "finished"
+        else:
+            row["status"] = "running" if row["run_id"] == running else "unfinished"
+    nothing = f"no runs started since {args.since}" if args.since else "no runs yet: run 'newsdedup ingest PATH' first"
+    if _printed_without_table(rows, args.json, nothing):
+        return 0
+    for row in rows:
+        row["started"] = row["started_at"].replace("T", " ").removesuffix("Z")
+        row["took"] = "" if row["seconds"] is None else readable_duration(row["seconds"])
+        row["stories"] = f"{row['new_stories']:,} / {row['grown_stories']:,} / {row['merged_stories']:,}"
+        for key in ("inputs", "new_articles", "near_duplicates", "unchanged", "rejects"):
+            row[key] = f"{row[key]:,}"
+    print(_table(rows, [
+        ("run_id", "run", 36), ("started", "started (UTC)", 19), ("took", "took", 12), ("status", "status", 10),
+        ("inputs", "inputs", 9), ("new_articles", "new", 9), ("near_duplicates", "near-dup", 9),
+        ("unchanged", "unchanged", 9), ("rejects", "rejects", 9), ("stories", "stories new / grown / merged", 30),
+    ]))
+    _print_shown(len(rows), total, "runs")
     return 0
 
 
@@ -678,18 +765,23 @@ def _output_file(path: str) -> TextIO:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import format_for, write_stories
+    from .export import format_for, write_articles, write_stories
 
     fmt = args.format or format_for(args.output)
+    if fmt == "articles" and args.no_text:
+        raise UsageError("--format articles always carries the texts (ingest needs them); leave out --no-text")
     store = _open(args)
     try:
         out = _output_file(args.output) if args.output else sys.stdout
         try:
-            stories = (
-                (story, articles) for story, articles in store.stories_with_articles(not args.no_text, args.since)
-                if story["article_count"] >= args.min_size
-            )
-            counts = write_stories(stories, out, fmt, with_text=not args.no_text)
+            if fmt == "articles":
+                counts = write_articles(store.articles_in_stored_order(args.since, args.min_size), out)
+            else:
+                stories = (
+                    (story, articles) for story, articles in store.stories_with_articles(not args.no_text, args.since)
+                    if story["article_count"] >= args.min_size
+                )
+                counts = write_stories(stories, out, fmt, with_text=not args.no_text)
         finally:
             if args.output:
                 out.close()
@@ -731,7 +823,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 HANDLERS = {
     "ingest": cmd_ingest, "stories": cmd_stories, "show": cmd_show, "search": cmd_search,
-    "rejects": cmd_rejects, "eval": cmd_eval,
+    "rejects": cmd_rejects, "runs": cmd_runs, "eval": cmd_eval,
     "browse": cmd_browse, "export": cmd_export,
     "server": cmd_server, "serve": cmd_serve,
 }

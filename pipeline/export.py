@@ -1,4 +1,5 @@
-"""Stories with their articles written out as JSON Lines or CSV, streamed story by story."""
+"""Stories with their articles written out as JSON Lines or CSV, streamed story by story; or the
+articles alone in ingest's own JSON Lines format, so that a database can be rebuilt from them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Iterable, TextIO
 
-FORMATS = ("jsonl", "csv")
+from .extract import RECORD_FIELDS
+
+FORMATS = ("jsonl", "csv", "articles")
 # What an output file's name says it holds; anything else (and standard output) gets jsonl.
 FORMAT_BY_SUFFIX = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 DEFAULT_FORMAT = "jsonl"
@@ -87,6 +90,33 @@ def write_csv(stories: StoryRows, out: TextIO, with_text: bool = True) -> Export
     return ExportCounts(story_count, article_count)
 
 
+def ingest_record(article: dict) -> dict:
+    """One stored article as the JSON Lines record it re-ingests from (`id` is its external id).
+
+    The text is the stored text, already extracted: an HTML page comes back as its article."""
+    record = {
+        "id": article["external_id"], "title": article["title"], "url": article["url"],
+        "source": article["source"], "published": article["published"], "text": article["text"],
+    }
+    record = {key: value for key, value in record.items() if value is not None}
+    extra = json.loads(article["extra"]) if article["extra"] else {}
+    # An ingested record's other fields were kept in extra (where ingest puts every field but
+    # RECORD_FIELDS), so they go back at the top level; none can shadow a field above.
+    record.update((key, value) for key, value in extra.items() if key not in RECORD_FIELDS)
+    return record
+
+
+def write_articles(articles: Iterable[dict], out: TextIO) -> ExportCounts:
+    """One article a line, in the order they were stored, in the format `newsdedup ingest` reads."""
+    stories: set[int] = set()
+    count = 0
+    for article in articles:
+        out.write(json.dumps(ingest_record(article), ensure_ascii=False) + "\n")
+        stories.add(article["story_id"])
+        count += 1
+    return ExportCounts(len(stories), count)
+
+
 def format_for(output: str | None) -> str:
     """The export format an output file's extension names (".csv" -> "csv"), else "jsonl"."""
     if not output:
@@ -96,7 +126,7 @@ def format_for(output: str | None) -> str:
 
 def write_stories(stories: StoryRows, out: TextIO, fmt: str, with_text: bool = True) -> ExportCounts:
     """Write stories in `fmt` ("jsonl" or "csv") to `out`; returns what was written."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt not in ("jsonl", "csv"):
+        raise ValueError(f"unknown story export format {fmt!r}; choose jsonl or csv (articles: write_articles)")
     writer = write_jsonl if fmt == "jsonl" else write_csv
     return writer(stories, out, with_text)

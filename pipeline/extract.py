@@ -29,7 +29,8 @@ _FUTURE_SLACK = timedelta(days=2)
 # (the closest: 67 words against 106). See docs/extraction.md.
 _PRECISION_RECHECK_WORDS = 100
 _PRECISION_LOSS_RATIO = 3
-_RECORD_FIELDS = ("id", "title", "url", "source", "published", "text")
+# The fields a JSON Lines record is read for; any other field is kept in `articles.extra`.
+RECORD_FIELDS = ("id", "title", "url", "source", "published", "text")
 # A page whose extracted text is nearly all short lines is a menu, a link list or a gallery,
 # not an article: trafilatura falls back to such text when a page has no article. In the 181
 # pages of eval/html, at least 23% of every article's characters sit in lines of 60 or more
@@ -293,7 +294,7 @@ def from_record(raw: RawDocument, settings: IngestSettings) -> Article:
     record_id = _optional_text(record, "id")
     published_raw = _optional_text(record, "published")
     published = iso_date(published_raw)
-    extra = {key: value for key, value in record.items() if key not in _RECORD_FIELDS}
+    extra = {key: value for key, value in record.items() if key not in RECORD_FIELDS}
     if published_raw and not published:
         # Kept, not lost: the article is stored undated and the raw value stays visible.
         future = iso_date(published_raw, now=datetime.max - _FUTURE_SLACK)

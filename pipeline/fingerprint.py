@@ -441,6 +441,34 @@ def dup_bands(settings: MatchingSettings) -> tuple[int, int]:
     return lsh_bands(settings.dup_lsh_threshold, settings.num_perm, (0.5, 0.5))
 
 
+# What each entry of `index_layout` is made from, in the settings' own names (for messages).
+LAYOUT_SETTINGS = {
+    "scheme": "matching.scheme",
+    "num_perm": "matching.num_perm",
+    "seed": "matching.seed",
+    "shingle_size": "matching.shingle_size",
+    "dup_rows": "rows per near-duplicate LSH band, from matching.dup_lsh_threshold and num_perm",
+    "story_rows": "rows per story LSH band, from matching.story_lsh_threshold, story_lsh_weights and num_perm",
+}
+
+
+def index_layout(settings: MatchingSettings) -> dict[str, object]:
+    """What stored signatures and LSH keys are made with. Two articles fingerprinted under
+    different layouts never meet as candidates, so one database holds one layout.
+
+    The number of bands is not part of it: band i is the same slice of the signature under any
+    number of bands (`band_keys`), so a threshold that changes only how many bands there are
+    still finds stored articles through the bands both have."""
+    return {
+        "scheme": settings.scheme,
+        "num_perm": settings.num_perm,
+        "seed": settings.seed,
+        "shingle_size": settings.shingle_size,
+        "dup_rows": dup_bands(settings)[1],
+        "story_rows": story_bands(settings)[1],
+    }
+
+
 def band_keys(packed: bytes, bands: int, rows: int) -> list[int]:
     """The LSH bucket keys of a signature: one signed 64-bit key per band (band number mixed in)."""
     # Stored signatures are already little-endian uint32 bytes: hash slices of them directly.

@@ -29,7 +29,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from . import extract, sources, web
 from .errors import BadInputError, SourceError, WorkerError
-from .fingerprint import fingerprint
+from .fingerprint import fingerprint, index_layout
 from .models import Prepared, PreparedBatch, RawDocument, Rejected, file_identity
 from .report import plural
 from .settings import Settings
@@ -159,6 +159,7 @@ def commit_batch(batch: PreparedBatch, store: Store, settings: Settings, run_id:
     instead of both deciding from a stale view.
     """
     with fewer_collections(), store.transaction():
+        store.check_index_layout(index_layout(settings.matching))
         # Earlier batches are indexed for search meanwhile, on the write connection.
         with store.indexing_in_background() as reader:
             fresh = _not_stored(batch.prepared, reader)
@@ -333,6 +334,9 @@ def _record(report: RunReport, db_path: str | Path, settings: Settings, finished
         with store.transaction():
             if finished:
                 store.index_new_articles()
+            else:
+                # Before anything is read: a run under incompatible settings stops at once.
+                store.check_index_layout(index_layout(settings.matching))
             store.record_run(report.run_id, report.started_at, report.counts(), finished=finished)
     finally:
         store.close()
@@ -547,10 +551,19 @@ class HandoverError(Exception):
 def take_handed_over(path: str) -> PreparedBatch:
     """The prepared batch a worker wrote to `path` (`prepare_into_file`); the file is removed."""
     try:
-        with open(path, "rb") as handed_over:
-            return pickle.load(handed_over)
+        return read_kept(path)
     finally:
         os.unlink(path)
+
+
+def read_kept(path: str) -> PreparedBatch:
+    """The prepared batch kept in `path` for a cache (`prepare_into_file`); the file stays.
+
+    Raises:
+        OSError: the file is gone (pruned, or removed by hand): prepare the batch again.
+    """
+    with open(path, "rb") as kept:
+        return pickle.load(kept)
 
 
 def handover_failed(directory: str, exc: BaseException) -> WorkerError:

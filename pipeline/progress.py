@@ -10,7 +10,7 @@ from typing import Protocol, Sequence
 
 from .report import plural
 from .settings import IngestSettings
-from .sources import kind_of
+from .sources import STDIN, kind_of
 
 _CHUNK_BYTES = 1 << 20
 
@@ -58,6 +58,8 @@ def expected_inputs(paths: Sequence[str], settings: IngestSettings) -> int:
     """
     total = 0
     for given in paths:
+        if given == STDIN:
+            continue  # a pipe cannot be counted ahead: progress then gives no total for it
         root = Path(given)
         if root.is_dir():
             total += sum(
@@ -79,7 +81,7 @@ def fraction_done(inputs_read: int, expected: int) -> float:
     return round(min(99.0, 100.0 * inputs_read / expected), 1)
 
 
-def _duration(seconds: float) -> str:
+def readable_duration(seconds: float) -> str:
     """A rough, readable duration: "40 s", "3 min 10 s", "2 h 05 min"."""
     seconds = round(seconds)
     if seconds < 60:
@@ -106,7 +108,7 @@ def progress_line(inputs: int, expected: int, new_articles: int, rejects: int, e
         elif seconds_left < 1:
             left = ", under 1 s left"
         else:
-            left = f", about {_duration(seconds_left)} left"
+            left = f", about {readable_duration(seconds_left)} left"
     else:
         done, left = plural(inputs, "input"), ""
     return f"{done}, {counts}; {rate:,.0f} inputs/s{left}"

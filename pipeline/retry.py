@@ -26,6 +26,11 @@ def retry_documents(keys: Sequence[tuple[str, str]], settings: IngestSettings) -
         wanted.setdefault(origin, set()).add(ref)
     for origin in sorted(wanted):
         refs = wanted[origin]
+        if origin == sources.STDIN_ORIGIN:
+            for ref in sorted(refs):
+                yield Rejected(ref, sources.STAGE, "cannot retry: it came from standard input; pipe the fixed "
+                               "records in again (newsdedup ingest -)", "", origin)
+            continue
         path = Path(origin) if origin else None
         if path is None or not path.is_file():
             for ref in sorted(refs):

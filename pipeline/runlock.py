@@ -37,11 +37,18 @@ def lock_path_for(db_path: str | Path) -> Path:
     return db_path.with_name(db_path.name + ".lock")
 
 
-def _holder(handle) -> str:
+def _holder_record(handle) -> dict | None:
+    """What the run holding the lock wrote into the lock file (run_id, pid, since); None if unreadable."""
     handle.seek(0)
     try:
-        who = json.loads(handle.read() or "{}")
+        return json.loads(handle.read() or "{}")
     except ValueError:
+        return None
+
+
+def _holder(handle) -> str:
+    who = _holder_record(handle)
+    if who is None:
         return "unknown run"
     return f"run {who.get('run_id', '?')} (pid {who.get('pid', '?')}, since {who.get('since', '?')})"
 
@@ -65,6 +72,23 @@ def check_lock_file(db_path: str | Path) -> None:
         StoreError: the lock file cannot be made.
     """
     _open_lock_file(lock_path_for(db_path)).close()
+
+
+def running_run(db_path: str | Path) -> str | None:
+    """The id of the ingest run holding the database's run lock now, or None when no run does.
+
+    Only asks: a shared lock is tried and let go at once, and no lock file is made."""
+    try:
+        handle = open(lock_path_for(db_path), encoding="utf-8")
+    except OSError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return (_holder_record(handle) or {}).get("run_id") or "?"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
 
 
 @contextmanager

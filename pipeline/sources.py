@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import os
+import sys
 import zlib
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -30,6 +31,12 @@ SUPPORTED = TEXT_SUFFIXES + HTML_SUFFIXES + JSONL_SUFFIXES
 # Feeds and sitemaps: files whose links are fetched (pipeline/web.py) when named on their own.
 LISTING_SUFFIXES = tuple(f"{kind}{gz}" for kind in (".xml", ".rss", ".atom", ".rdf", ".json") for gz in ("", ".gz"))
 _GZIP_MAGIC = b"\x1f\x8b"
+# `newsdedup ingest -` reads JSON Lines (plain or gzipped) from standard input. Its lines are
+# named like a file's, `stdin.jsonl:N`, so the same stream piped in again is recognised record
+# by record (models.record_file); rejects name `STDIN_ORIGIN` as their input.
+STDIN = "-"
+STDIN_REF = "stdin.jsonl"
+STDIN_ORIGIN = "(standard input)"
 # A JSON Lines file whose first bytes hold more control bytes than this share is binary: JSON
 # escapes every control character, so real JSON Lines (in any encoding we read) holds none,
 # while random bytes hold ~11%. One damaged stretch in a real file stays far below it.
@@ -188,6 +195,13 @@ def _jsonl_lines(path: Path, settings: IngestSettings) -> Iterator[tuple[int, by
     except OSError as exc:
         yield 1, DecodeError("cannot read file", str(exc))
         return
+    yield from _lines_of(handle, compressed, settings)
+
+
+def _lines_of(
+    handle: io.BufferedIOBase, compressed: bool, settings: IngestSettings
+) -> Iterator[tuple[int, bytes | BadInputError]]:
+    """(line number, raw line) read from an open stream (see `_jsonl_lines`); closes it."""
     limit = settings.max_decompressed_bytes if compressed else None
     total = 0
 
@@ -296,19 +310,41 @@ def jsonl_documents(path: Path, ref: str, settings: IngestSettings) -> Iterator[
 
     A file that is plainly not JSON Lines (binary, UTF-16) is one reject, not one per line.
     """
-    refused = _not_json_lines(_head(path))
+    yield from _records(_head(path), lambda: _jsonl_lines(path, settings), ref, str(path), "empty file (only blank lines)")
+
+
+def stdin_documents(settings: IngestSettings, stream: io.RawIOBase | io.BufferedIOBase | None = None) -> Iterator[RawDocument | Rejected]:
+    """One RawDocument per JSON object line of standard input (or `stream`), plain or gzipped,
+    read as it arrives: a pipe of any length costs one batch of memory."""
+    raw = stream if stream is not None else sys.stdin.buffer
+    buffered: io.BufferedReader = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type]
+    compressed = buffered.peek(2)[:2] == _GZIP_MAGIC
+    # (A peek shows the first bytes without taking them from a pipe that cannot be rewound.)
+    handle = io.BufferedReader(gzip.GzipFile(fileobj=buffered, mode="rb"), _HEAD_BYTES) if compressed else buffered  # type: ignore[arg-type]
+    try:
+        head = handle.peek(_HEAD_BYTES)[:_HEAD_BYTES]
+    except (OSError, EOFError, zlib.error):
+        head = b""  # the line reader says what is wrong
+    yield from _records(head, lambda: _lines_of(handle, compressed, settings), STDIN_REF, STDIN_ORIGIN,
+                        "standard input was empty (only blank lines, or nothing)")
+
+
+def _records(head: bytes, lines, ref: str, origin: str, empty_reason: str) -> Iterator[RawDocument | Rejected]:
+    """The documents of a JSON Lines input whose first bytes are `head` and whose numbered lines
+    `lines()` gives; `origin` is what rejects name as their input."""
+    refused = _not_json_lines(head)
     if refused is not None:
-        yield Rejected(ref, STAGE, refused.reason, refused.detail, str(path))
+        yield Rejected(ref, STAGE, refused.reason, refused.detail, origin)
         return
-    # A file of only blank lines is one reject; a file with any line in it is accounted for
+    # An input of only blank lines is one reject; an input with any line in it is accounted for
     # by its lines, so it is never rejected twice.
     accounted = False
     bad_in_a_row = 0
-    for number, line in _jsonl_lines(path, settings):
+    for number, line in lines():
         line_ref = f"{ref}:{number}"
         if isinstance(line, BadInputError):
             accounted = True
-            yield Rejected(line_ref, STAGE, line.reason, line.detail, str(path))
+            yield Rejected(line_ref, STAGE, line.reason, line.detail, origin)
             continue
         if not line.strip():
             continue
@@ -322,15 +358,15 @@ def jsonl_documents(path: Path, ref: str, settings: IngestSettings) -> Iterator[
                     line_ref, STAGE,
                     f"more than {_MAX_BAD_LINES_IN_A_ROW:,} unreadable lines in a row: the rest of the file "
                     "was not read (is it JSON Lines?)",
-                    exc.reason, str(path),
+                    exc.reason, origin,
                 )
                 return
-            yield Rejected(line_ref, STAGE, exc.reason, exc.detail, str(path))
+            yield Rejected(line_ref, STAGE, exc.reason, exc.detail, origin)
             continue
         bad_in_a_row = 0
-        yield RawDocument(ref=line_ref, kind="record", fields=record, source_path=str(path))
+        yield RawDocument(ref=line_ref, kind="record", fields=record, source_path=origin)
     if not accounted:
-        yield Rejected(ref, STAGE, "empty file (only blank lines)", "", str(path))
+        yield Rejected(ref, STAGE, empty_reason, "", origin)
 
 
 def file_documents(path: Path, ref: str, settings: IngestSettings) -> Iterator[RawDocument | Rejected]:
@@ -389,7 +425,7 @@ def missing_locations(paths: Sequence[str]) -> list[str]:
     A run given only missing paths is a mistake to report, not a run with rejects: the CLI
     refuses it, and the flow fails, so a scheduled source whose directory is gone shows as a
     failed run in the UI. A missing path beside others is a reject and the run goes on."""
-    return [path for path in paths if not is_url(path) and not os.path.exists(path)]
+    return [path for path in paths if not is_url(path) and path != STDIN and not os.path.exists(path)]
 
 
 def discover(paths: list[str], settings: IngestSettings) -> Iterator[RawDocument | Rejected]:
@@ -399,6 +435,9 @@ def discover(paths: list[str], settings: IngestSettings) -> Iterator[RawDocument
     relative to that directory.
     """
     for given in paths:
+        if given == STDIN:
+            yield from stdin_documents(settings)
+            continue
         root = Path(given)
         if root.is_dir():
             for path in _files_under(root):

@@ -25,8 +25,8 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import sqlite_utils
 
-from .errors import StoreError
-from .fingerprint import cosine
+from .errors import ConfigError, StoreError
+from .fingerprint import LAYOUT_SETTINGS, cosine
 from .models import Prepared, Rejected, file_identity, file_name, little_endian, pack_terms, record_file, unpack_terms
 from .settings import MatchingSettings
 from .stories import (
@@ -1042,6 +1042,42 @@ class Store(IndexReads):
 
     # -- writes ---------------------------------------------------------------------------------
 
+    def check_index_layout(self, layout: Mapping[str, object]) -> None:
+        """Refuse to add articles fingerprinted under another layout (`fingerprint.index_layout`)
+        than the stored ones: they would never be compared, and every story would start again.
+
+        The first write records the layout in `_meta`. A database from before it was recorded
+        is checked against what its signatures carry (scheme, num_perm, seed). Call inside
+        `transaction()`.
+
+        Raises:
+            ConfigError: the settings differ from the database's in something the layout holds.
+        """
+        row = self.conn.execute("SELECT value FROM _meta WHERE key = 'index_layout'").fetchone()
+        if row is not None:
+            stored = json.loads(row[0])
+        else:
+            signature = self.conn.execute("SELECT scheme, num_perm, seed FROM _signatures LIMIT 1").fetchone()
+            stored = dict(layout)
+            if signature is not None:
+                stored.update(scheme=signature[0], num_perm=signature[1], seed=signature[2])
+        changed = [key for key in layout if stored.get(key) != layout[key]]
+        if changed:
+            differences = "; ".join(
+                f"{key} {stored.get(key)!r} here, {layout[key]!r} now ({LAYOUT_SETTINGS.get(key, key)})"
+                for key in changed
+            )
+            raise ConfigError(
+                f"the story database {self.path} was built with other matching settings: {differences}. "
+                "New articles could not be compared with the stored ones. Run with the settings it was "
+                "built with, or rebuild it under the new ones: newsdedup export --db "
+                f"{self.path} --format articles -o all.jsonl, then newsdedup ingest all.jsonl --db NEW.db"
+            )
+        if row is None:
+            self.conn.execute(
+                "INSERT INTO _meta (key, value) VALUES ('index_layout', ?)", (json.dumps(dict(layout), sort_keys=True),)
+            )
+
     def save_rejects(self, rejected: Sequence[Rejected], run_id: str | None) -> None:
         """Record rejects; a re-run that rejects the same input again replaces its row, whatever
         path it was reached by this time."""
@@ -1315,6 +1351,19 @@ class Store(IndexReads):
                 found[article_id] = unpack_article_vector(terms)
         return found
 
+    def runs(self, limit: int | None = None, since: str | None = None) -> list[dict]:
+        """Recorded runs, the latest started first; with `since`, those started at or after it."""
+        return list(self.db.query(
+            "SELECT * FROM runs " + ("WHERE started_at >= ? " if since else "")
+            + "ORDER BY started_at DESC, rowid DESC LIMIT ?",
+            ([since] if since else []) + [limit or -1],
+        ))
+
+    def run_count(self, since: str | None = None) -> int:
+        return self.conn.execute(
+            "SELECT count(*) FROM runs" + (" WHERE started_at >= ?" if since else ""), [since] if since else []
+        ).fetchone()[0]
+
     def record_run(self, run_id: str, started_at: str, counts: dict[str, int], finished: bool) -> None:
         self.conn.execute(
             "INSERT OR REPLACE INTO runs (run_id, started_at, finished_at, inputs, new_articles, unchanged, "
@@ -1516,6 +1565,24 @@ class Store(IndexReads):
                     members.append(pending)
                 pending = next(articles, None)
             yield story, members
+
+    def articles_in_stored_order(self, since: str | None = None, min_size: int = 1) -> Iterator[dict]:
+        """Every article in the order it was stored (rowid), streamed; for re-ingesting them.
+
+        With `since` (a UTC time as stored), only those ingested at or after it; with `min_size`,
+        only those of stories with at least that many articles."""
+        where, params = [], []
+        if since:
+            where.append("a.ingested_at >= ?")
+            params.append(since)
+        if min_size > 1:
+            where.append("a.story_id IN (SELECT id FROM stories WHERE article_count >= ?)")
+            params.append(min_size)
+        yield from self.db.query(
+            "SELECT a.external_id, a.url, a.title, a.source, a.published, a.text, a.extra, a.story_id "
+            "FROM articles a " + ("WHERE " + " AND ".join(where) + " " if where else "") + "ORDER BY a.rowid",
+            params,
+        )
 
     def counts(self) -> dict[str, int]:
         return {

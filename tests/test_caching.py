@@ -57,6 +57,20 @@ def test_pruning_removes_only_expired_prepare_records(tmp_path):
     assert prune_expired_results(tmp_path / "missing") == (0, 0)
 
 
+def test_pruning_removes_expired_kept_batch_files_too(tmp_path):
+    from flows.caching import PREPARE_CACHE_EXPIRATION, kept_batches_directory, prune_expired_results
+
+    expiry_days = PREPARE_CACHE_EXPIRATION.total_seconds() / 86400
+    kept = kept_batches_directory(tmp_path)
+    record = _aged(tmp_path / "prepare-kept-aaa", expiry_days + 1, size=100)
+    old = _aged(kept / "batch-old.pickle", expiry_days + 1, size=400)
+    fresh = _aged(kept / "batch-new.pickle", expiry_days - 0.5)
+    other = _aged(kept / "notes.txt", expiry_days + 10)
+
+    assert prune_expired_results(tmp_path) == (2, 500)
+    assert not record.exists() and not old.exists() and fresh.exists() and other.exists()
+
+
 def test_prepared_batches_round_trip_through_the_result_serializer_as_text(settings, seeds_dir):
     from prefect.serializers import Serializer
 

@@ -215,3 +215,97 @@ def test_search_says_when_the_latest_articles_await_the_index(seeds_dir, db_path
     assert main(["search", "sessions", "--db", str(db_path)]) == 0
     captured = capsys.readouterr()
     assert "Sessions" in captured.out and "cannot be found yet" not in captured.err
+
+
+def test_runs_lists_each_run_latest_first_with_its_counts_and_status(seeds_dir, db_path, capsys):
+    """An operator's question after a night of scheduled runs: did they all finish, what did they add?"""
+    import sqlite3
+
+    from pipeline.runlock import exclusive_run
+
+    assert main(["ingest", str(seeds_dir), "--db", str(db_path), "--engine", "local", "--quiet"]) == 0
+    (seeds_dir / "broken.txt").write_bytes(b"")
+    assert main(["ingest", str(seeds_dir), "--db", str(db_path), "--engine", "local", "--quiet"]) == 0
+    capsys.readouterr()
+    with sqlite3.connect(db_path) as conn:
+        stored = conn.execute("SELECT run_id, inputs, new_articles, unchanged, rejects FROM runs ORDER BY rowid").fetchall()
+        # A run that died after its start was recorded, and one that is under way now.
+        conn.execute("INSERT INTO runs (run_id, started_at) VALUES ('deadbeef0001', '2099-01-01T00:00:00Z')")
+        conn.execute("INSERT INTO runs (run_id, started_at) VALUES ('alive0000001', '2099-01-02T00:00:00Z')")
+    with exclusive_run(db_path, "alive0000001"):
+        assert main(["runs", "--db", str(db_path), "--json"]) == 0
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["run_id"] for r in rows] == ["alive0000001", "deadbeef0001", stored[1][0], stored[0][0]]
+    assert [r["status"] for r in rows] == ["running", "unfinished", "finished", "finished"]
+    first, second = rows[3], rows[2]
+    assert (first["inputs"], first["new_articles"], first["unchanged"], first["rejects"]) == stored[0][1:] == (5, 5, 0, 0)
+    assert (second["inputs"], second["new_articles"], second["unchanged"], second["rejects"]) == stored[1][1:] == (6, 0, 5, 1)
+    assert first["seconds"] >= 0 and rows[0]["seconds"] is None
+
+    # Without the lock holder, that run reads as unfinished too; the table has one row a run.
+    assert main(["runs", "--db", str(db_path), "--limit", "3"]) == 0
+    captured = capsys.readouterr()
+    table = captured.out.splitlines()
+    assert table[0].split()[:4] == ["run", "started", "(UTC)", "took"]
+    assert [line.split()[0] for line in table[2:]] == ["alive0000001", "deadbeef0001", stored[1][0]]
+    assert "unfinished" in table[2] and "finished" in table[4]
+    assert "3 of 4 runs shown" in captured.err
+
+    assert main(["runs", "--db", str(db_path), "--since", "2099-01-02"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]] == ["alive0000001"]
+
+
+def test_runs_took_reads_like_a_person_would_say_it():
+    from pipeline.progress import readable_duration
+
+    assert [readable_duration(s) for s in (0.4, 42, 185, 7800)] == ["0 s", "42 s", "3 min 05 s", "2 h 10 min"]
+
+
+def _piped(*args, data: bytes, tmp_path):
+    import os
+
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect-home"))
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], input=data, capture_output=True,
+                          timeout=300, env=env)
+
+
+def test_ingest_reads_json_lines_piped_to_standard_input(tmp_path):
+    """`... | newsdedup ingest -`: stored like a file's lines, recognised when piped in again."""
+    import gzip
+    import sqlite3
+    from pathlib import Path
+
+    records = (Path(__file__).parent / "data" / "outlets.jsonl").read_bytes()
+    db = tmp_path / "stories.db"
+    first = _piped("ingest", "-", "--db", str(db), "--engine", "local", "--quiet", data=gzip.compress(records), tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute("SELECT count(*) FROM articles").fetchone()[0]
+        rejects = conn.execute("SELECT ref, input FROM rejects").fetchall()
+    assert stored == len(records.splitlines()) - len(rejects) and rejects == [("stdin.jsonl:6", "(standard input)")]
+    # The default engine (a Prefect flow) reads the pipe the same way; nothing is new the second time.
+    again = _piped("ingest", "-", "--db", str(db), "--quiet", data=records, tmp_path=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert re.search(rb"unchanged\s+%d\b" % stored, again.stdout), again.stdout
+    retried = _piped("ingest", "--retry-rejects", "--db", str(db), "--quiet", data=b"", tmp_path=tmp_path)
+    assert retried.returncode == 0
+    with sqlite3.connect(db) as conn:
+        (reason,) = conn.execute("SELECT reason FROM rejects").fetchone()
+    assert reason.startswith("cannot retry: it came from standard input")
+
+
+def test_ingest_dash_refuses_a_terminal_and_a_second_dash(tmp_path):
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        result = subprocess.run([sys.executable, "-m", "pipeline.cli", "ingest", "-", "--db", str(tmp_path / "s.db")],
+                                stdin=follower, capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert result.returncode == 2 and "standard input, which is a terminal here" in result.stderr
+    twice = _piped("ingest", "-", "-", "--db", str(tmp_path / "s.db"), data=b"{}", tmp_path=tmp_path)
+    assert twice.returncode == 2 and b"only once" in twice.stderr
+    assert not (tmp_path / "s.db").exists()

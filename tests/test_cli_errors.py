@@ -89,6 +89,14 @@ def test_the_flow_engine_answers_a_bad_database_in_one_line_before_prefect_start
     _one_line_error(_newsdedup("ingest", str(seeds_dir), "--db", str(story_db)), 4, "schema version 7", "upgrade newsdedup")
 
 
+@pytest.mark.parametrize("engine", ["flow", "local"])
+def test_a_database_built_under_other_matching_settings_is_refused_in_one_line(story_db, seeds_dir, engine):
+    """A changed num_perm would fingerprint new articles that never meet the stored ones."""
+    args = ("ingest", str(seeds_dir), "--db", str(story_db)) + (("--engine", "local") if engine == "local" else ())
+    result = _newsdedup(*args, env={"NEWSDEDUP_MATCHING__NUM_PERM": "64"})
+    _one_line_error(result, 3, "num_perm 128 here, 64 now", "newsdedup export --db", "--format articles")
+
+
 def test_database_locked_longer_than_the_busy_timeout(story_db, seeds_dir):
     holder = sqlite3.connect(story_db, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")

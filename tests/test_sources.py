@@ -167,3 +167,47 @@ def test_control_bytes_are_counted_as_the_plain_definition_counts_them(sample, p
 
     controls = sum(1 for byte in sample if byte in set(range(0, 9)) | set(range(14, 32)) | {11, 12, 127})
     assert _too_many_controls(sample, per_hundred) == (controls * 100 > len(sample) * per_hundred)
+
+
+# Standard input ('-'): the same records as the same lines in a file, named stdin.jsonl:N.
+
+def _from_stdin(data: bytes, settings: IngestSettings | None = None) -> list:
+    import io
+
+    from pipeline.sources import stdin_documents
+
+    return list(stdin_documents(settings or IngestSettings(), io.BytesIO(data)))
+
+
+def _same_but_named(item, ref: str, origin: str):
+    from dataclasses import replace
+
+    if isinstance(item, Rejected):
+        return replace(item, ref=item.ref.replace(ref, "stdin.jsonl", 1), input=origin)
+    return replace(item, ref=item.ref.replace(ref, "stdin.jsonl", 1), source_path=origin)
+
+
+@given(st.lists(st.one_of(
+    st.dictionaries(st.sampled_from(["id", "title", "text", "source", "x"]), st.text(max_size=30), max_size=4),
+    st.text(max_size=20),  # not JSON, or JSON that is not an object
+    st.just(""),
+), max_size=12), st.booleans())
+def test_standard_input_reads_as_the_same_lines_in_a_file_would(tmp_path_factory, lines, gzipped):
+    body = "\n".join(json.dumps(line) if isinstance(line, dict) else line for line in lines).encode("utf-8")
+    path = tmp_path_factory.mktemp("stdin") / ("in.jsonl.gz" if gzipped else "in.jsonl")
+    path.write_bytes(gzip.compress(body) if gzipped else body)
+    from_file = list(discover([str(path)], IngestSettings()))
+    from_stdin = _from_stdin(path.read_bytes())
+    expected = [_same_but_named(item, str(path), "(standard input)") for item in from_file]
+    if from_file and isinstance(from_file[-1], Rejected) and from_file[-1].reason.startswith("empty file"):
+        assert from_stdin[-1].reason.startswith("standard input was empty")
+        expected, from_stdin = expected[:-1], from_stdin[:-1]
+    assert from_stdin == expected
+
+
+def test_standard_input_of_binary_data_is_one_reject():
+    import os
+
+    (reject,) = _from_stdin(os.urandom(3000))
+    assert reject.ref == "stdin.jsonl" and reject.reason == "binary data, not JSON Lines"
+    assert reject.input == "(standard input)"

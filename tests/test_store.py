@@ -294,3 +294,68 @@ def test_an_older_database_is_still_migrated_by_a_read_command(db_path):
         assert again.conn.execute("SELECT value FROM _meta WHERE key = 'schema_version'").fetchone()[0] == "6"
     finally:
         again.close()
+
+
+# One index layout per database (fingerprint.index_layout): articles fingerprinted under another
+# would never be compared with the stored ones.
+
+def _with_matching(settings, **changes):
+    return settings.model_copy(update={"matching": settings.matching.model_copy(update=changes)})
+
+
+def _counts(db_path) -> tuple[int, int]:
+    import sqlite3
+
+    with sqlite3.connect(db_path) as conn:
+        return tuple(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("articles", "runs"))
+
+
+def test_a_run_under_another_index_layout_is_refused_before_it_stores_anything(seeds_dir, db_path, settings):
+    from pipeline.errors import ConfigError
+    from pipeline.ingest import ingest
+
+    ingest([str(seeds_dir)], settings, db_path)
+    before = _counts(db_path)
+    (seeds_dir / "more.txt").write_text("A new report\n\n" + "More words about the council meeting. " * 20)
+    for change, named in [({"num_perm": 64}, "num_perm 128 here, 64 now"),
+                          ({"seed": 7}, "seed 1 here, 7 now"),
+                          ({"shingle_size": 4}, "shingle_size 3 here, 4 now"),
+                          ({"story_lsh_threshold": 0.3}, "story_rows 1 here, 2 now")]:
+        with pytest.raises(ConfigError, match=named) as raised:
+            ingest([str(seeds_dir)], _with_matching(settings, **change), db_path)
+        assert "--format articles" in str(raised.value)  # says how to rebuild
+        assert _counts(db_path) == before  # no article, and no run row either
+
+
+def test_settings_that_leave_the_layout_alone_may_change_between_runs(seeds_dir, db_path, settings):
+    import sqlite3
+
+    from pipeline.ingest import ingest
+
+    ingest([str(seeds_dir)], settings, db_path)
+    seed = sorted(seeds_dir.glob("*.txt"))[0]
+    (seeds_dir / "more.txt").write_text(seed.read_text(encoding="utf-8").replace(" the ", " this ", 1), encoding="utf-8")
+    # Verification thresholds apply from now on; an LSH threshold that changes only the number
+    # of bands (37 -> 33 of 3 rows; 36 -> 32 of 1) keeps the layout.
+    changed = _with_matching(settings, story_similarity=0.2, dup_lsh_threshold=0.31, story_lsh_threshold=0.11)
+    report = ingest([str(seeds_dir)], changed, db_path)
+    assert report.new_articles == 1 and report.near_duplicates == 1  # found through the shared bands
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT count(DISTINCT story_id) FROM articles").fetchone()[0] == 1
+
+
+def test_a_database_from_before_the_layout_was_recorded_is_checked_by_its_signatures(seeds_dir, db_path, settings):
+    import sqlite3
+
+    from pipeline.errors import ConfigError
+    from pipeline.ingest import ingest
+
+    ingest([str(seeds_dir)], settings, db_path)
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("DELETE FROM _meta WHERE key = 'index_layout'")
+    with pytest.raises(ConfigError, match="num_perm 128 here, 256 now"):
+        ingest([str(seeds_dir)], _with_matching(settings, num_perm=256), db_path)
+    ingest([str(seeds_dir)], settings, db_path)
+    with sqlite3.connect(db_path) as conn:
+        recorded = json.loads(conn.execute("SELECT value FROM _meta WHERE key = 'index_layout'").fetchone()[0])
+    assert recorded == {"scheme": "affine32", "num_perm": 128, "seed": 1, "shingle_size": 3, "dup_rows": 3, "story_rows": 1}

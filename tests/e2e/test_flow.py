@@ -174,6 +174,56 @@ def test_processes_runner_hands_batches_back_through_files_with_the_same_stories
     assert _stories(tmp_path / "flow.db") == _stories(tmp_path / "library.db")
 
 
+def test_processes_runner_keeps_html_batches_in_cache_files_and_reads_them_again(prefect_harness, tmp_path, monkeypatch):
+    """Batches with an HTML page are cached: under the process pool they too come back as a path
+    (a kill mid-write of a batch in the pool's pipe hung a run), to a file kept for the cache."""
+    import shutil
+
+    import flows.ingest as flows_ingest
+    from flows.caching import kept_batches_directory
+    from pipeline import ingest as ingest_module
+    from pipeline.settings import load_settings
+    from tests.conftest import DATA
+    from tests.e2e.test_dask import _stories
+
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    for page in sorted((DATA / "html" / "html").glob("*.html.gz"))[10:16]:
+        shutil.copy(page, pages / page.name)
+    config = tmp_path / "processes.toml"
+    config.write_text("[ingest]\nbatch_size = 3\n", encoding="utf-8")
+    kept = kept_batches_directory()
+    before = set(kept.iterdir())
+    prepared_in_flow: list[int] = []
+    prepare = ingest_module.prepare_batch
+
+    def counting(items, settings):
+        prepared_in_flow.append(len(items))
+        return prepare(items, settings)
+
+    def run(name: str) -> dict:
+        return flows_ingest.with_runner("processes")(
+            paths=[str(pages)], db=str(tmp_path / f"{name}.db"), config=str(config), workers=2
+        )
+
+    first = run("first")
+    files = set(kept.iterdir()) - before
+    assert len(files) == 2 and first["new_articles"] >= 4  # 6 pages in batches of 3
+    # Again, into a new database: the cache names the same two files; nothing is extracted.
+    monkeypatch.setattr(ingest_module, "prepare_batch", counting)
+    second = run("second")
+    assert set(kept.iterdir()) - before == files and prepared_in_flow == []
+    # A kept file gone while its cache record lives: that batch is prepared again, in the flow.
+    for path in files:
+        path.unlink()
+    third = run("third")
+    assert prepared_in_flow == [3, 3]
+    report = ingest_module.ingest([str(pages)], load_settings(str(config)), tmp_path / "library.db")
+    assert first["new_articles"] == second["new_articles"] == third["new_articles"] == report.new_articles
+    stories = _stories(tmp_path / "library.db")
+    assert _stories(tmp_path / "first.db") == _stories(tmp_path / "second.db") == _stories(tmp_path / "third.db") == stories
+
+
 def _opens_during(monkeypatch, run) -> int:
     from pipeline import store as store_module
 
