@@ -91,10 +91,10 @@ are not fetched again, and a feed that has not changed costs one conditional req
   newsdedup runs --since 24h       # every run of the last day
   newsdedup runs --json | jq 'select(.status != "finished")'
 
-status: finished; running (a flow run holding the database's run lock now); or unfinished: it
-was killed, crashed or interrupted, or it is still going without the lock (a flow run takes it
-at its first commit; --engine local runs never do). An unfinished run's committed batches are
-stored and counted, and running the same inputs again adds only what is missing.""",
+status: finished; running (the run holding the database's run lock now); or unfinished: it
+was killed, crashed or interrupted, or it has not committed its first batch yet (a run takes
+the lock then, on either engine). An unfinished run's committed batches are stored and
+counted, and running the same inputs again adds only what is missing.""",
     ),
     "browse": (
         "Browse the story database in Datasette (read-only, on 127.0.0.1).",

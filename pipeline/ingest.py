@@ -32,6 +32,7 @@ from .errors import BadInputError, SourceError, WorkerError
 from .fingerprint import fingerprint, index_layout
 from .models import Prepared, PreparedBatch, RawDocument, Rejected, file_identity
 from .report import plural
+from .runlock import exclusive_run
 from .settings import Settings
 from .store import IndexReads, SavedBatch, Store, now_iso, open_store
 from .stories import BatchOutcome, assign_batch
@@ -411,6 +412,7 @@ def ingest(
     documents: Iterable[RawDocument | Rejected] | None = None,
     kind: str | None = None,
     workers: int = 1,
+    run_lock: bool = True,
 ) -> RunReport:
     """Ingest `paths` (files, directories, URLs, feeds, sitemaps; or already-read `documents`)
     into the story database at `db_path` without Prefect (library use).
@@ -418,14 +420,25 @@ def ingest(
     `kind` ("feed", "sitemap", "page") says what the URLs are; by default the response tells.
     With `workers` > 1, batches are prepared in that many processes while this process assigns
     and stores them in input order, so the result is the same as with one worker.
+
+    Like a flow run, the run takes the database's run lock (`runlock.exclusive_run`) when its
+    first batch is ready to commit and keeps it to the end, so another run waits for it whole
+    and `newsdedup runs` shows it as running. `run_lock=False` is for a caller that coordinates
+    runs itself: its batches then interleave with other writers' (each is still one transaction).
     """
     report = RunReport(run_id or new_run_id())
     start_run(report, db_path, settings)
     store = open_store(db_path, settings.store.busy_timeout_s)
     crawl = web.CrawlState(db_path, settings.store.busy_timeout_s)
+    held = contextlib.ExitStack()
     try:
         chunks = timed_iter(batches(paths, settings, documents, crawl, kind), report, "read")
         for prepared in _prepared_batches(chunks, settings, report, workers):
+            if run_lock and not report.batches:
+                # Not before reading: a run still reading a slow source holds nobody back.
+                waited = held.enter_context(exclusive_run(db_path, report.run_id))
+                if waited >= 0.1:  # a stage of its own only when there was another run to wait for
+                    report.time("waiting for another run", waited)
             started = time.perf_counter()
             report.add(commit_batch(prepared, store, settings, report.run_id))
             report.time("assign+store", time.perf_counter() - started)
@@ -438,7 +451,10 @@ def ingest(
         # batch, which meanwhile runs beside the indexing of that batch for search.
         finish_run(report, db_path, settings)
     finally:
-        store.close()
+        try:
+            store.close()
+        finally:
+            held.close()
     return report
 
 

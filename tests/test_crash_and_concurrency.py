@@ -125,7 +125,21 @@ def test_sigkill_mid_batch_then_rerun_matches_an_uninterrupted_run(tmp_path):
     assert (new, unchanged) == (len(records) - stored_at_kills[-1], stored_at_kills[-1])
 
 
-def test_two_ingests_at_once_equal_one_after_the_other(tmp_path):
+# The library's `ingest(..., run_lock=False)`: a writer that bypasses the run lock, as a
+# caller coordinating runs itself would. SQLite's write lock alone must keep it safe.
+_WITHOUT_THE_RUN_LOCK = (
+    "import sys\n"
+    "from pipeline.ingest import ingest\n"
+    "from pipeline.settings import load_settings\n"
+    "ingest([sys.argv[1]], load_settings(sys.argv[3]), sys.argv[2], run_lock=False)\n"
+)
+
+
+@pytest.mark.parametrize("lock", ["run lock", "batch by batch"])
+def test_two_ingests_at_once_equal_one_after_the_other(tmp_path, lock):
+    """With the run lock (every `newsdedup ingest`) the second run waits for the first whole;
+    without it (a library caller's choice) their batches interleave. Either way both runs'
+    articles are stored once, in the stories one run after the other makes."""
     records = articles(stories=30, per_story=40, seed=12)
     number = {record["id"]: int(record["id"].rsplit("-a", 1)[1]) for record in records}
     # The two inputs overlap (articles 15-24 of every story are in both) and every story is
@@ -143,9 +157,13 @@ def test_two_ingests_at_once_equal_one_after_the_other(tmp_path):
     _ingest([second_path], sequential, config)
 
     concurrent = tmp_path / "concurrent.db"  # does not exist yet: both processes create it
+    def command(path: Path) -> list[str]:
+        if lock == "run lock":
+            return _ingest_command([path], concurrent, config)
+        return [sys.executable, "-c", _WITHOUT_THE_RUN_LOCK, str(path), str(concurrent), str(config)]
+
     procs = [
-        subprocess.Popen(_ingest_command([path], concurrent, config), env=_env(),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(command(path), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for path in (first_path, second_path)
     ]
     outputs = [proc.communicate(timeout=900) for proc in procs]
@@ -160,8 +178,12 @@ def test_two_ingests_at_once_equal_one_after_the_other(tmp_path):
     # They really ran at the same time: each run's span overlaps the other's.
     conn = sqlite3.connect(concurrent)
     spans = conn.execute("SELECT started_at, finished_at FROM runs ORDER BY started_at").fetchall()
+    stored_by = [run_id for (run_id,) in conn.execute("SELECT run_id FROM articles ORDER BY rowid")]
     conn.close()
     assert spans[1][0] <= spans[0][1], f"the runs did not overlap: {spans}"
+    if lock == "run lock":  # one run's articles, then the other's
+        changes = sum(earlier != later for earlier, later in zip(stored_by, stored_by[1:]))
+        assert changes == 1, f"the runs' batches interleaved ({changes + 1} stretches)"
 
 
 def _started_and_storing(proc: subprocess.Popen, db: Path, timeout_s: float = 120) -> None:

@@ -266,3 +266,50 @@ def test_the_batch_log_line_reads_in_the_singular(tmp_path, db_path, settings, c
     with caplog.at_level(logging.INFO, logger="pipeline.ingest"):
         ingest([str(one)], settings, db_path)
     assert "batch of 1 input: 1 new article (0 near-duplicates), 0 unchanged, 0 rejects; 1 new story, 0 grown, 0 merged" in caplog.messages
+
+
+def test_a_library_run_waits_whole_for_the_run_holding_the_database(seeds_dir, db_path, settings):
+    """`ingest()` takes the run lock at its first commit, as a flow run does: while another run
+    holds the database it stores nothing, says why, and then stores everything."""
+    import logging
+    import threading
+    import time
+
+    from pipeline.runlock import WAITING_MESSAGE, exclusive_run
+
+    said: list[str] = []
+
+    class Recorder(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    recorder = Recorder(logging.INFO)
+    lock_logger = logging.getLogger("pipeline.runlock")
+    lock_logger.addHandler(recorder)
+    lock_logger.setLevel(logging.INFO)
+    results = []
+    try:
+        with exclusive_run(db_path, "the-other-run"):
+            run = threading.Thread(target=lambda: results.append(ingest([str(seeds_dir)], settings, db_path)))
+            run.start()
+            deadline = time.monotonic() + 60
+            while not any(WAITING_MESSAGE in message for message in said) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert any("the-other-run" in message for message in said), said
+            time.sleep(0.3)
+            assert table(db_path, "SELECT count(*) AS n FROM articles")[0]["n"] == 0
+            assert table(db_path, "SELECT finished_at FROM runs") == [{"finished_at": None}]
+        run.join(60)
+    finally:
+        lock_logger.removeHandler(recorder)
+    assert not run.is_alive()
+    assert results[0].new_articles == 5 and results[0].seconds["waiting for another run"] >= 0.3
+    assert table(db_path, "SELECT count(*) AS n FROM articles")[0]["n"] == 5
+
+
+def test_a_library_run_without_the_run_lock_does_not_wait(seeds_dir, db_path, settings):
+    from pipeline.runlock import exclusive_run
+
+    with exclusive_run(db_path, "the-other-run"):
+        report = ingest([str(seeds_dir)], settings, db_path, run_lock=False)
+    assert report.new_articles == 5 and "waiting for another run" not in report.seconds
