@@ -400,7 +400,7 @@ def test_fetches_in_flight_are_bounded_and_results_keep_their_order(webserver, s
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    pages = [webserver.add(f"/slow/{n}.html", eval_page(50 + n), delay_s=0.3) for n in range(4)]
+    pages = [webserver.add(f"/slow/{n}.html", eval_page(50 + n), delay_s=0.5) for n in range(4)]
     chunk = [FeedEntry(url) for url in pages]
     run_settings = quick(settings, per_domain_concurrency=10)
 
@@ -417,7 +417,8 @@ def test_fetches_in_flight_are_bounded_and_results_keep_their_order(webserver, s
     two_at_a_time, results = timed(2)
     four_at_a_time, _ = timed(4)
     assert [doc.ref for doc in results] == pages
-    assert two_at_a_time >= 0.58 and four_at_a_time < 0.55
+    # Two rounds of 0.5 s against one: a margin of 0.4 s either way for a busy machine.
+    assert two_at_a_time >= 0.97 and four_at_a_time < 0.9
 
 
 def test_retry_rejects_fetches_rejected_pages_again(webserver, settings, db_path):
