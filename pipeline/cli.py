@@ -107,7 +107,7 @@ Stories, each story's articles, near-duplicate pairs and articles per outlet per
 facets by outlet and date and full-text search over titles and texts. See docs/querying.md.""",
     ),
     "export": (
-        "Export stories with their articles as JSON Lines (one story a line) or CSV (one article a row).",
+        "Export stories with their articles (JSON Lines or CSV), or the stored articles for re-ingest.",
         """examples:
   newsdedup export --format jsonl --output stories.jsonl
   newsdedup export --format csv --no-text > articles.csv

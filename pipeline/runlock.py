@@ -125,7 +125,7 @@ def exclusive_run(db_path: str | Path, run_id: str, timeout_s: float | None = No
         log.info("run %s has the story database %s to itself", run_id, db_path)
         handle.seek(0)
         handle.truncate()
-        handle.write(json.dumps({"run_id": run_id, "pid": os.getpid(), "since": time.strftime("%H:%M:%S")}))
+        handle.write(json.dumps({"run_id": run_id, "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
         handle.flush()
         try:
             yield waited

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 
@@ -59,6 +60,8 @@ def test_second_run_waits_for_the_first_and_logs_why(tmp_path, caplog):
     assert waited >= 0.5
     warning = next(r for r in caplog.records if WAITING_MESSAGE in r.getMessage())
     assert warning.levelno == logging.WARNING and "run first" in warning.getMessage()
+    # Since when, as a UTC date and time: a run held since yesterday must not read as today's.
+    assert re.search(r"since \d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z\)", warning.getMessage()), warning.getMessage()
 
 
 def test_timeout_names_the_holder(tmp_path):
