@@ -32,6 +32,7 @@ EXIT_CODES = """exit codes:
   5  the local Prefect server could not start
   6  a worker process died (killed, or out of memory); what was committed is stored
   7  nothing could be read from the run's web sources (none answered; see 'newsdedup rejects')
+  8  'newsdedup check' found the database damaged or inconsistent
   143  stopped by SIGTERM (--engine local); what was committed is stored"""
 
 COMMANDS = {
@@ -95,6 +96,20 @@ status: finished; running (the run holding the database's run lock now); or unfi
 was killed, crashed or interrupted, or it has not committed its first batch yet (a run takes
 the lock then, on either engine). An unfinished run's committed batches are stored and
 counted, and running the same inputs again adds only what is missing.""",
+    ),
+    "check": (
+        "Check that the story database is whole: SQLite's checks and the stories' own invariants.",
+        """examples:
+  newsdedup check                      # after a crash, a full disk, a copy or a restore
+  newsdedup check --db snapshot.db --quick
+  newsdedup check --json || alert      # exit 8 when something is wrong
+
+Checks SQLite's integrity (--quick: its faster quick_check), that rows point at rows that
+exist, that each story's count and canonical article match its articles, that every article
+has its matching signature and is stored once, and the search index. It only reads (FTS5's
+check of the search index takes the write lock for its duration, between a running ingest's
+batches). Notes, such as articles a killed run left for the next run to index, are not
+problems.""",
     ),
     "browse": (
         "Browse the story database in Datasette (read-only, on 127.0.0.1).",
@@ -255,6 +270,12 @@ def _parser() -> argparse.ArgumentParser:
         "or a span back from now (30m, 24h, 7d, 2w)",
     )
     p.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
+
+    p = command("check")
+    db_option(p)
+    p.add_argument("--quick", action="store_true",
+                   help="SQLite's quick_check instead of its full integrity_check (no index-to-table comparison)")
+    p.add_argument("--json", action="store_true", help="one JSON object: counts, problems, notes")
 
     p = command("browse")
     db_option(p)
@@ -713,6 +734,46 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from .check import check_database
+    from .store import read_only_connection
+
+    path = _db(args)
+    _open(args).close()  # a story database of this version (an older one is migrated first), or the error
+    started = time.monotonic()
+    if os.access(path, os.W_OK) and os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+        conn = sqlite3.connect(path, timeout=load_settings(args.config).store.busy_timeout_s, isolation_level=None)
+    else:
+        conn = read_only_connection(path)[0]
+    try:
+        report = check_database(conn, quick=args.quick)
+    finally:
+        conn.close()
+    seconds = time.monotonic() - started
+    if args.json:
+        print(json.dumps({
+            "database": str(path), "sound": report.sound, "articles": report.articles, "stories": report.stories,
+            "problems": list(report.problems), "notes": list(report.notes), "seconds": round(seconds, 2),
+        }))
+    else:
+        print(f"newsdedup check {path}")
+        for problem in report.problems:
+            print(f"  problem  {problem}")
+        for note in report.notes:
+            print(f"  note     {note}")
+        verdict = "sound" if report.sound else plural(len(report.problems), "problem")
+        print(f"  {plural(report.articles, 'article')} in {plural(report.stories, 'story')}: {verdict} ({seconds:.1f} s)")
+    if report.sound:
+        return 0
+    print(
+        f"the story database {path} is damaged or inconsistent. Keep a copy of it as it is; restore it from a "
+        f"backup, or rebuild it from its articles: newsdedup export --db {path} --format articles -o all.jsonl, "
+        "then newsdedup ingest all.jsonl --db NEW.db",
+        file=sys.stderr,
+    )
+    return 8
+
+
 def cmd_browse(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -823,7 +884,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 HANDLERS = {
     "ingest": cmd_ingest, "stories": cmd_stories, "show": cmd_show, "search": cmd_search,
-    "rejects": cmd_rejects, "runs": cmd_runs, "eval": cmd_eval,
+    "rejects": cmd_rejects, "runs": cmd_runs, "check": cmd_check, "eval": cmd_eval,
     "browse": cmd_browse, "export": cmd_export,
     "server": cmd_server, "serve": cmd_serve,
 }

@@ -64,52 +64,21 @@ def story_partition(db_path: Path) -> frozenset[frozenset[str]]:
 
 
 def consistency_problems(db_path: Path, run_finished: bool = True) -> list[str]:
-    """What is wrong with a story database: SQLite and FTS integrity, foreign keys, and stories
-    whose counts, canonical article or matching state disagree with their articles.
+    """What is wrong with a story database: `newsdedup check`'s problems (`pipeline.check`).
 
-    The search index holds every article up to `_meta.fts_rowid`, each once; after a finished
-    run that is every article. (A killed run may leave its last committed batch unindexed
-    until the next run's first batch.)"""
+    After a finished run the search index also holds every article; a killed run may leave its
+    last committed batch unindexed until the next run's first batch, which the check reports
+    as a note, a problem here when `run_finished`."""
     import sqlite3
 
-    conn = sqlite3.connect(db_path)
-    problems: list[str] = []
+    from pipeline.check import check_database
+
+    conn = sqlite3.connect(db_path, isolation_level=None, timeout=30)
     try:
-        integrity = [row[0] for row in conn.execute("PRAGMA integrity_check")]
-        if integrity != ["ok"]:
-            problems.append(f"integrity_check: {integrity[:5]}")
-        foreign = conn.execute("PRAGMA foreign_key_check").fetchall()
-        if foreign:
-            problems.append(f"foreign_key_check: {foreign[:5]}")
-        try:
-            conn.execute("INSERT INTO articles_fts (articles_fts) VALUES ('integrity-check')")
-            if run_finished:  # the index also equals the articles' titles and texts
-                conn.execute("INSERT INTO articles_fts (articles_fts, rank) VALUES ('integrity-check', 1)")
-        except sqlite3.DatabaseError as exc:
-            problems.append(f"full-text index: {exc}")
-        row = conn.execute("SELECT value FROM _meta WHERE key = 'fts_rowid'").fetchone()
-        mark = int(row[0]) if row else 0
-        last = conn.execute("SELECT coalesce(max(rowid), 0) FROM articles").fetchone()[0]
-        indexed = conn.execute("SELECT count(*) FROM articles_fts_docsize").fetchone()[0]
-        expected = conn.execute("SELECT count(*) FROM articles WHERE rowid <= ?", (mark,)).fetchone()[0]
-        if indexed != expected or mark > last or (run_finished and mark != last):
-            problems.append(f"search index: {indexed} documents, articles up to rowid {mark} of {last}: {expected}")
-        checks = {
-            "stories whose article_count is wrong": "SELECT id FROM stories s WHERE article_count != "
-            "(SELECT count(*) FROM articles a WHERE a.story_id = s.id)",
-            "stories without articles": "SELECT id FROM stories s WHERE NOT EXISTS "
-            "(SELECT 1 FROM articles a WHERE a.story_id = s.id)",
-            "stories whose canonical article is not theirs": "SELECT id FROM stories s WHERE canonical_article_id IS NULL "
-            "OR canonical_article_id NOT IN (SELECT id FROM articles a WHERE a.story_id = s.id)",
-            "articles without a signature": "SELECT id FROM articles WHERE id NOT IN (SELECT article_id FROM _signatures)",
-            "signatures without an article": "SELECT article_id FROM _signatures WHERE article_id NOT IN (SELECT id FROM articles)",
-            "stories without matching state": "SELECT id FROM stories WHERE id NOT IN (SELECT story_id FROM _story_state)",
-            "articles stored twice": "SELECT external_id FROM articles GROUP BY external_id, content_hash HAVING count(*) > 1",
-        }
-        for label, sql in checks.items():
-            rows = conn.execute(sql).fetchall()
-            if rows:
-                problems.append(f"{label}: {rows[:5]}")
+        report = check_database(conn)
     finally:
         conn.close()
+    problems = list(report.problems)
+    if run_finished:
+        problems += [note for note in report.notes if "not in the search index" in note]
     return problems

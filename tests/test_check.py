@@ -1,0 +1,131 @@
+"""`newsdedup check`: a sound database passes, and each kind of damage is named."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+
+import pytest
+
+from pipeline.check import check_database
+from pipeline.cli import main
+from pipeline.ingest import ingest
+from pipeline.store import read_only_connection
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory, settings):
+    """The seeds ingested once; each test damages its own copy."""
+    from tests.conftest import SEEDS
+
+    path = tmp_path_factory.mktemp("check") / "stories.db"
+    ingest([str(SEEDS)], settings, path)
+    return path
+
+
+@pytest.fixture
+def db(seeded, tmp_path):
+    copy = tmp_path / "stories.db"
+    shutil.copyfile(seeded, copy)  # a finished run: nothing waits in the write-ahead log
+    return copy
+
+
+def _check(path, **options):
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        return check_database(conn, **options)
+    finally:
+        conn.close()
+
+
+def _damage(path, *statements):
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA foreign_keys = OFF")  # as a careless script would
+        for statement in statements:
+            conn.execute(statement)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_a_database_a_run_finished_is_sound(db, quick):
+    report = _check(db, quick=quick)
+    assert report.sound and report.problems == () and report.notes == ()
+    assert (report.articles, report.stories) == (5, 1)
+
+
+DAMAGE = {
+    "a story's count edited": (["UPDATE stories SET article_count = 9"], "article_count is wrong"),
+    "a signature deleted": (["DELETE FROM _signatures WHERE rowid = 1"], "articles without a signature"),
+    "an article copied": (
+        ["INSERT INTO articles SELECT 'copy' || id, external_id, url, title, source, published, text, content_hash, "
+         "story_id, duplicate_of, similarity, ingested_at, run_id, extra, language FROM articles LIMIT 1"],
+        "articles stored twice",
+    ),
+    "a story deleted under its articles": (["DELETE FROM stories"], "foreign_key_check"),
+    "the canonical article moved away": (
+        ["UPDATE stories SET canonical_article_id = 'no-such-article'"], "canonical article is not theirs",
+    ),
+    "the search index given a second entry": (
+        ["INSERT INTO articles_fts (rowid, title, text) SELECT rowid, 'x', 'y' FROM articles LIMIT 1"],
+        "search index",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_each_kind_of_damage_is_a_problem_that_names_itself(db, kind):
+    statements, named = DAMAGE[kind]
+    _damage(db, *statements)
+    report = _check(db)
+    assert not report.sound
+    assert any(named in problem for problem in report.problems), report.problems
+
+
+def test_articles_a_killed_run_left_unindexed_are_a_note_not_a_problem(db):
+    # A run killed between committing its last batch and indexing it (docs/guarantees.md).
+    _damage(
+        db,
+        "INSERT INTO articles_fts (articles_fts, rowid, title, text) "
+        "SELECT 'delete', rowid, title, text FROM articles WHERE rowid > 3",
+        "UPDATE _meta SET value = '3' WHERE key = 'fts_rowid'",
+    )
+    report = _check(db)
+    assert report.sound, report.problems
+    assert report.notes == ("2 of the latest articles are not in the search index yet: the next ingest run adds them",)
+
+
+def test_a_read_only_connection_checks_all_but_the_search_index_structure(db):
+    conn, _ = read_only_connection(db)
+    try:
+        report = check_database(conn)
+    finally:
+        conn.close()
+    assert report.sound
+    assert any("could only be read" in note for note in report.notes)
+
+
+def test_the_cli_says_sound_or_names_the_problems_and_exits_8(db, capsys):
+    assert main(["check", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"newsdedup check {db}") and "5 articles in 1 story: sound" in out
+
+    _damage(db, "UPDATE stories SET article_count = 9", "DELETE FROM _signatures WHERE rowid = 1")
+    assert main(["check", "--db", str(db)]) == 8
+    captured = capsys.readouterr()
+    assert "2 problems" in captured.out and captured.out.count("  problem  ") == 2
+    assert "--format articles" in captured.err  # what to do: the rebuild recipe
+
+    assert main(["check", "--db", str(db), "--json", "--quick"]) == 8
+    found = json.loads(capsys.readouterr().out)
+    assert found["sound"] is False and len(found["problems"]) == 2 and found["articles"] == 5
+
+
+def test_the_cli_refuses_what_is_not_a_story_database(tmp_path, capsys):
+    assert main(["check", "--db", str(tmp_path / "none.db")]) == 2
+    assert "no story database" in capsys.readouterr().err
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    assert main(["check", "--db", str(other)]) == 4
