@@ -45,11 +45,18 @@ def children(pid: int) -> dict[int, str]:
     return found
 
 
-def descendants(pid: int) -> dict[int, str]:
-    """Every running process below `pid` (children, theirs, and so on), with its command line."""
+def descendants(pid: int, parents: dict[int, int] | None = None) -> dict[int, str]:
+    """Every running process below `pid` (children, theirs, and so on), with its command line;
+    with `parents`, also notes there each one's parent as found (the first time it is found)."""
     found: dict[int, str] = {}
-    level = children(pid)
+    level = {pid: children(pid)}
     while level:
-        found.update(level)
-        level = {grandchild: command for child in level for grandchild, command in children(child).items()}
+        below: dict[int, dict[int, str]] = {}
+        for parent_pid, kids in level.items():
+            for child, command in kids.items():
+                found[child] = command
+                if parents is not None:
+                    parents.setdefault(child, parent_pid)
+                below[child] = children(child)
+        level = {child: kids for child, kids in below.items() if kids}
     return found
