@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 # At most this many offending keys are named per problem: enough to look one up.
 _EXAMPLES = 5
@@ -41,8 +44,8 @@ class CheckReport:
     """What `check_database` found: problems (the database is not whole) and notes (it is, but
     something is worth knowing)."""
 
-    articles: int
-    stories: int
+    articles: int | None  # None: damaged beyond counting
+    stories: int | None
     problems: tuple[str, ...]
     notes: tuple[str, ...]
 
@@ -68,27 +71,40 @@ def check_database(conn: sqlite3.Connection, quick: bool = False) -> CheckReport
     conn.execute("BEGIN")
     try:
         pragma = "quick_check" if quick else "integrity_check"
-        integrity = [row[0] for row in conn.execute(f"PRAGMA {pragma}({_EXAMPLES})")]
-        if integrity != ["ok"]:
-            problems.append(f"SQLite's {pragma}: " + "; ".join(integrity))
-        foreign = conn.execute("PRAGMA foreign_key_check").fetchall()
+        integrity = _unless_damaged(problems, pragma, lambda: [row[0] for row in conn.execute(f"PRAGMA {pragma}({_EXAMPLES})")])
+        if integrity not in (["ok"], None):
+            # One line a problem: SQLite's report has a line per damaged page.
+            problems.append(f"SQLite's {pragma}: " + "; ".join(" ".join(row.split()) for row in integrity))
+        foreign = _unless_damaged(problems, "foreign_key_check", lambda: conn.execute("PRAGMA foreign_key_check").fetchall())
         if foreign:
             problems.append(
                 f"rows pointing at rows that are gone (foreign_key_check): {len(foreign):,}, e.g. "
                 + ", ".join(f"{table} row {rowid} -> {parent}" for table, rowid, parent, _ in foreign[:_EXAMPLES])
             )
         for label, sql in INVARIANTS.items():
-            keys = [row[0] for row in conn.execute(f"{sql} LIMIT {_EXAMPLES}")]
+            keys = _unless_damaged(problems, label, lambda: [row[0] for row in conn.execute(f"{sql} LIMIT {_EXAMPLES}")])
             if keys:
                 problems.append(f"{label}: e.g. {', '.join(map(str, keys))}")
-        problems.extend(_search_index_problems(conn, notes))
-        articles = conn.execute("SELECT count(*) FROM articles").fetchone()[0]
-        stories = conn.execute("SELECT count(*) FROM stories").fetchone()[0]
+        problems.extend(_unless_damaged(problems, "the search index", lambda: _search_index_problems(conn, notes)) or [])
+        articles = _unless_damaged(problems, "articles", lambda: conn.execute("SELECT count(*) FROM articles").fetchone()[0])
+        stories = _unless_damaged(problems, "stories", lambda: conn.execute("SELECT count(*) FROM stories").fetchone()[0])
     finally:
         if conn.in_transaction:  # (SQLite ends it itself after some errors)
             conn.execute("ROLLBACK")
     problems.extend(_search_index_structure_problems(conn, notes))
     return CheckReport(articles, stories, tuple(problems), tuple(notes))
+
+
+def _unless_damaged(problems: list[str], what: str, read: Callable[[], T]) -> T | None:
+    """`read()`, or None with a problem noted if SQLite finds the pages it needs damaged: the
+    other checks still run, and the report says everything that could not be read."""
+    try:
+        return read()
+    except sqlite3.OperationalError:
+        raise  # locked, out of memory, interrupted: not a finding about the database
+    except sqlite3.DatabaseError as exc:  # SQLITE_CORRUPT, SQLITE_NOTADB
+        problems.append(f"{what}: could not be read ({exc})")
+        return None
 
 
 def _indexed_up_to(conn: sqlite3.Connection) -> tuple[int, int]:

@@ -762,7 +762,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         for note in report.notes:
             print(f"  note     {note}")
         verdict = "sound" if report.sound else plural(len(report.problems), "problem")
-        print(f"  {plural(report.articles, 'article')} in {plural(report.stories, 'story')}: {verdict} ({seconds:.1f} s)")
+        counted = (
+            f"{plural(report.articles, 'article')} in {plural(report.stories, 'story')}"
+            if report.articles is not None and report.stories is not None else "articles and stories not counted"
+        )
+        print(f"  {counted}: {verdict} ({seconds:.1f} s)")
     if report.sound:
         return 0
     print(

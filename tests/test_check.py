@@ -147,3 +147,22 @@ def test_no_single_lost_row_of_a_story_table_goes_unnoticed(seeded, tmp_path_fac
     finally:
         conn.close()
     assert not report.sound, f"a row of {table} was lost and the check found nothing"
+
+
+@pytest.mark.parametrize("damaged", ["articles", "stories", "articles_story_id", "_signatures"])
+def test_pages_damaged_on_disk_are_problems_on_one_line_each_not_a_crash(db, capsys, damaged):
+    """What a failing disk or a bad copy leaves: a page of garbage where a table's or an
+    index's root was. Whatever SQLite can no longer read is a problem, and the rest still runs."""
+    conn = sqlite3.connect(db)
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (damaged,)).fetchone()[0]
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    with open(db, "r+b") as file:
+        file.seek((root - 1) * page_size)
+        file.write(bytes(range(256)) * (page_size // 256))
+
+    report = _check(db)
+    assert not report.sound
+    assert all("\n" not in problem for problem in report.problems), report.problems
+    assert main(["check", "--db", str(db)]) == 8
+    assert "damaged or inconsistent" in capsys.readouterr().err
