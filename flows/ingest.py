@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from collections import deque
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from prefect import flow, get_run_logger, task
@@ -30,7 +30,7 @@ from prefect.utilities.annotations import quote
 from pipeline import ingest, progress, report, sources, web
 from pipeline.errors import TransientFetchError, UsageError
 from pipeline.models import FeedEntry, Fetched, PreparedBatch, RawDocument, Rejected
-from pipeline.runlock import exclusive_run
+from pipeline.runlock import LockAtFirstCommit
 from pipeline.settings import RunnerSettings, Settings, load_settings
 from pipeline.store import SavedBatch, Store, open_store
 
@@ -309,21 +309,11 @@ def ingest_flow(
     # (a QA pass saw 143 runs under 17 ids: `runs` rows replaced, rejects never cleared).
     run = ingest.RunReport(str(flow_run.id) if flow_run.id else ingest.new_run_id())
     with (
-        ExitStack() as held, _workers_share_the_server(), _workers_for_threads(settings.runner),
-        _handover_for_processes() as handover, _store_for_run(db, settings),
+        # The run lock: taken when a first batch is ready to commit (LockAtFirstCommit says why).
+        LockAtFirstCommit(db, run.run_id) as lock, _workers_share_the_server(),
+        _workers_for_threads(settings.runner), _handover_for_processes() as handover, _store_for_run(db, settings),
     ):
-        # The run lock is taken when a first batch is ready to commit, not before reading: a run
-        # whose feed times out (94 s with the default retries) would otherwise hold every other
-        # source's run back meanwhile, as a QA pass saw; a run with nothing to commit (a feed
-        # not modified, no new links) never takes it.
-        holding: list[bool] = []
-
-        def hold_the_database() -> None:
-            if not holding:
-                held.enter_context(exclusive_run(db, run.run_id))
-                holding.append(True)
-
-        return _ingest_locked(paths, db, settings, kind, run, logger, hold_the_database, handover)
+        return _ingest_locked(paths, db, settings, kind, run, logger, lock.take, handover)
 
 
 def _task_runner():
@@ -387,7 +377,7 @@ def _workers_for_threads(runner: RunnerSettings) -> Iterator[None]:
 
 def _ingest_locked(
     paths: list[str], db: str, settings: Settings, kind: str | None, run: ingest.RunReport, logger,
-    hold_the_database: Callable[[], None], handover: str | None = None,
+    hold_the_database: Callable[[], object], handover: str | None = None,
 ) -> dict[str, float]:
     clock = progress.RunProgress(progress.expected_inputs(paths, settings.ingest))
     progress_id = create_progress_artifact(

@@ -736,7 +736,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from .check import check_database
-    from .store import read_only_connection
+    from .store import read_only_connection, rebuild_commands
 
     path = _db(args)
     _open(args).close()  # a story database of this version (an older one is migrated first), or the error
@@ -771,8 +771,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 0
     print(
         f"the story database {path} is damaged or inconsistent. Keep a copy of it as it is; restore it from a "
-        f"backup, or rebuild it from its articles: newsdedup export --db {path} --format articles -o all.jsonl, "
-        "then newsdedup ingest all.jsonl --db NEW.db",
+        f"backup, or rebuild it from its articles: {rebuild_commands(path)}",
         file=sys.stderr,
     )
     return 8

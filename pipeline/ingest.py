@@ -32,7 +32,7 @@ from .errors import BadInputError, SourceError, WorkerError
 from .fingerprint import fingerprint, index_layout
 from .models import Prepared, PreparedBatch, RawDocument, Rejected, file_identity
 from .report import plural
-from .runlock import exclusive_run
+from .runlock import LockAtFirstCommit
 from .settings import Settings
 from .store import IndexReads, SavedBatch, Store, now_iso, open_store
 from .stories import BatchOutcome, assign_batch
@@ -421,8 +421,8 @@ def ingest(
     With `workers` > 1, batches are prepared in that many processes while this process assigns
     and stores them in input order, so the result is the same as with one worker.
 
-    Like a flow run, the run takes the database's run lock (`runlock.exclusive_run`) when its
-    first batch is ready to commit and keeps it to the end, so another run waits for it whole
+    Like a flow run, the run takes the database's run lock when its first batch is ready to
+    commit and keeps it to the end (`runlock.LockAtFirstCommit`), so another run waits for it whole
     and `newsdedup runs` shows it as running. `run_lock=False` is for a caller that coordinates
     runs itself: its batches then interleave with other writers' (each is still one transaction).
     """
@@ -430,15 +430,13 @@ def ingest(
     start_run(report, db_path, settings)
     store = open_store(db_path, settings.store.busy_timeout_s)
     crawl = web.CrawlState(db_path, settings.store.busy_timeout_s)
-    held = contextlib.ExitStack()
+    lock = LockAtFirstCommit(db_path, report.run_id)
     try:
         chunks = timed_iter(batches(paths, settings, documents, crawl, kind), report, "read")
         for prepared in _prepared_batches(chunks, settings, report, workers):
-            if run_lock and not report.batches:
-                # Not before reading: a run still reading a slow source holds nobody back.
-                waited = held.enter_context(exclusive_run(db_path, report.run_id))
-                if waited >= 0.1:  # a stage of its own only when there was another run to wait for
-                    report.time("waiting for another run", waited)
+            if run_lock and (waited := lock.take()) >= 0.1:
+                # A stage of its own only when there was another run to wait for.
+                report.time("waiting for another run", waited)
             started = time.perf_counter()
             report.add(commit_batch(prepared, store, settings, report.run_id))
             report.time("assign+store", time.perf_counter() - started)
@@ -454,7 +452,7 @@ def ingest(
         try:
             store.close()
         finally:
-            held.close()
+            lock.close()
     return report
 
 

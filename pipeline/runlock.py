@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -136,3 +136,35 @@ def exclusive_run(db_path: str | Path, run_id: str, timeout_s: float | None = No
             fcntl.flock(handle, fcntl.LOCK_UN)
     finally:
         handle.close()
+
+
+class LockAtFirstCommit:
+    """The run lock as every ingest run takes it (the flow's and the library's): when its first
+    batch is ready to commit, not before reading, and held until the run ends (`close`).
+
+    Reading first: a run whose feed times out (94 s with the default retries) would otherwise
+    hold every other source's run back meanwhile, as a QA pass saw; and a run with nothing to
+    commit (a feed not modified, no new links) never takes it.
+    """
+
+    def __init__(self, db_path: str | Path, run_id: str) -> None:
+        self.db_path = db_path
+        self.run_id = run_id
+        self.waited: float | None = None  # seconds waited for another run; None until taken
+        self._held = ExitStack()
+
+    def take(self) -> float:
+        """Take the lock unless this run holds it already; the seconds this call waited."""
+        if self.waited is not None:
+            return 0.0
+        self.waited = self._held.enter_context(exclusive_run(self.db_path, self.run_id))
+        return self.waited
+
+    def close(self) -> None:
+        self._held.close()
+
+    def __enter__(self) -> LockAtFirstCommit:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

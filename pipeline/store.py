@@ -1090,8 +1090,7 @@ class Store(IndexReads):
             raise ConfigError(
                 f"the story database {self.path} was built with other matching settings: {differences}. "
                 "New articles could not be compared with the stored ones. Run with the settings it was "
-                "built with, or rebuild it under the new ones: newsdedup export --db "
-                f"{self.path} --format articles -o all.jsonl, then newsdedup ingest all.jsonl --db NEW.db"
+                f"built with, or rebuild it under the new ones: {rebuild_commands(self.path)}"
             )
         if row is None:
             self.conn.execute(
@@ -1623,6 +1622,11 @@ def headline_from(text: str, limit: int = 90) -> str:
 
 class NeedsWriting(StoreError):
     """A read-only open found a database that must be created or migrated first."""
+
+
+def rebuild_commands(path: str | Path) -> str:
+    """How to rebuild the database at `path` from its own articles (docs/querying.md), for messages."""
+    return f"newsdedup export --db {path} --format articles -o all.jsonl, then newsdedup ingest all.jsonl --db NEW.db"
 
 
 def open_store(path: str | Path, busy_timeout_s: float = 120.0, read_only: bool = False) -> Store:
