@@ -30,7 +30,7 @@ from prefect.utilities.annotations import quote
 from pipeline import ingest, progress, report, sources, web
 from pipeline.errors import TransientFetchError, UsageError
 from pipeline.models import FeedEntry, Fetched, PreparedBatch, RawDocument, Rejected
-from pipeline.runlock import LockAtFirstCommit
+from pipeline.runlock import LockAtFirstCommit, alive
 from pipeline.settings import RunnerSettings, Settings, load_settings
 from pipeline.store import SavedBatch, Store, open_store
 
@@ -309,6 +309,8 @@ def ingest_flow(
     # (a QA pass saw 143 runs under 17 ids: `runs` rows replaced, rejects never cleared).
     run = ingest.RunReport(str(flow_run.id) if flow_run.id else ingest.new_run_id())
     with (
+        # Marked alive before the run is recorded, for `newsdedup runs` (runlock.alive says why).
+        alive(db, run.run_id),
         # The run lock: taken when a first batch is ready to commit (LockAtFirstCommit says why).
         LockAtFirstCommit(db, run.run_id) as lock, _workers_share_the_server(),
         _workers_for_threads(settings.runner), _handover_for_processes() as handover, _store_for_run(db, settings),

@@ -92,9 +92,9 @@ are not fetched again, and a feed that has not changed costs one conditional req
   newsdedup runs --since 24h       # every run of the last day
   newsdedup runs --json | jq 'select(.status != "finished")'
 
-status: finished; running (the run holding the database's run lock now); or unfinished: it
-was killed, crashed or interrupted, or it has not committed its first batch yet (a run takes
-the lock then, on either engine). An unfinished run's committed batches are stored and
+status: finished; running (storing batches: it holds the database's run lock); reading (alive,
+before its first batch is stored: reading its inputs, or waiting for the running one); or
+unfinished: it was killed, crashed or interrupted. An unfinished run's stored batches are
 counted, and running the same inputs again adds only what is missing.""",
     ),
     "check": (
@@ -699,9 +699,20 @@ def _seconds_between(started: str, finished: str | None) -> float | None:
     return (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
 
 
+def _finished_since(args: argparse.Namespace, run_ids: list[str]) -> dict[str, str | None]:
+    store = _open(args)
+    try:
+        marks = ",".join("?" * len(run_ids))
+        return {row["run_id"]: row["finished_at"] for row in store.db.query(
+            f"SELECT run_id, finished_at FROM runs WHERE run_id IN ({marks})", run_ids
+        )}
+    finally:
+        store.close()
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from .progress import readable_duration
-    from .runlock import running_run
+    from .runlock import alive_runs, running_run
 
     store = _open(args)
     try:
@@ -710,12 +721,22 @@ def cmd_runs(args: argparse.Namespace) -> int:
     finally:
         store.close()
     running = running_run(_db(args))
+    open_ids = [row["run_id"] for row in rows if not row["finished_at"]]
+    living = alive_runs(_db(args), open_ids)
+    # A run that looks gone may have finished since its row was read (its mark goes after its
+    # last write): read those rows again.
+    gone = [run_id for run_id in open_ids if run_id not in living]
+    finished = _finished_since(args, gone) if gone else {}
     for row in rows:
+        if not row["finished_at"] and row["run_id"] not in living:
+            row["finished_at"] = finished.get(row["run_id"])
         row["seconds"] = _seconds_between(row["started_at"], row["finished_at"])
         if row["finished_at"]:
             row["status"] = "finished"
+        elif row["run_id"] == running:
+            row["status"] = "running"
         else:
-            row["status"] = "running" if row["run_id"] == running else "unfinished"
+            row["status"] = "reading" if row["run_id"] in living else "unfinished"
     nothing = f"no runs started since {args.since}" if args.since else "no runs yet: run 'newsdedup ingest PATH' first"
     if _printed_without_table(rows, args.json, nothing):
         return 0

@@ -32,7 +32,7 @@ from .errors import BadInputError, SourceError, WorkerError
 from .fingerprint import fingerprint, index_layout
 from .models import Prepared, PreparedBatch, RawDocument, Rejected, file_identity
 from .report import plural
-from .runlock import LockAtFirstCommit
+from .runlock import LockAtFirstCommit, alive
 from .settings import Settings
 from .store import IndexReads, SavedBatch, Store, now_iso, open_store
 from .stories import BatchOutcome, assign_batch
@@ -423,10 +423,20 @@ def ingest(
 
     Like a flow run, the run takes the database's run lock when its first batch is ready to
     commit and keeps it to the end (`runlock.LockAtFirstCommit`), so another run waits for it whole
-    and `newsdedup runs` shows it as running. `run_lock=False` is for a caller that coordinates
+    and `newsdedup runs` shows it as running (before that, as reading: `runlock.alive` marks a
+    living run from its start). `run_lock=False` is for a caller that coordinates
     runs itself: its batches then interleave with other writers' (each is still one transaction).
     """
     report = RunReport(run_id or new_run_id())
+    with alive(db_path, report.run_id):
+        return _ingest_alive(report, paths, db_path, settings, documents, kind, workers, on_batch, run_lock)
+
+
+def _ingest_alive(
+    report: RunReport, paths: Sequence[str], db_path: str | Path, settings: Settings,
+    documents: Iterable[RawDocument | Rejected] | None, kind: str | None, workers: int,
+    on_batch: Callable[[RunReport], None] | None, run_lock: bool,
+) -> RunReport:
     start_run(report, db_path, settings)
     store = open_store(db_path, settings.store.busy_timeout_s)
     crawl = web.CrawlState(db_path, settings.store.busy_timeout_s)

@@ -17,7 +17,7 @@ import os
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Collection, Iterator
 
 from .errors import StoreError
 
@@ -74,6 +74,15 @@ def check_lock_file(db_path: str | Path) -> None:
     _open_lock_file(lock_path_for(db_path)).close()
 
 
+def _taken(handle, operation: int) -> bool:
+    """Take `operation` (LOCK_SH or LOCK_EX) on `handle` if no other holder stops it at once."""
+    try:
+        fcntl.flock(handle, operation | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 def running_run(db_path: str | Path) -> str | None:
     """The id of the ingest run holding the database's run lock now, or None when no run does.
 
@@ -83,11 +92,8 @@ def running_run(db_path: str | Path) -> str | None:
     except OSError:
         return None
     with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _taken(handle, fcntl.LOCK_SH):
             return (_holder_record(handle) or {}).get("run_id") or "?"
-        fcntl.flock(handle, fcntl.LOCK_UN)
     return None
 
 
@@ -104,21 +110,17 @@ def exclusive_run(db_path: str | Path, run_id: str, timeout_s: float | None = No
     started = time.monotonic()
     try:
         reminded = 0.0
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                waited = time.monotonic() - started
-                if reminded == 0.0:
-                    log.warning("%s: %s holds %s", WAITING_MESSAGE, _holder(handle), db_path)
-                    reminded = waited or 1e-9
-                elif waited - reminded >= _REMIND_SECONDS:
-                    log.warning("still waiting after %.0fs: %s holds %s", waited, _holder(handle), db_path)
-                    reminded = waited
-                if timeout_s is not None and waited >= timeout_s:
-                    raise TimeoutError(f"{_holder(handle)} held {db_path} for more than {timeout_s:.0f}s") from None
-                time.sleep(_POLL_SECONDS)
+        while not _taken(handle, fcntl.LOCK_EX):
+            waited = time.monotonic() - started
+            if reminded == 0.0:
+                log.warning("%s: %s holds %s", WAITING_MESSAGE, _holder(handle), db_path)
+                reminded = waited or 1e-9
+            elif waited - reminded >= _REMIND_SECONDS:
+                log.warning("still waiting after %.0fs: %s holds %s", waited, _holder(handle), db_path)
+                reminded = waited
+            if timeout_s is not None and waited >= timeout_s:
+                raise TimeoutError(f"{_holder(handle)} held {db_path} for more than {timeout_s:.0f}s")
+            time.sleep(_POLL_SECONDS)
         waited = time.monotonic() - started
         if reminded:
             log.info("the other ingest run finished after %.1fs; going on", waited)
@@ -136,6 +138,82 @@ def exclusive_run(db_path: str | Path, run_id: str, timeout_s: float | None = No
             fcntl.flock(handle, fcntl.LOCK_UN)
     finally:
         handle.close()
+
+
+def _alive_directory(db_path: str | Path) -> Path:
+    db_path = Path(os.path.realpath(db_path))
+    return db_path.with_name(db_path.name + ".runs")
+
+
+def _alive_path(db_path: str | Path, run_id: str) -> Path:
+    return _alive_directory(db_path) / f"{run_id}.alive"
+
+
+def _held_by_someone(path: Path) -> bool:
+    """Whether a living process holds `path`'s lock (False when it is gone or free)."""
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError:
+        return False
+    with handle:  # (closing it lets go of a lock taken here)
+        return not _taken(handle, fcntl.LOCK_SH)
+
+
+@contextmanager
+def alive(db_path: str | Path, run_id: str) -> Iterator[None]:
+    """Mark the run as alive for the block: `<database>.runs/<run_id>.alive`, locked while it runs.
+
+    The run lock is only taken at a run's first commit, so before that (reading a slow feed,
+    waiting for another run) only this mark tells a living run from one that was killed: the
+    lock on it vanishes with the process, however it ends. Enter it before the run is recorded
+    in `runs`, so that a run listed there is marked already if it is alive.
+
+    A status aid only: when the mark cannot be made (a read-only directory), the run goes on
+    unmarked and reads as unfinished until it ends; its run lock will say what is wrong.
+    """
+    path = _alive_path(db_path, run_id)
+    handle = None
+    try:
+        path.parent.mkdir(exist_ok=True)
+        _sweep(path.parent)
+        # Locked under a temporary name, then renamed: a mark is never seen unlocked while its
+        # run lives, so a sweep by another run cannot take it for a dead run's and remove it.
+        partial = path.with_name(f".{run_id}.{os.getpid()}.partial")
+        handle = open(partial, "w", encoding="utf-8")
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        handle.write(json.dumps({"run_id": run_id, "pid": os.getpid()}))
+        handle.flush()
+        os.replace(partial, path)
+    except OSError as exc:
+        log.debug("run %s is not marked alive: %s", run_id, exc)
+        if handle is not None:
+            handle.close()
+            handle = None
+    try:
+        yield
+    finally:
+        if handle is not None:
+            try:
+                path.unlink(missing_ok=True)
+            finally:
+                handle.close()
+
+
+def _sweep(directory: Path) -> None:
+    """Remove the marks runs left when they were killed (no process holds their lock)."""
+    for mark in [*directory.glob("*.alive"), *directory.glob(".*.partial")]:
+        try:
+            handle = open(mark, encoding="utf-8")
+        except OSError:
+            continue
+        with handle:
+            if _taken(handle, fcntl.LOCK_EX):
+                mark.unlink(missing_ok=True)
+
+
+def alive_runs(db_path: str | Path, run_ids: Collection[str]) -> set[str]:
+    """Which of `run_ids` are alive now (marked by `alive`). Only asks: nothing is written."""
+    return {run_id for run_id in run_ids if _held_by_someone(_alive_path(db_path, run_id))}
 
 
 class LockAtFirstCommit:

@@ -309,3 +309,47 @@ def test_ingest_dash_refuses_a_terminal_and_a_second_dash(tmp_path):
     twice = _piped("ingest", "-", "-", "--db", str(tmp_path / "s.db"), data=b"{}", tmp_path=tmp_path)
     assert twice.returncode == 2 and b"only once" in twice.stderr
     assert not (tmp_path / "s.db").exists()
+
+
+def test_runs_tells_a_run_still_reading_from_a_killed_one(tmp_path, capsys):
+    """Before its first batch is stored a run holds no run lock: a run waiting on a slow pipe
+    read as 'unfinished', like a dead one. Now it reads as 'reading' until it is killed."""
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    db = tmp_path / "stories.db"
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect-home"))
+    command = [sys.executable, "-m", "pipeline.cli", "ingest", "-", "--db", str(db), "--engine", "local", "--quiet"]
+
+    def statuses() -> list[str]:
+        assert main(["runs", "--db", str(db), "--json"]) == 0
+        return [json.loads(line)["status"] for line in capsys.readouterr().out.splitlines()]
+
+    def recorded() -> bool:
+        """Whether the run has written its row (the schema may still be on its way)."""
+        import sqlite3
+
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                return conn.execute("SELECT count(*) FROM runs").fetchone()[0] > 0
+        except sqlite3.Error:
+            return False
+
+    reading = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not recorded() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert statuses() == ["reading"]
+        os.kill(reading.pid, signal.SIGKILL)
+    finally:
+        reading.wait(30)
+    assert statuses() == ["unfinished"]
+
+    records = (Path(__file__).parent / "data" / "outlets.jsonl").read_bytes()
+    finished = subprocess.run(command, input=records, capture_output=True, env=env, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    assert statuses() == ["finished", "unfinished"]
+    assert list((tmp_path / "stories.db.runs").iterdir()) == []  # the killed run's mark is gone too

@@ -80,3 +80,60 @@ def test_lock_is_released_after_the_block_and_after_an_error(tmp_path):
     with exclusive_run(db, "next", timeout_s=0.5) as waited:
         assert waited < 0.5
     assert lock_path_for(db).read_text() == "", "the holder's note is cleared on release"
+
+
+def test_a_run_marked_alive_reads_as_alive_until_it_ends(tmp_path):
+    from pipeline.runlock import alive, alive_runs
+
+    db = tmp_path / "stories.db"
+    assert alive_runs(db, ["one", "two"]) == set()  # nothing marked, nothing made
+    assert not (tmp_path / "stories.db.runs").exists()
+    with alive(db, "one"):
+        assert alive_runs(db, ["one", "two"]) == {"one"}
+        with alive(db, "two"):
+            assert alive_runs(db, ["one", "two"]) == {"one", "two"}
+        assert alive_runs(db, ["one", "two"]) == {"one"}
+    assert alive_runs(db, ["one", "two"]) == set()
+    assert list((tmp_path / "stories.db.runs").iterdir()) == []
+
+
+def test_a_killed_runs_mark_reads_as_gone_and_the_next_run_removes_it(tmp_path):
+    """kill -9 runs no cleanup: the mark stays as a file, but its lock went with the process."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from pipeline.runlock import alive, alive_runs
+
+    db = tmp_path / "stories.db"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sys, time\n"
+            "from pipeline.runlock import alive\n"
+            f"with alive({str(db)!r}, 'killed'):\n"
+            "    print('marked', flush=True)\n"
+            "    time.sleep(60)\n"
+        )],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "marked"
+        assert alive_runs(db, ["killed"]) == {"killed"}
+        os.kill(holder.pid, signal.SIGKILL)
+    finally:
+        holder.wait(10)
+    marks = tmp_path / "stories.db.runs"
+    assert [path.name for path in marks.iterdir()] == ["killed.alive"]
+    assert alive_runs(db, ["killed"]) == set()
+    with alive(db, "next"):
+        assert [path.name for path in marks.iterdir()] == ["next.alive"]
+        assert alive_runs(db, ["killed", "next"]) == {"next"}
+
+
+def test_a_run_goes_on_unmarked_where_no_mark_can_be_made(tmp_path):
+    from pipeline.runlock import alive, alive_runs
+
+    (tmp_path / "stories.db.runs").write_text("a file where the directory would be")
+    with alive(tmp_path / "stories.db", "unmarked"):
+        assert alive_runs(tmp_path / "stories.db", ["unmarked"]) == set()

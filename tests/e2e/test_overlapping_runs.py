@@ -52,13 +52,28 @@ class _Recorder(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def _overlapping(run, hold: Path | None = None) -> tuple[list[BaseException], list[str]]:
+def _statuses(db: Path) -> list[str]:
+    """`newsdedup runs --json`'s status of every run recorded in `db`."""
+    import contextlib
+    import io
+    import json
+
+    from pipeline.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["runs", "--db", str(db), "--json"]) == 0
+    return [json.loads(line)["status"] for line in out.getvalue().splitlines()]
+
+
+def _overlapping(run, hold: Path | None = None) -> tuple[list[BaseException], list[str], list[str]]:
     """Start `run()` twice at once: whichever takes the database first, the other finds it held.
 
     (Both start together because a run's own start-up, a flow run's especially, can take longer
     than the whole of the other run when the second is started only once the first holds it.)
 
-    Returns the errors of both and the run lock's log lines. (A handler of our own: Prefect's
+    Returns the errors of both, the run lock's log lines and, with `hold`, what `newsdedup runs`
+    said of the runs while both waited. (A handler of our own: Prefect's
     logging set-up replaces the root handlers that pytest's caplog relies on.)
     """
     errors: list[BaseException] = []
@@ -74,6 +89,7 @@ def _overlapping(run, hold: Path | None = None) -> tuple[list[BaseException], li
 
     first = threading.Thread(target=guarded)
     second = threading.Thread(target=guarded)
+    waiting: list[str] = []
     try:
         if hold is None:
             first.start()
@@ -87,12 +103,13 @@ def _overlapping(run, hold: Path | None = None) -> tuple[list[BaseException], li
                 deadline = time.monotonic() + 240
                 while sum(WAITING_MESSAGE in m for m in recorder.messages) < 2 and time.monotonic() < deadline:
                     time.sleep(0.2)
+                waiting = _statuses(hold)
         first.join(300)
         second.join(300)
     finally:
         lock_logger.removeHandler(recorder)
     assert not first.is_alive() and not second.is_alive(), "a run never finished"
-    return errors, recorder.messages
+    return errors, recorder.messages, waiting
 
 
 @pytest.mark.slow
@@ -107,9 +124,12 @@ def test_overlapping_flow_runs_leave_the_database_of_one_run(inputs, settings, t
     expected = database_content(single)
 
     overlapped = tmp_path / "overlapped.db"
-    errors, messages = _overlapping(
+    errors, messages, waiting = _overlapping(
         lambda: ingest_flow(paths=inputs, db=str(overlapped), config=config), hold=overlapped
     )
     assert errors == []
     assert sum(WAITING_MESSAGE in message for message in messages) >= 2, f"the runs did not overlap: {messages}"
+    # Alive but waiting for the database: neither holds the run lock, neither is dead.
+    assert waiting == ["reading", "reading"]
+    assert _statuses(overlapped) == ["finished", "finished"]
     assert database_content(overlapped) == expected
