@@ -36,6 +36,24 @@ INVARIANTS: dict[str, str] = {
     "articles stored twice": (
         "SELECT external_id FROM articles GROUP BY external_id, content_hash HAVING count(*) > 1"
     ),
+    # The matching state: what later runs compare new articles with. Damage here loses no row
+    # people read, but later articles would miss matches or be weighed against wrong counts.
+    "stories whose matching state counts other members": (
+        "SELECT s.id FROM stories s JOIN _story_state t ON t.story_id = s.id WHERE t.members != s.article_count"
+    ),
+    "articles missing from the near-duplicate index": (
+        "SELECT id FROM articles WHERE id NOT IN (SELECT article_id FROM _lsh)"
+    ),
+    "near-duplicate index entries of articles that are gone": (
+        "SELECT DISTINCT article_id FROM _lsh WHERE article_id NOT IN (SELECT id FROM articles)"
+    ),
+    "story buckets that are not whole story ids": (
+        "SELECT period || ':' || key FROM _story_buckets WHERE length(stories) = 0 OR length(stories) % 4 != 0"
+    ),
+    # (A database older than the count has no row for it: nothing to compare.)
+    "the article count term weights are based on (_meta.documents) is wrong": (
+        "SELECT value FROM _meta WHERE key = 'documents' AND CAST(value AS INTEGER) != (SELECT count(*) FROM articles)"
+    ),
 }
 
 
@@ -85,6 +103,7 @@ def check_database(conn: sqlite3.Connection, quick: bool = False) -> CheckReport
             keys = _unless_damaged(problems, label, lambda: [row[0] for row in conn.execute(f"{sql} LIMIT {_EXAMPLES}")])
             if keys:
                 problems.append(f"{label}: e.g. {', '.join(map(str, keys))}")
+        problems.extend(_unless_damaged(problems, "story buckets", lambda: _story_bucket_problems(conn)) or [])
         problems.extend(_unless_damaged(problems, "the search index", lambda: _search_index_problems(conn, notes)) or [])
         articles = _unless_damaged(problems, "articles", lambda: conn.execute("SELECT count(*) FROM articles").fetchone()[0])
         stories = _unless_damaged(problems, "stories", lambda: conn.execute("SELECT count(*) FROM stories").fetchone()[0])
@@ -105,6 +124,24 @@ def _unless_damaged(problems: list[str], what: str, read: Callable[[], T]) -> T 
     except sqlite3.DatabaseError as exc:  # SQLITE_CORRUPT, SQLITE_NOTADB
         problems.append(f"{what}: could not be read ({exc})")
         return None
+
+
+def _story_bucket_problems(conn: sqlite3.Connection) -> list[str]:
+    """Every story id a story bucket names is a story, or one merged into another (lookups
+    follow the merge). The buckets' ids are unpacked all at once, not bucket by bucket."""
+    from .store import unpack_story_ids
+
+    packed = b"".join(
+        blob for (blob,) in conn.execute("SELECT stories FROM _story_buckets WHERE length(stories) % 4 = 0")
+    )
+    known = {row[0] for row in conn.execute("SELECT id FROM stories UNION SELECT absorbed_story_id FROM story_merges")}
+    unknown = sorted(set(unpack_story_ids(packed)) - known)
+    if not unknown:
+        return []
+    return [
+        f"story buckets naming stories that never existed: {len(unknown):,}, e.g. "
+        + ", ".join(map(str, unknown[:_EXAMPLES]))
+    ]
 
 
 def _indexed_up_to(conn: sqlite3.Connection) -> tuple[int, int]:

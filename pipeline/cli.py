@@ -106,7 +106,9 @@ counted, and running the same inputs again adds only what is missing.""",
 
 Checks SQLite's integrity (--quick: its faster quick_check), that rows point at rows that
 exist, that each story's count and canonical article match its articles, that every article
-has its matching signature and is stored once, and the search index. It only reads (FTS5's
+has its matching signature and is stored once, the matching state later runs compare new
+articles with (story states, near-duplicate index, story buckets), and the search index.
+It only reads (FTS5's
 check of the search index takes the write lock for its duration, between a running ingest's
 batches). Notes, such as articles a killed run left for the next run to index, are not
 problems.""",

@@ -69,6 +69,28 @@ DAMAGE = {
     "the canonical article moved away": (
         ["UPDATE stories SET canonical_article_id = 'no-such-article'"], "canonical article is not theirs",
     ),
+    "a story's matching state out of step": (
+        ["UPDATE _story_state SET members = members + 1"], "matching state counts other members",
+    ),
+    "an article's near-duplicate entries lost": (
+        ["DELETE FROM _lsh WHERE article_id = (SELECT id FROM articles LIMIT 1)"],
+        "missing from the near-duplicate index",
+    ),
+    "near-duplicate entries left behind": (
+        ["INSERT INTO _lsh (level, period, key, article_id) VALUES ('dup', 0, 1, 'no-such-article')"],
+        "entries of articles that are gone",
+    ),
+    "a story bucket cut short": (
+        ["UPDATE _story_buckets SET stories = substr(stories, 1, 3) WHERE key = (SELECT min(key) FROM _story_buckets)"],
+        "not whole story ids",
+    ),
+    "a story bucket naming a story never stored": (
+        ["UPDATE _story_buckets SET stories = CAST(stories || x'e7030000' AS BLOB) WHERE key = (SELECT min(key) FROM _story_buckets)"],
+        "naming stories that never existed: 1, e.g. 999",
+    ),
+    "the article count behind term weights edited": (
+        ["UPDATE _meta SET value = '6' WHERE key = 'documents'"], "_meta.documents",
+    ),
     "the search index given a second entry": (
         ["INSERT INTO articles_fts (rowid, title, text) SELECT rowid, 'x', 'y' FROM articles LIMIT 1"],
         "search index",
@@ -113,7 +135,7 @@ def test_the_cli_says_sound_or_names_the_problems_and_exits_8(db, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"newsdedup check {db}") and "5 articles in 1 story: sound" in out
 
-    _damage(db, "UPDATE stories SET article_count = 9", "DELETE FROM _signatures WHERE rowid = 1")
+    _damage(db, "UPDATE stories SET canonical_article_id = 'gone'", "DELETE FROM _signatures WHERE rowid = 1")
     assert main(["check", "--db", str(db)]) == 8
     captured = capsys.readouterr()
     assert "2 problems" in captured.out and captured.out.count("  problem  ") == 2
