@@ -174,7 +174,7 @@ def alive(db_path: str | Path, run_id: str) -> Iterator[None]:
     path = _alive_path(db_path, run_id)
     handle = None
     try:
-        path.parent.mkdir(exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)  # (as opening the database would)
         _sweep(path.parent)
         # Locked under a temporary name, then renamed: a mark is never seen unlocked while its
         # run lives, so a sweep by another run cannot take it for a dead run's and remove it.
@@ -199,9 +199,17 @@ def alive(db_path: str | Path, run_id: str) -> Iterator[None]:
                 handle.close()
 
 
+# A partial mark younger than this may belong to a run between making and locking it.
+_PARTIAL_GRACE_S = 60.0
+
+
 def _sweep(directory: Path) -> None:
     """Remove the marks runs left when they were killed (no process holds their lock)."""
-    for mark in [*directory.glob("*.alive"), *directory.glob(".*.partial")]:
+    partials = [
+        partial for partial in directory.glob(".*.partial")
+        if time.time() - _modified(partial) > _PARTIAL_GRACE_S
+    ]
+    for mark in [*directory.glob("*.alive"), *partials]:
         try:
             handle = open(mark, encoding="utf-8")
         except OSError:
@@ -209,6 +217,13 @@ def _sweep(directory: Path) -> None:
         with handle:
             if _taken(handle, fcntl.LOCK_EX):
                 mark.unlink(missing_ok=True)
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return time.time()  # gone meanwhile: nothing to sweep
 
 
 def alive_runs(db_path: str | Path, run_ids: Collection[str]) -> set[str]:

@@ -137,3 +137,21 @@ def test_a_run_goes_on_unmarked_where_no_mark_can_be_made(tmp_path):
     (tmp_path / "stories.db.runs").write_text("a file where the directory would be")
     with alive(tmp_path / "stories.db", "unmarked"):
         assert alive_runs(tmp_path / "stories.db", ["unmarked"]) == set()
+
+
+def test_a_partial_mark_is_swept_only_once_it_is_old(tmp_path):
+    """A run killed between making its mark and naming it leaves a partial one; a partial one a
+    run is making at this moment must stay (the grace period), an old unheld one goes."""
+    import os
+    import time
+
+    from pipeline.runlock import alive
+
+    marks = tmp_path / "stories.db.runs"
+    marks.mkdir()
+    fresh, old = marks / ".fresh.1.partial", marks / ".old.2.partial"
+    fresh.write_text("{}")
+    old.write_text("{}")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    with alive(tmp_path / "stories.db", "next"):
+        assert sorted(path.name for path in marks.iterdir()) == [".fresh.1.partial", "next.alive"]
