@@ -50,9 +50,21 @@ INVARIANTS: dict[str, str] = {
     "story buckets that are not whole story ids": (
         "SELECT period || ':' || key FROM _story_buckets WHERE length(stories) = 0 OR length(stories) % 4 != 0"
     ),
-    # (A database older than the count has no row for it: nothing to compare.)
+    # (A database older than the count has no row for it: nothing to compare. Archived articles
+    # stay counted: the term statistics cover every article the database ever stored.)
     "the article count term weights are based on (_meta.documents) is wrong": (
-        "SELECT value FROM _meta WHERE key = 'documents' AND CAST(value AS INTEGER) != (SELECT count(*) FROM articles)"
+        "SELECT value FROM _meta WHERE key = 'documents' "
+        "AND CAST(value AS INTEGER) != (SELECT count(*) FROM articles) + {archived}"
+    ),
+}
+# Only in a database stories were archived from (pipeline/archive.py).
+ARCHIVE_INVARIANTS: dict[str, str] = {
+    "articles both stored here and recorded as archived": (
+        "SELECT id FROM articles WHERE id IN (SELECT article_id FROM _archived)"
+    ),
+    "story ids given again after an archive (_meta.last_story_id)": (
+        "SELECT value FROM _meta WHERE key = 'last_story_id' "
+        "AND CAST(value AS INTEGER) < (SELECT coalesce(max(story_id), 0) FROM _archived)"
     ),
 }
 
@@ -99,7 +111,12 @@ def check_database(conn: sqlite3.Connection, quick: bool = False) -> CheckReport
                 f"rows pointing at rows that are gone (foreign_key_check): {len(foreign):,}, e.g. "
                 + ", ".join(f"{table} row {rowid} -> {parent}" for table, rowid, parent, _ in foreign[:_EXAMPLES])
             )
-        for label, sql in INVARIANTS.items():
+        archived = _unless_damaged(problems, "the schema", lambda: conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_archived'"
+        ).fetchone())
+        invariants = {**INVARIANTS, **ARCHIVE_INVARIANTS} if archived else INVARIANTS
+        for label, sql in invariants.items():
+            sql = sql.format(archived="(SELECT count(*) FROM _archived)" if archived else "0")
             keys = _unless_damaged(problems, label, lambda: [row[0] for row in conn.execute(f"{sql} LIMIT {_EXAMPLES}")])
             if keys:
                 problems.append(f"{label}: e.g. {', '.join(map(str, keys))}")

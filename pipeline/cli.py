@@ -113,6 +113,20 @@ check of the search index takes the write lock for its duration, between a runni
 batches). Notes, such as articles a killed run left for the next run to index, are not
 problems.""",
     ),
+    "archive": (
+        "Move stories that stopped growing into an archive database, to keep the live one small.",
+        """examples:
+  newsdedup archive --before 90d --to data/archive.db             # stories with nothing new for 90 days
+  newsdedup archive --before 2026-01-01 --to data/2025.db --dry-run
+  newsdedup archive --before 30d --by published --to data/old.db  # by their newest article's date
+
+Each story goes whole, with its articles, matching state and search entries, into the archive:
+a story database of its own that stories, show, search, export, check and browse open with
+--db. What stays behind is what re-runs need: an input read again that was archived counts as
+unchanged, not new. Archived stories are no longer matched: an article about one of them later
+starts a new story. The story of the newest article always stays. Safe to stop: running the same
+archive again finishes the move, and nothing is ever in neither file.""",
+    ),
     "browse": (
         "Browse the story database in Datasette (read-only, on 127.0.0.1).",
         """examples:
@@ -278,6 +292,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="SQLite's quick_check instead of its full integrity_check (no index-to-table comparison)")
     p.add_argument("--json", action="store_true", help="one JSON object: counts, problems, notes")
+
+    p = command("archive")
+    db_option(p)
+    p.add_argument("--before", type=_since_argument, required=True, metavar="WHEN",
+                   help="archive stories that last grew before WHEN: a UTC date or time (2026-01-01) or a span "
+                   "back from now (90d, 12w)")
+    p.add_argument("--to", required=True, metavar="ARCHIVE.db",
+                   help="the archive database (made if missing; later archives add to it)")
+    p.add_argument("--by", choices=("ingested", "published"), default="ingested",
+                   help="a story's age: when it last grew (default), or its newest article's publication date "
+                   "(for a backfill ingested at once; undated stories count by when they last grew)")
+    p.add_argument("--dry-run", action="store_true", help="only say how many stories and articles would move")
+    p.add_argument("--json", action="store_true", help="one JSON object: what moved")
 
     p = command("browse")
     db_option(p)
@@ -589,6 +616,11 @@ def cmd_show(args: argparse.Namespace) -> int:
             into = store.merged_into(args.story_id)
             if into is not None:
                 raise UsageError(f"story {args.story_id} was merged into story {into}: newsdedup show {into}")
+            archive = store.archived_to(args.story_id)
+            if archive is not None:
+                raise UsageError(
+                    f"story {args.story_id} was archived to {archive}: newsdedup show {args.story_id} --db {archive}"
+                )
             raise UsageError(f"no story {args.story_id} in {store.path} (see: newsdedup stories)")
         members = store.story_members(args.story_id)
         canonical = store.article(story["canonical_article_id"])
@@ -899,6 +931,39 @@ def cmd_server(args: argparse.Namespace) -> int:
     return run_server(args.host, args.port, Path(args.home) if args.home else DEFAULT_HOME)
 
 
+def cmd_archive(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from .archive import archive_stories
+
+    path = _db(args)
+    _open(args).close()  # a story database (an older one is migrated first), or the error
+    report = archive_stories(
+        path, args.to, args.before, by=args.by, dry_run=args.dry_run,
+        busy_timeout_s=load_settings(args.config).store.busy_timeout_s,
+    )
+    if args.json:
+        print(json.dumps({**asdict(report), "seconds": round(report.seconds, 2)}))
+        return 0
+    moved = f"{plural(report.stories, 'story')} ({plural(report.articles, 'article')})"
+    by = "that last grew" if report.by == "ingested" else "whose newest article was published"
+    if report.dry_run:
+        print(f"would archive {moved} {by} before {report.before} from {path} to {args.to}")
+    else:
+        print(f"archived {moved} {by} before {report.before} from {path} to {args.to} ({report.seconds:.1f} s)")
+    if report.spared_newest:
+        print("  (the story of the newest article stays, whatever its age)")
+    if report.dry_run:
+        return 0
+    store = _open(args)
+    try:
+        counts = store.counts()
+    finally:
+        store.close()
+    print(f"  database now {plural(counts['articles'], 'article')}, {plural(counts['stories'], 'story')}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from flows.serve import serve_sources
 
@@ -911,7 +976,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 HANDLERS = {
     "ingest": cmd_ingest, "stories": cmd_stories, "show": cmd_show, "search": cmd_search,
     "rejects": cmd_rejects, "runs": cmd_runs, "check": cmd_check, "eval": cmd_eval,
-    "browse": cmd_browse, "export": cmd_export,
+    "browse": cmd_browse, "export": cmd_export, "archive": cmd_archive,
     "server": cmd_server, "serve": cmd_serve,
 }
 

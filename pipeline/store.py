@@ -526,12 +526,21 @@ class IndexReads:
         for start in range(0, len(values), _CHUNK):
             yield values[start : start + _CHUNK]
 
+    def _archived(self) -> bool:
+        """Whether stories were ever archived from this database (`pipeline/archive.py`)."""
+        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_archived'").fetchone() is not None
+
     def existing_ids(self, article_ids: Iterable[str]) -> set[str]:
+        """Which of `article_ids` are stored, here or in an archive (`_archived`)."""
         ids = sorted(set(article_ids))
         found: set[str] = set()
+        sources = ["SELECT id FROM articles WHERE id IN ({})"]
+        if self._archived():
+            sources.append("SELECT article_id FROM _archived WHERE article_id IN ({})")
         for chunk in self._chunks(ids):
             marks = ",".join("?" * len(chunk))
-            found.update(r[0] for r in self.conn.execute(f"SELECT id FROM articles WHERE id IN ({marks})", chunk))
+            for sql in sources:
+                found.update(r[0] for r in self.conn.execute(sql.format(marks), chunk))
         return found
 
     def stored_files(self, content_hashes: Iterable[str]) -> set[tuple]:
@@ -541,17 +550,19 @@ class IndexReads:
         their own are among them too, and harmless: no input known only by its file matches
         their `external_id`.)"""
         found: set[tuple] = set()
+        tables = ["articles", "_archived"] if self._archived() else ["articles"]
         for chunk in self._chunks(sorted(set(content_hashes))):
             marks = ",".join("?" * len(chunk))
-            rows = self.conn.execute(
-                f"SELECT content_hash, external_id, title, source, published FROM articles "
-                f"WHERE content_hash IN ({marks}) AND url IS NULL",
-                chunk,
-            )
-            found.update(
-                file_identity(content_hash, record_file(external_id), title, source, published)
-                for content_hash, external_id, title, source, published in rows
-            )
+            for table in tables:
+                rows = self.conn.execute(
+                    f"SELECT content_hash, external_id, title, source, published FROM {table} "
+                    f"WHERE content_hash IN ({marks}) AND url IS NULL",
+                    chunk,
+                )
+                found.update(
+                    file_identity(content_hash, record_file(external_id), title, source, published)
+                    for content_hash, external_id, title, source, published in rows
+                )
         return found
 
     def _by_period(self, keys: Sequence[tuple[int, int]]) -> Iterator[tuple[int, Sequence[int]]]:
@@ -717,8 +728,13 @@ class IndexReads:
         return documents, found
 
     def next_story_id(self) -> int:
-        row = self.conn.execute("SELECT max(id) FROM stories").fetchone()
-        return (row[0] or 0) + 1
+        """One more than any story id this database ever gave, archived stories' included
+        (`_meta.last_story_id`): an id is never given twice."""
+        row = self.conn.execute(
+            "SELECT max(coalesce((SELECT max(id) FROM stories), 0), "
+            "coalesce((SELECT CAST(value AS INTEGER) FROM _meta WHERE key = 'last_story_id'), 0))"
+        ).fetchone()
+        return row[0] + 1
 
 
 class Store(IndexReads):
@@ -1419,18 +1435,22 @@ class Store(IndexReads):
 
         A URL counts as known under its canonical form (`articles.url`) or as the input it was
         fetched from (`articles.external_id`, a reject's `ref`, `_url_aliases`), since a page's
-        canonical link may differ from the link a feed gives.
+        canonical link may differ from the link a feed gives; and so does an archived article's
+        (`_archived`).
         """
         wanted = sorted(set(urls))
         found: set[str] = set()
-        aliases = "_url_aliases" in self.db.table_names()
+        tables = self.db.table_names()
         for chunk in self._chunks(wanted):
             marks = ",".join("?" * len(chunk))
             for sql in (
                 f"SELECT url FROM articles WHERE url IN ({marks})",
                 f"SELECT external_id FROM articles WHERE external_id IN ({marks})",
                 f"SELECT ref FROM rejects WHERE stage = 'extract' AND ref IN ({marks})",
-            ) + ((f"SELECT url FROM _url_aliases WHERE url IN ({marks})",) if aliases else ()):
+            ) + ((f"SELECT url FROM _url_aliases WHERE url IN ({marks})",) if "_url_aliases" in tables else ()) + (
+                (f"SELECT url FROM _archived WHERE url IN ({marks})",
+                 f"SELECT external_id FROM _archived WHERE external_id IN ({marks})") if "_archived" in tables else ()
+            ):
                 found.update(row[0] for row in self.conn.execute(sql, list(chunk)))
         return found
 
@@ -1522,6 +1542,13 @@ class Store(IndexReads):
                 return None if current == story_id else current
             current = row[0]
         return current
+
+    def archived_to(self, story_id: int) -> str | None:
+        """The archive database a story was moved to (`pipeline/archive.py`), None if it was not."""
+        if not self._archived():
+            return None
+        row = self.conn.execute("SELECT archive FROM _archived WHERE story_id = ? LIMIT 1", (story_id,)).fetchone()
+        return row[0] if row else None
 
     def story_members(self, story_id: int) -> list[dict]:
         return list(

@@ -1,0 +1,304 @@
+"""Archive: move stories that stopped growing out of the live story database into another one.
+
+A feed of 100,000 articles a day adds about 1.4 GB a day to the story database, and the tables
+matching reads grow with it. Stories end: once a story has had no new article for weeks, it is
+history. `archive_stories` moves such stories, whole, with their articles, signatures, matching
+state and search entries, into an archive database (a story database of its own, which every
+read command, `check` and Datasette open as they open the live one), and leaves behind only
+what re-runs need to know: which articles were archived, so inputs read again count as
+unchanged instead of being stored a second time.
+
+Two transactions, archive first: a run killed between them leaves the stories in both files,
+and running the same archive again completes the move (copies are idempotent). Nothing is ever
+only in neither.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import StoreError, UsageError
+from .runlock import exclusive_run
+from .store import Store, now_iso, open_store, pack_story_ids, unpack_story_ids
+from .stories import latest_stories
+
+# What decides a story's age: when it last grew (the default), or the publication date of its
+# newest article (for a backfill of old articles ingested at once; undated stories fall back to
+# when they last grew).
+BY = ("ingested", "published")
+
+# Tables copied whole, row for row, for the stories chosen: (table, the rows that belong to
+# them). Parents before children, so the archive's foreign keys hold statement by statement.
+_CHOSEN_ARTICLES = "SELECT id FROM main.articles WHERE story_id IN (SELECT id FROM temp.chosen)"
+_COPIED = (
+    ("stories", "id IN (SELECT id FROM temp.chosen)"),
+    ("articles", "story_id IN (SELECT id FROM temp.chosen)"),
+    ("_signatures", f"article_id IN ({_CHOSEN_ARTICLES})"),
+    ("_story_state", "story_id IN (SELECT id FROM temp.chosen)"),
+    ("_lsh", f"article_id IN ({_CHOSEN_ARTICLES})"),
+    ("story_merges", "into_story_id IN (SELECT id FROM temp.chosen)"),
+)
+# Rows of a table without a key of their own: those a killed archive copied already are
+# matched by their columns, not copied twice.
+_NOT_COPIED_YET = {
+    "story_merges": (
+        " AND NOT EXISTS (SELECT 1 FROM archive.story_merges x WHERE x.absorbed_story_id = "
+        "main.story_merges.absorbed_story_id AND x.into_story_id = main.story_merges.into_story_id "
+        "AND x.at = main.story_merges.at)"
+    ),
+}
+
+# What re-runs need of an archived article to know it (ingest's `_not_stored` and the web
+# crawler's `known_urls`): created on first use, so databases never archived need no migration.
+ARCHIVED_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS _archived (
+    article_id TEXT PRIMARY KEY,
+    external_id TEXT NOT NULL,
+    url TEXT,
+    content_hash TEXT NOT NULL,
+    title TEXT,
+    source TEXT,
+    published TEXT,
+    story_id INTEGER NOT NULL,
+    archive TEXT NOT NULL,
+    archived_at TEXT NOT NULL
+) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS _archived_external_id ON _archived(external_id)",
+    "CREATE INDEX IF NOT EXISTS _archived_url ON _archived(url)",
+    "CREATE INDEX IF NOT EXISTS _archived_content_hash ON _archived(content_hash)",
+    "CREATE INDEX IF NOT EXISTS _archived_story_id ON _archived(story_id)",
+)
+
+
+@dataclass(frozen=True)
+class ArchiveReport:
+    """What `archive_stories` moved (or, with `dry_run`, would move)."""
+
+    database: str
+    archive: str
+    before: str
+    by: str
+    stories: int
+    articles: int
+    dry_run: bool
+    spared_newest: bool  # the story holding the newest article stays, whatever its age
+    seconds: float
+
+
+def chosen_stories(conn: sqlite3.Connection, before: str, by: str = "ingested") -> tuple[list[int], bool]:
+    """The ids of stories whose last growth (or, `by="published"`, newest publication date) is
+    before `before` (the stored UTC format), and whether the story of the newest article was
+    left out.
+
+    That story always stays: SQLite gives a new row the id after the highest one left, and the
+    search index counts articles by id, so the newest article must stay where it is.
+    """
+    if by not in BY:
+        raise UsageError(f"--by must be one of {', '.join(BY)}, not {by!r}")
+    age = "max(a.ingested_at)" if by == "ingested" else "coalesce(s.last_published, max(a.ingested_at))"
+    rows = conn.execute(
+        f"SELECT s.id FROM stories s JOIN articles a ON a.story_id = s.id GROUP BY s.id HAVING {age} < ? ORDER BY s.id",
+        (before,),
+    ).fetchall()
+    chosen = [row[0] for row in rows]
+    newest = conn.execute("SELECT story_id FROM articles ORDER BY rowid DESC LIMIT 1").fetchone()
+    if newest is not None and newest[0] in chosen:
+        chosen.remove(newest[0])
+        return chosen, True
+    return chosen, False
+
+
+def archive_stories(
+    db_path: str | Path, archive_path: str | Path, before: str, by: str = "ingested", dry_run: bool = False,
+    busy_timeout_s: float = 120.0,
+) -> ArchiveReport:
+    """Move the stories `chosen_stories` picks from the database at `db_path` into the one at
+    `archive_path` (made if missing; earlier archives of the same database add up in it).
+
+    Takes the database's run lock for its length, so it waits for a running ingest, and an
+    ingest due meanwhile waits for it.
+
+    Raises:
+        UsageError: the archive is the database itself, or `by` is unknown.
+        ConfigError: the archive holds articles fingerprinted under other matching settings.
+    """
+    started = time.monotonic()
+    if os.path.realpath(db_path) == os.path.realpath(archive_path):
+        raise UsageError(f"the archive must be another file than the story database ({db_path})")
+    if not os.path.exists(db_path):
+        raise UsageError(f"no story database at {db_path}: nothing to archive")
+    # A dry run only reads: it neither waits for a running ingest nor holds the next one back.
+    with nullcontext() if dry_run else exclusive_run(db_path, f"archive-{int(time.time())}"):
+        live = open_store(db_path, busy_timeout_s, read_only=dry_run)
+        try:
+            chosen, spared = chosen_stories(live.conn, before, by)
+            articles = _article_count(live.conn, chosen)
+            if chosen and not dry_run:
+                _copy_to_archive(live, chosen, archive_path, busy_timeout_s)
+                _remove_archived(live, chosen, archive_path)
+        finally:
+            live.close()
+    return ArchiveReport(
+        database=str(db_path), archive=str(archive_path), before=before, by=by, stories=len(chosen),
+        articles=articles, dry_run=dry_run, spared_newest=spared, seconds=time.monotonic() - started,
+    )
+
+
+def _article_count(conn: sqlite3.Connection, chosen: list[int]) -> int:
+    count = 0
+    for start in range(0, len(chosen), 900):  # (SQLite's limit on host parameters)
+        chunk = chosen[start : start + 900]
+        count += conn.execute(
+            f"SELECT count(*) FROM articles WHERE story_id IN ({','.join('?' * len(chunk))})", chunk
+        ).fetchone()[0]
+    return count
+
+
+def _choose(conn: sqlite3.Connection, chosen: list[int]) -> None:
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS chosen (id INTEGER PRIMARY KEY)")
+    conn.execute("DELETE FROM temp.chosen")
+    conn.executemany("INSERT INTO temp.chosen (id) VALUES (?)", [(story_id,) for story_id in chosen])
+
+
+def _copy_to_archive(live: Store, chosen: list[int], archive_path: str | Path, busy_timeout_s: float) -> None:
+    """The first transaction: the chosen stories' rows into the archive, and their search
+    entries there. Re-running it after a crash copies nothing twice."""
+    archive = open_store(archive_path, busy_timeout_s)  # made, or migrated, to this version's schema
+    try:
+        layout = live.conn.execute("SELECT value FROM _meta WHERE key = 'index_layout'").fetchone()
+        if layout is not None:
+            with archive.transaction():
+                # Refuses an archive built under other matching settings, as an ingest would.
+                archive.check_index_layout(json.loads(layout[0]))
+    finally:
+        archive.close()
+    conn = live.conn
+    conn.execute("ATTACH DATABASE ? AS archive", (str(archive_path),))
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            _choose(conn, chosen)
+            for table, rows in _COPIED:
+                # Same schema version on both sides (open_store migrated the archive): * lines up.
+                conn.execute(
+                    f"INSERT OR IGNORE INTO archive.{table} SELECT * FROM main.{table} "
+                    f"WHERE {rows}{_NOT_COPIED_YET.get(table, '')}"
+                )
+            _split_buckets(conn, set(chosen), into_archive=True)
+            documents = conn.execute("SELECT count(*) FROM archive.articles").fetchone()[0]
+            conn.execute(
+                "INSERT INTO archive._meta (key, value) VALUES ('documents', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (documents,),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.execute("DETACH DATABASE archive")
+    archive = open_store(archive_path, busy_timeout_s)
+    try:
+        with archive.transaction():
+            archive.index_new_articles()
+    finally:
+        archive.close()
+
+
+def _remove_archived(live: Store, chosen: list[int], archive_path: str | Path) -> None:
+    """The second transaction: the chosen stories out of the live database, each archived
+    article remembered in `_archived`, and the highest story id kept so it is never reused."""
+    conn = live.conn
+    # SQLite's foreign key check would look for the children of every deleted article in
+    # `articles.duplicate_of`, which has no index: a scan of the table per article (45,000
+    # articles of 100,000 ran for over ten minutes). The one reference that could cross from a
+    # staying row to a leaving one is checked once instead, below. (The setting cannot change
+    # inside a transaction.)
+    conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        _delete_archived(live, chosen, archive_path)
+    finally:
+        conn.execute("PRAGMA foreign_keys = ON")
+
+
+def _delete_archived(live: Store, chosen: list[int], archive_path: str | Path) -> None:
+    conn = live.conn
+    with live.transaction():
+        _choose(conn, chosen)
+        # A copy joins its original's story, so no staying article should be a near-duplicate
+        # of a leaving one; if one is, nothing is deleted.
+        crossing = conn.execute(
+            "SELECT id FROM articles WHERE story_id NOT IN (SELECT id FROM temp.chosen) "
+            f"AND duplicate_of IN ({_CHOSEN_ARTICLES}) LIMIT 5"
+        ).fetchall()
+        if crossing:
+            raise StoreError(
+                "articles of stories that stay are near-duplicates of articles that would be archived "
+                f"({', '.join(row[0] for row in crossing)}): nothing was archived; run 'newsdedup check'"
+            )
+        # Every article is in the search index before any is deleted: the delete trigger takes
+        # each deleted row out of the index, which must hold it.
+        live.index_new_articles()
+        for statement in ARCHIVED_SCHEMA:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT OR IGNORE INTO _archived (article_id, external_id, url, content_hash, title, source, published, "
+            "story_id, archive, archived_at) SELECT id, external_id, url, content_hash, title, source, published, "
+            "story_id, ?, ? FROM articles WHERE story_id IN (SELECT id FROM temp.chosen)",
+            (os.path.abspath(archive_path), now_iso()),
+        )
+        conn.execute(
+            "INSERT INTO _meta (key, value) VALUES ('last_story_id', (SELECT max(id) FROM stories)) "
+            "ON CONFLICT(key) DO UPDATE SET value = max(CAST(value AS INTEGER), excluded.value)"
+        )
+        _split_buckets(conn, set(chosen), into_archive=False)
+        for table, rows in reversed(_COPIED):
+            conn.execute(f"DELETE FROM main.{table} WHERE {rows}")
+
+
+def _split_buckets(conn: sqlite3.Connection, chosen: set[int], into_archive: bool) -> None:
+    """Split each story bucket that names a chosen story (or one merged into a chosen story):
+    those ids go to the archive's bucket of the same key (`into_archive`), the others stay."""
+    merged_into = dict(conn.execute("SELECT absorbed_story_id, into_story_id FROM main.story_merges ORDER BY rowid"))
+
+    def archived(story_id: int) -> bool:
+        seen = set()
+        while story_id not in chosen and story_id in merged_into and story_id not in seen:
+            seen.add(story_id)
+            story_id = merged_into[story_id]
+        return story_id in chosen
+
+    updates: list[tuple[bytes, int, int]] = []
+    removed: list[tuple[int, int]] = []
+    for period, key, packed in conn.execute("SELECT period, key, stories FROM main._story_buckets"):
+        ids = unpack_story_ids(packed)
+        leaving = [story_id for story_id in ids if archived(story_id)]
+        if not leaving:
+            continue
+        if into_archive:
+            updates.append((pack_story_ids(leaving), period, key))
+        else:
+            staying = [story_id for story_id in ids if not archived(story_id)]
+            if staying:
+                updates.append((pack_story_ids(staying), period, key))
+            else:
+                removed.append((period, key))
+    if into_archive:
+        for packed, period, key in updates:
+            row = conn.execute(
+                "SELECT stories FROM archive._story_buckets WHERE period = ? AND key = ?", (period, key)
+            ).fetchone()
+            ids = unpack_story_ids(row[0]) + unpack_story_ids(packed) if row else unpack_story_ids(packed)
+            conn.execute(
+                "INSERT OR REPLACE INTO archive._story_buckets (period, key, stories) VALUES (?, ?, ?)",
+                (period, key, pack_story_ids(latest_stories(ids, len(ids)))),
+            )
+        return
+    conn.executemany("UPDATE main._story_buckets SET stories = ? WHERE period = ? AND key = ?", updates)
+    conn.executemany("DELETE FROM main._story_buckets WHERE period = ? AND key = ?", removed)
