@@ -15,9 +15,10 @@ from typing import Iterator, Sequence
 
 from pipeline.errors import ConfigError
 from pipeline.report import plural
-from pipeline.settings import SourceConfig
+from pipeline.settings import PROJECT_ROOT, ArchiveConfig, SourceConfig
 from pipeline.web import missing_sources, source_location
 
+from .archive import archive_flow
 from .ingest import ingest_flow
 
 # Source kinds whose location the flow must be told how to read (the flow's `kind` parameter).
@@ -38,7 +39,7 @@ def flow_parameters(source: SourceConfig, db: str, config: str | None) -> dict:
     }
 
 
-def schedule_arguments(source: SourceConfig) -> dict:
+def schedule_arguments(source: SourceConfig | ArchiveConfig) -> dict:
     """`cron=` or `interval=` for `Flow.to_deployment`; empty for an ad-hoc-only source."""
     if source.schedule is None:
         return {}
@@ -49,13 +50,16 @@ def schedule_arguments(source: SourceConfig) -> dict:
     return {}
 
 
-def deployments_for(sources: Sequence[SourceConfig], db: str, config: str | None = None) -> list:
-    """One `RunnerDeployment` of the ingest flow per enabled source, named after the source.
+def deployments_for(
+    sources: Sequence[SourceConfig], db: str, config: str | None = None, archive: ArchiveConfig | None = None,
+) -> list:
+    """One `RunnerDeployment` of the ingest flow per enabled source, named after the source, and
+    with `archive`, one of the archive flow named "archive", last.
 
-    Raises ConfigError when no source is enabled.
+    Raises ConfigError when no source is enabled and there is no archive.
     """
     enabled = [source for source in sources if source.enabled]
-    if not enabled:
+    if not enabled and archive is None:
         raise ConfigError("no enabled source in the sources file: nothing to serve (see config/sources.toml)")
     db = str(Path(db).resolve())
     config = str(Path(config).resolve()) if config else None
@@ -68,6 +72,19 @@ def deployments_for(sources: Sequence[SourceConfig], db: str, config: str | None
                 description=f"newsdedup: ingest the {source.kind} {source.location} into {db}",
                 tags=["newsdedup", source.kind],
                 **schedule_arguments(source),
+            )
+        )
+    if archive is not None:
+        to = str((PROJECT_ROOT / archive.to).resolve())
+        deployments.append(
+            archive_flow.to_deployment(
+                name="archive",
+                parameters={"db": db, "to": to, "older_than_days": archive.older_than_days, "by": archive.by,
+                            "config": config},
+                description=f"newsdedup: move stories of {db} that have not grown for {archive.older_than_days:g} days "
+                f"into {to}",
+                tags=["newsdedup", "archive"],
+                **schedule_arguments(archive),
             )
         )
     return deployments
@@ -83,7 +100,7 @@ DEFAULT_LIMIT = 2
 
 def serve_sources(
     sources: Sequence[SourceConfig], db: str, config: str | None = None, limit: int | None = None,
-    stop_grace_s: float = STOP_GRACE_S,
+    stop_grace_s: float = STOP_GRACE_S, archive: ArchiveConfig | None = None,
 ) -> None:
     """Register the deployments with the Prefect API and run their flow runs until Ctrl-C or SIGTERM.
 
@@ -98,7 +115,7 @@ def serve_sources(
             "no Prefect server configured: start one with 'newsdedup server' (or 'make server') and "
             "export PREFECT_API_URL=http://127.0.0.1:4200/api, or log in to Prefect Cloud (prefect cloud login)"
         )
-    deployments = deployments_for(sources, db, config)
+    deployments = deployments_for(sources, db, config, archive)
     for warning in missing_sources(sources):
         print(f"warning: {warning}", file=sys.stderr)
 
@@ -148,6 +165,9 @@ def serve_sources(
     print(f"serving {len(deployments)} deployment(s) of the ingest flow into {Path(db).resolve()}:")
     for deployment, source in zip(deployments, [s for s in sources if s.enabled]):
         print(f"  {deployment.flow_name}/{deployment.name}  {source.kind} {source_location(source)}  {_when(source)}")
+    if archive is not None:
+        print(f"  {deployments[-1].flow_name}/{deployments[-1].name}  stories not grown for "
+              f"{archive.older_than_days:g} days -> {deployments[-1].parameters['to']}  {_when(archive)}")
     print(f"run one now: prefect deployment run {deployments[0].flow_name}/{deployments[0].name}")
     if PREFECT_UI_URL.value():
         print(f"watch the runs: {PREFECT_UI_URL.value()}/deployments")
@@ -207,7 +227,7 @@ def _paused(names: Sequence[str]) -> int:
         return sum(1 for name in names if client.read_deployment_by_name(name).paused)
 
 
-def _when(source: SourceConfig) -> str:
+def _when(source: SourceConfig | ArchiveConfig) -> str:
     arguments = schedule_arguments(source)
     if "cron" in arguments:
         return f"cron {arguments['cron']}"

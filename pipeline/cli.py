@@ -175,7 +175,9 @@ then, in another terminal: export PREFECT_API_URL=http://127.0.0.1:4200/api""",
 
 Runs execute on this machine, in subprocesses of this command: on each source's cron or
 interval schedule, and on demand from the UI ('Run' on the deployment) or with
-'prefect deployment run newsdedup-ingest/NAME'. Ctrl-C stops serving.""",
+'prefect deployment run newsdedup-ingest/NAME'. An [archive] table in the sources file adds
+newsdedup-archive/archive, which moves stories that stopped growing into an archive database
+on its own schedule (see 'newsdedup archive --help'). Ctrl-C stops serving.""",
     ),
 }
 
@@ -967,9 +969,9 @@ def cmd_archive(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from flows.serve import serve_sources
 
-    from .settings import load_sources
+    from .settings import load_archive, load_sources
 
-    serve_sources(load_sources(args.sources), _db(args), args.config, args.limit)
+    serve_sources(load_sources(args.sources), _db(args), args.config, args.limit, archive=load_archive(args.sources))
     return 0
 
 

@@ -189,15 +189,23 @@ class SourceConfig(_Section):
     schedule: Schedule | None = None
 
 
+class ArchiveConfig(_Section):
+    """Archiving on a schedule, the [archive] table of config/sources.toml: stories that have not
+    grown for `older_than_days` move into the database `to` (`newsdedup archive`)."""
+
+    enabled: bool = True
+    to: str = Field(min_length=1)  # a path relative to the project, or absolute
+    older_than_days: float = Field(gt=0)
+    by: Literal["ingested", "published"] = "ingested"
+    schedule: Schedule
+
+
 class SourcesFile(_Section):
     sources: list[SourceConfig] = []
+    archive: ArchiveConfig | None = None
 
 
-def load_sources(path: str | Path | None = None) -> list[SourceConfig]:
-    """The sources configured in `path` (default config/sources.toml); names must be unique.
-
-    Raises ConfigError naming the entry and field at fault.
-    """
+def _sources_file(path: str | Path | None) -> tuple[Path, SourcesFile]:
     path = Path(path) if path is not None else CONFIG_DIR / "sources.toml"
     data = _read_toml(path)
     try:
@@ -207,6 +215,32 @@ def load_sources(path: str | Path | None = None) -> list[SourceConfig]:
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"bad sources file {path}: {problems}") from None
+    return path, parsed
+
+
+def load_archive(path: str | Path | None = None) -> ArchiveConfig | None:
+    """The scheduled archive configured in `path` (default config/sources.toml), None when there
+    is none or it is not enabled.
+
+    Raises ConfigError naming the field at fault.
+    """
+    path, parsed = _sources_file(path)
+    archive = parsed.archive
+    if archive is None or not archive.enabled:
+        return None
+    if archive.schedule.cron and archive.schedule.interval_minutes:
+        raise ConfigError(f"bad sources file {path}: [archive] has both cron and interval_minutes")
+    if not (archive.schedule.cron or archive.schedule.interval_minutes):
+        raise ConfigError(f"bad sources file {path}: [archive] needs a schedule: cron or interval_minutes")
+    return archive
+
+
+def load_sources(path: str | Path | None = None) -> list[SourceConfig]:
+    """The sources configured in `path` (default config/sources.toml); names must be unique.
+
+    Raises ConfigError naming the entry and field at fault.
+    """
+    path, parsed = _sources_file(path)
     names = [source.name for source in parsed.sources]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:

@@ -108,3 +108,20 @@ def test_the_local_server_deletes_finished_runs_after_two_weeks_unless_told_othe
         tmp_path, "127.0.0.1", 4300, {**base, "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events",
                                        "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": "7200"}))
     assert kinds == ["events"] and seconds == 7200
+
+
+def test_an_archive_table_adds_the_archive_flow_on_its_schedule(tmp_path):
+    from flows.serve import deployments_for
+    from pipeline.settings import ArchiveConfig
+
+    archive = ArchiveConfig(to="data/archive.db", older_than_days=90, schedule={"cron": "30 3 * * *"})
+    db = str(tmp_path / "stories.db")
+    deployments = deployments_for([_source(name="hourly")], db, None, archive)
+    assert [(d.flow_name, d.name) for d in deployments] == [("newsdedup-ingest", "hourly"), ("newsdedup-archive", "archive")]
+    last = deployments[-1]
+    assert last.parameters == {
+        "db": db, "to": str(PROJECT_ROOT / "data" / "archive.db"), "older_than_days": 90, "by": "ingested", "config": None,
+    }
+    assert last.schedules[0].schedule.cron == "30 3 * * *"
+    # An archive alone is something to serve too.
+    assert [d.name for d in deployments_for([], db, None, archive)] == ["archive"]

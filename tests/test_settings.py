@@ -41,3 +41,25 @@ def test_sources_file_loads_and_rejects_duplicates(tmp_path):
     dup.write_text('[[sources]]\nname="a"\nkind="file"\nlocation="x"\n[[sources]]\nname="a"\nkind="file"\nlocation="y"\n')
     with pytest.raises(ConfigError, match="duplicate"):
         load_sources(dup)
+
+
+def test_the_archive_table_of_the_sources_file(tmp_path):
+    from pipeline.settings import load_archive
+
+    assert load_archive() is None  # shipped commented out
+    shipped = (CONFIG_DIR / "sources.toml").read_text()
+    # The commented example, uncommented, is a valid [archive] table.
+    example = "\n".join(line.removeprefix("# ") for line in ("[archive]" + shipped.split("# [archive]", 1)[1]).splitlines())
+    (tmp_path / "on.toml").write_text(example)
+    archive = load_archive(tmp_path / "on.toml")
+    assert archive is not None and archive.to == "data/archive.db" and archive.older_than_days == 90
+    assert archive.schedule.cron == "30 3 * * *" and archive.by == "ingested"
+
+    (tmp_path / "off.toml").write_text(example.replace("[archive]", "[archive]\nenabled = false"))
+    assert load_archive(tmp_path / "off.toml") is None
+    (tmp_path / "unscheduled.toml").write_text("[archive]\nto = 'a.db'\nolder_than_days = 9\nschedule = {}\n")
+    with pytest.raises(ConfigError, match="needs a schedule"):
+        load_archive(tmp_path / "unscheduled.toml")
+    (tmp_path / "bad.toml").write_text("[archive]\nto = 'a.db'\nolder_than_days = 0\nschedule = { cron = '* * * * *' }\n")
+    with pytest.raises(ConfigError, match="older_than_days"):
+        load_archive(tmp_path / "bad.toml")

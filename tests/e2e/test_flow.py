@@ -379,3 +379,29 @@ def test_a_run_with_nothing_to_commit_never_waits_for_the_database(flow_env, tmp
             holder.__exit__(None, None, None)
     assert len(outcome) == 1 and isinstance(outcome[0], dict), outcome
     assert outcome[0]["listings_not_modified"] == 1 and outcome[0]["new_articles"] == 0
+
+
+def test_the_archive_flow_moves_stories_and_publishes_what_moved(flow_env, tmp_path, settings):
+    """What `newsdedup serve` runs on the [archive] schedule: stories not grown for N days move."""
+    from prefect import get_client
+
+    from flows.archive import archive_flow
+    from pipeline.ingest import ingest
+    from tests.conftest import SEEDS
+    from tests.test_archive import COUNT, FLOOD, _jsonl
+
+    db = tmp_path / "live.db"
+    ingest([_jsonl(tmp_path / "old.jsonl", {"id": "flood", "text": FLOOD}, {"id": "count", "text": COUNT})], settings, db)
+    with sqlite3.connect(db) as conn:  # both stories last grew 100 days ago
+        conn.execute("UPDATE articles SET ingested_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-100 days')")
+    ingest([str(SEEDS)], settings, db)  # and one story grew now
+    moved = archive_flow(db=str(db), to=str(tmp_path / "archive.db"), older_than_days=30)
+    assert (moved["stories"], moved["articles"]) == (2, 2)
+    assert count(db, "stories") == 1 and count(tmp_path / "archive.db", "stories") == 2
+
+    async def artifacts():
+        async with get_client() as client:
+            return await client.read_artifacts(flow_run_filter=None)
+
+    summaries = [a for a in asyncio.run(artifacts()) if a.key == "archive-summary"]
+    assert summaries and "| stories moved | 2 |" in summaries[0].data
