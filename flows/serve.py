@@ -20,6 +20,7 @@ from pipeline.web import missing_sources, source_location
 
 from .archive import archive_flow
 from .ingest import ingest_flow
+from .server import require_configured_api
 
 # Source kinds whose location the flow must be told how to read (the flow's `kind` parameter).
 _WEB_KINDS = ("feed", "sitemap", "page")
@@ -115,6 +116,7 @@ def serve_sources(
             "no Prefect server configured: start one with 'newsdedup server' (or 'make server') and "
             "export PREFECT_API_URL=http://127.0.0.1:4200/api, or log in to Prefect Cloud (prefect cloud login)"
         )
+    require_configured_api()
     deployments = deployments_for(sources, db, config, archive)
     for warning in missing_sources(sources):
         print(f"warning: {warning}", file=sys.stderr)

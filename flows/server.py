@@ -33,7 +33,8 @@ STOP_TIMEOUT_S = 20.0
 
 
 class ServerError(PipelineError):
-    """The local Prefect server could not start or did not become healthy."""
+    """The local Prefect server could not start or did not become healthy, or the configured one
+    does not answer."""
 
     exit_code = 5
 
@@ -180,6 +181,36 @@ def healthy(api_url: str, timeout_s: float = 2.0) -> bool:
             return response.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+def require_configured_api(timeout_s: float = 5.0, otherwise: str = "") -> None:
+    """When PREFECT_API_URL names a server, make sure something answers there before a run starts.
+
+    Prefect's own client would retry for a while, then fail with a hundred lines of traceback
+    (a QA pass: `RuntimeError: Failed to reach API`). Any HTTP answer counts, an error status
+    included (Prefect Cloud wants its key first); only no answer at all is refused.
+
+    `otherwise` ends the message with another way out.
+
+    Raises:
+        ServerError: the configured API does not answer.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        return  # a run starts a server of its own
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout_s):
+            return
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ServerError(
+            f"the Prefect API at {url} (PREFECT_API_URL) does not answer ({reason}): start that server "
+            f"('newsdedup server'), or point PREFECT_API_URL at one that runs{otherwise}"
+        ) from None
 
 
 def start_server(host: str = "127.0.0.1", port: int = DEFAULT_PORT, home: Path = DEFAULT_HOME) -> LocalServer:

@@ -29,10 +29,11 @@ EXIT_CODES = """exit codes:
   2  usage error (bad arguments, unknown story id)
   3  configuration error (unknown key, wrong type, missing file)
   4  database error (cannot open, not a story database, other schema)
-  5  the local Prefect server could not start
+  5  the Prefect server could not start, or the one PREFECT_API_URL names does not answer
   6  a worker process died (killed, or out of memory); what was committed is stored
   7  nothing could be read from the run's web sources (none answered; see 'newsdedup rejects')
   8  'newsdedup check' found the database damaged or inconsistent
+  130  interrupted (Ctrl-C); what was committed is stored
   143  stopped by SIGTERM (--engine local); what was committed is stored"""
 
 COMMANDS = {
@@ -253,14 +254,14 @@ def _parser() -> argparse.ArgumentParser:
     db_option(p)
     p.add_argument("--limit", type=_at_least(0, " (0 shows all)"), default=50,
                    help="at most this many stories (default 50; 0 for all)")
-    p.add_argument("--min-size", type=int, default=1, help="only stories with at least this many articles")
+    p.add_argument("--min-size", type=_at_least(1), default=1, help="only stories with at least this many articles")
     since_option(p)
     p.add_argument("--sort", choices=("size", "updated"), default="size",
                    help="size: largest first (default); updated: last changed first")
     p.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
 
     p = command("show")
-    p.add_argument("story_id", type=int, metavar="STORY_ID")
+    p.add_argument("story_id", type=_at_least(1), metavar="STORY_ID")
     db_option(p)
     p.add_argument("--text", action="store_true", help="print the canonical article's text")
     p.add_argument("--json", action="store_true", help="JSON instead of a table")
@@ -310,7 +311,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("browse")
     db_option(p)
-    p.add_argument("--port", type=int, default=8001, help="port on 127.0.0.1 (default 8001; 0 picks a free one)")
+    p.add_argument("--port", type=_at_least(0, most=65535), default=8001, help="port on 127.0.0.1 (default 8001; 0 picks a free one)")
     p.add_argument("--no-open", action="store_true", help="do not open a web browser")
     p.add_argument("--immutable", action="store_true",
                    help="for a database nothing writes while it is served (a copy, a snapshot): faster, "
@@ -332,7 +333,7 @@ def _parser() -> argparse.ArgumentParser:
                    "ingest's JSON Lines format, in the order stored, to rebuild a database from")
     p.add_argument("--output", "-o", default=None, metavar="FILE",
                    help="write here instead of standard output (its directory must exist)")
-    p.add_argument("--min-size", type=int, default=1, help="only stories with at least this many articles")
+    p.add_argument("--min-size", type=_at_least(1), default=1, help="only stories with at least this many articles")
     p.add_argument("--no-text", action="store_true", help="leave out the article texts")
     since_option(p)
 
@@ -341,12 +342,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="a JSON Lines file (.jsonl, or gzipped .jsonl.gz): one article a line with its gold 'story'")
     p.add_argument("--config", default=None, help="a TOML file overriding config/default.toml")
     p.add_argument("--batches", type=_at_least(1), default=1, help="feed the corpus as this many shuffled runs")
-    p.add_argument("--seed", type=int, default=0, help="shuffle seed for --batches")
+    p.add_argument("--seed", type=_at_least(0), default=0, help="shuffle seed for --batches")
     p.add_argument("--worst", type=_at_least(0), default=5, help="how many worst merges and splits to list")
     p.add_argument("--json", action="store_true", help="machine-readable scores")
     p = command("server")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=4200, help="port (default 4200)")
+    p.add_argument("--port", type=_at_least(0, most=65535), default=4200, help="port (default 4200)")
     p.add_argument("--home", default=None, help="PREFECT_HOME for the server's database (default: .prefect in the project)")
 
     p = command("serve")
@@ -376,9 +377,16 @@ def parse_since(value: str, now: datetime | None = None) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _since_argument(value: str) -> str:
+def _parsed_since(value: str) -> str:
     try:
         return parse_since(value)
+    except OverflowError:  # "99999999d": further back than a date can go
+        raise ValueError(value) from None
+
+
+def _since_argument(value: str) -> str:
+    try:
+        return _parsed_since(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"cannot read {value!r}: give a UTC date or time (2026-11-23, 2026-11-23T08:00Z) "
@@ -386,15 +394,23 @@ def _since_argument(value: str) -> str:
         ) from None
 
 
-def _at_least(least: int, hint: str = "") -> Callable[[str], int]:
-    """An argparse type for a whole number of `least` or more; `hint` says what the edge value means."""
+# SQLite's integers are 64-bit: a larger number given on the command line cannot even be asked
+# about (a QA pass got a traceback from --limit 99999999999999999999999).
+_LARGEST = 2**63 - 1
+
+
+def _at_least(least: int, hint: str = "", most: int = _LARGEST) -> Callable[[str], int]:
+    """An argparse type for a whole number from `least` to `most`; `hint` says what the edge value means."""
     def whole_number(value: str) -> int:
         try:
             number = int(value)
         except ValueError:
             number = least - 1
+        if number > most:
+            raise argparse.ArgumentTypeError(f"{value!r} is too large: at most {most:,}")
         if number < least:
-            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of {least} or more{hint}")
+            upper = f"from {least} to {most:,}" if most != _LARGEST else f"of {least} or more"
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number {upper}{hint}")
         return number
 
     return whole_number
@@ -521,9 +537,11 @@ def _ingest(args: argparse.Namespace) -> int:
             # Set before Prefect is imported, so that the processes it starts inherit it too.
             os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "WARNING"
         from flows.ingest import quiet_console, with_runner
+        from flows.server import require_configured_api
 
         if args.quiet:
             quiet_console()
+        require_configured_api(otherwise="; or unset it, and the run starts a server of its own")
         runner = settings.runner.model_copy(
             update={
                 key: value

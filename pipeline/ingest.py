@@ -60,9 +60,17 @@ def batches(
         stream = itertools.chain(
             sources.discover(local, settings.ingest), web.documents(remote, kind, settings, crawl) if remote else ()
         )
+    paused: Iterator[RawDocument | Rejected | None] = stream
+    if documents is None and sources.STDIN in paths:
+        paused = _with_pauses(stream, settings.ingest.idle_flush_s)
     chunk: list[RawDocument | Rejected] = []
     size = 0
-    for item in stream:
+    for item in paused:
+        if item is None:  # nothing came for a while: store what has
+            if chunk:
+                yield chunk
+                chunk, size = [], 0
+            continue
         chunk.append(item)
         size += _raw_size(item)
         if len(chunk) >= settings.ingest.batch_size or size >= settings.ingest.max_batch_bytes:
@@ -70,6 +78,54 @@ def batches(
             chunk, size = [], 0
     if chunk:
         yield chunk
+
+
+_END = object()
+
+
+def _with_pauses(items: Iterator, idle_s: float) -> Iterator:
+    """`items`, read on a thread of their own, with None wherever none came for `idle_s` seconds.
+
+    Only a pipe can keep a reader waiting with records in hand (`tail -f | newsdedup ingest -`):
+    without the pauses, its records waited until a whole batch had come, and a run killed
+    meanwhile lost them. The thread stays at most a batch ahead (a bounded queue).
+    """
+    import queue
+
+    handed: queue.Queue = queue.Queue(maxsize=1000)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        handed.put(item, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            handed.put(_END)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the reading thread below
+            handed.put(exc)
+
+    # A daemon: a reader blocked on a pipe must not keep the process alive once the run ends.
+    threading.Thread(target=read, name="newsdedup-stdin", daemon=True).start()
+    try:
+        while True:
+            try:
+                item = handed.get(timeout=idle_s)
+            except queue.Empty:
+                yield None
+                continue
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
 
 
 def _raw_size(item: RawDocument | Rejected) -> int:

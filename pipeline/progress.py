@@ -10,7 +10,7 @@ from typing import Protocol, Sequence
 
 from .report import plural
 from .settings import IngestSettings
-from .sources import STDIN, kind_of
+from .sources import STDIN, entries_under, kind_of
 
 _CHUNK_BYTES = 1 << 20
 
@@ -62,10 +62,9 @@ def expected_inputs(paths: Sequence[str], settings: IngestSettings) -> int:
             continue  # a pipe cannot be counted ahead: progress then gives no total for it
         root = Path(given)
         if root.is_dir():
+            # (what cannot be read as a file is one input: it becomes one reject)
             total += sum(
-                _file_inputs(path, settings)
-                for path in sorted(root.rglob("*"))
-                if path.is_file() and not any(part.startswith(".") for part in path.relative_to(root).parts)
+                _file_inputs(path, settings) if problem is None else 1 for path, problem in entries_under(root)
             )
         elif root.is_file():
             total += _file_inputs(root, settings)

@@ -39,6 +39,10 @@ class IngestSettings(_Section):
     # A batch also closes when its raw inputs reach this size: 1,000 files near the 20 MB file
     # cap would otherwise sit in memory together (20 GB) before the batch is prepared.
     max_batch_bytes: int = Field(50_000_000, ge=1)
+    # Reading standard input (`ingest -`), a batch is also stored once no line came for this many
+    # seconds: a slow pipe (tail -f, a trickling export) has its records stored as they come,
+    # not held until 1,000 have arrived.
+    idle_flush_s: float = Field(2.0, gt=0)
     # trafilatura's precision mode: mean token F1 0.970 against 0.959 without it on the 181
     # evaluation pages (docs/extraction.md); a text it cuts to a fragment is extracted again
     # without it (pipeline/extract.py), so precision never costs a whole article.
@@ -278,6 +282,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"configuration file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory, not a configuration file (a .toml file)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the configuration file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
 

@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import os
+import stat
 import sys
 import zlib
 from pathlib import Path
@@ -170,10 +171,54 @@ def gunzip_capped(data: bytes, limit: int) -> bytes:
     return out
 
 
-def _files_under(root: Path) -> Iterator[Path]:
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(root).parts):
-            yield path
+def entries_under(root: Path) -> Iterator[tuple[Path, str | None]]:
+    """(path, None) for every file under `root`, and (path, why) for what is found there but
+    cannot be read as one, in a stable order (names sorted, a directory's entries where its
+    name sorts); hidden entries (names starting with ".") are left out.
+
+    Every entry is accounted for, so that an ingest of the directory stores or rejects each: a
+    symbolic link to a directory is followed, once (a link back into a directory already being
+    read is reported, not followed round a loop); a link to nothing, a named pipe, a socket or a
+    device is reported, not opened (reading a named pipe would wait for a writer for ever).
+    """
+    seen = {os.path.realpath(root)}
+
+    def walk(directory: Path) -> Iterator[tuple[Path, str | None]]:
+        try:
+            names = sorted(entry.name for entry in os.scandir(directory))
+        except OSError as exc:
+            yield directory, f"directory cannot be read ({exc.strerror or exc})"
+            return
+        for name in names:
+            if name.startswith("."):
+                continue
+            path = directory / name
+            if path.is_dir():
+                real = os.path.realpath(path)
+                if real in seen:
+                    yield path, "a link to a directory that is read already (a loop of links): not read again"
+                    continue
+                seen.add(real)
+                yield from walk(path)
+            else:
+                yield path, not_a_file_reason(path)
+
+    yield from walk(root)
+
+
+def not_a_file_reason(path: Path) -> str | None:
+    """Why `path`, which exists or is a link, cannot be read as an input file; None if it can."""
+    if path.is_file():
+        return None
+    if path.is_symlink() and not path.exists():
+        return f"a symbolic link to nothing (its target {os.readlink(path)} does not exist)"
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    kinds = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+    return f"{kind}, not a file: not read (give a pipe's data on standard input: newsdedup ingest - < PIPE)"
 
 
 def _jsonl_lines(path: Path, settings: IngestSettings) -> Iterator[tuple[int, bytes | BadInputError]]:
@@ -440,9 +485,15 @@ def discover(paths: list[str], settings: IngestSettings) -> Iterator[RawDocument
             continue
         root = Path(given)
         if root.is_dir():
-            for path in _files_under(root):
-                yield from file_documents(path, path.relative_to(root).as_posix(), settings)
+            for path, problem in entries_under(root):
+                ref = path.relative_to(root).as_posix()
+                if problem is None:
+                    yield from file_documents(path, ref, settings)
+                else:
+                    yield Rejected(ref, STAGE, problem, "", os.path.abspath(path))
         elif root.is_file():
             yield from file_documents(root, given, settings)
+        elif os.path.lexists(given):
+            yield Rejected(given, STAGE, not_a_file_reason(root) or "cannot be read", "", given)
         else:
             yield Rejected(given, STAGE, "no such file or directory", "", given)

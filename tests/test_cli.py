@@ -353,3 +353,41 @@ def test_runs_tells_a_run_still_reading_from_a_killed_one(tmp_path, capsys):
     assert finished.returncode == 0, finished.stderr
     assert statuses() == ["finished", "unfinished"]
     assert list((tmp_path / "stories.db.runs").iterdir()) == []  # the killed run's mark is gone too
+
+
+def test_records_trickling_in_on_a_pipe_are_stored_as_they_come(tmp_path):
+    """(QA pass: 150 records piped in, then a pause: nothing was stored until 1,000 had come or
+    the pipe closed, so a run killed meanwhile lost them all.)"""
+    import os
+    import sqlite3
+    import time
+    from pathlib import Path
+
+    db = tmp_path / "stories.db"
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect-home"), NEWSDEDUP_INGEST__IDLE_FLUSH_S="0.5")
+    lines = (Path(__file__).parent / "data" / "giveme5w1h.jsonl").read_bytes().splitlines(keepends=True)
+    command = [sys.executable, "-m", "pipeline.cli", "ingest", "-", "--db", str(db), "--engine", "local", "--quiet"]
+    piping = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+
+    def stored() -> int:
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                return conn.execute("SELECT count(*) FROM articles").fetchone()[0] + conn.execute(
+                    "SELECT count(*) FROM rejects").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+
+    try:
+        piping.stdin.write(b"".join(lines[:30]))
+        piping.stdin.flush()
+        deadline = time.monotonic() + 60
+        while stored() < 30 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert stored() == 30 and piping.poll() is None  # stored while the pipe is still open
+        piping.stdin.write(b"".join(lines[30:]))
+        piping.stdin.close()
+        assert piping.wait(120) == 0, piping.stderr.read()
+    finally:
+        if piping.poll() is None:
+            piping.kill()
+    assert stored() == len(lines)

@@ -169,3 +169,44 @@ def test_search_with_a_hyphen_says_how_to_quote_it(story_db):
     assert _newsdedup("search", '"bike-share" OR sessions', "--db", str(story_db)).returncode == 0
     unbalanced = _newsdedup("search", "(sessions", "--db", str(story_db))
     _one_line_error(unbalanced, 2, """wrap words with hyphens in double quotes, e.g. '"COVID-19"'""")
+
+
+def _usage_error(result: subprocess.CompletedProcess, *phrases: str) -> None:
+    """argparse's own form: usage lines, then 'newsdedup COMMAND: error: ...'; exit 2, no traceback."""
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    for phrase in phrases:
+        assert phrase in last, last
+
+
+@pytest.mark.parametrize("args, phrases", [
+    (["rejects", "--limit", "99999999999999999999999"], ["too large"]),
+    (["show", "99999999999999999999999"], ["too large"]),
+    (["stories", "--min-size", "-5"], ["1 or more"]),
+    (["stories", "--since", "99999999d"], ["cannot read '99999999d'"]),
+    (["runs", "--since", "1000000000000h"], ["cannot read"]),
+    (["browse", "--port", "99999"], ["at most 65,535"]),
+    (["server", "--port", "-1"], ["from 0 to 65,535"]),
+])
+def test_numbers_out_of_range_are_usage_errors_not_tracebacks(story_db, args, phrases):
+    """(QA pass: each of these ended in an OverflowError traceback.)"""
+    _usage_error(_newsdedup(*args, *(["--db", str(story_db)] if args[0] not in ("server",) else [])), *phrases)
+
+
+def test_a_configuration_path_that_is_a_directory_or_not_utf8(tmp_path, story_db):
+    _one_line_error(_newsdedup("stories", "--db", str(story_db), "--config", str(tmp_path)), 3, "is a directory")
+    (tmp_path / "latin1.toml").write_bytes('[store]\nbusy_timeout_s = 5.0 # d\xe9lai\n'.encode("latin-1"))
+    _one_line_error(_newsdedup("stories", "--db", str(story_db), "--config", str(tmp_path / "latin1.toml")), 3,
+                    "not UTF-8")
+
+
+def test_a_prefect_api_that_does_not_answer_is_one_line_and_exit_5(tmp_path, seeds_dir):
+    """(QA pass: 113 lines of traceback, exit 1, from a PREFECT_API_URL nothing listened on.)"""
+    from flows.server import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/api"
+    env = {"PREFECT_API_URL": url, "PREFECT_HOME": str(tmp_path / "home")}
+    ingest = _newsdedup("ingest", str(seeds_dir), "--db", str(tmp_path / "s.db"), env=env)
+    _one_line_error(ingest, 5, f"the Prefect API at {url}", "does not answer", "a server of its own")
+    serve = _newsdedup("serve", "--db", str(tmp_path / "s.db"), env=env)
+    _one_line_error(serve, 5, "does not answer")

@@ -21,6 +21,37 @@ def test_directories_are_read_recursively_with_relative_refs(tmp_path):
     assert refs == ["b/two.html", "one.txt"]
 
 
+def test_everything_in_a_directory_is_read_or_rejected_and_nothing_blocks(tmp_path):
+    """(QA pass: a link to nothing, a named pipe and a linked directory inside a directory were
+    neither read nor rejected; a pipe opened for reading would have waited for a writer.)"""
+    import os
+
+    from pipeline.progress import expected_inputs
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "two.txt").write_text("Title\n\nBody")
+    root = tmp_path / "inbox"
+    root.mkdir()
+    (root / "one.txt").write_text("Title\n\nBody")
+    (root / "broken.txt").symlink_to(tmp_path / "nowhere.txt")
+    os.mkfifo(root / "pipe.jsonl")
+    (root / "shared").symlink_to(shared)  # a linked directory is read
+    (shared / "back").symlink_to(root)  # and a loop of links is reported once, not followed
+    docs = list(discover([str(root), "/dev/null"], SETTINGS))
+    found = {d.ref: (d.reason if isinstance(d, Rejected) else "read") for d in docs}
+    assert found == {
+        "broken.txt": f"a symbolic link to nothing (its target {tmp_path / 'nowhere.txt'} does not exist)",
+        "one.txt": "read",
+        "pipe.jsonl": "a named pipe, not a file: not read (give a pipe's data on standard input: newsdedup ingest - < PIPE)",
+        "shared/back": "a link to a directory that is read already (a loop of links): not read again",
+        "shared/two.txt": "read",
+        "/dev/null": "a device, not a file: not read (give a pipe's data on standard input: newsdedup ingest - < PIPE)",
+    }
+    assert [d.ref for d in docs] == sorted(found, key=lambda ref: (ref.startswith("/"), ref))  # a stable order
+    assert expected_inputs([str(root), "/dev/null"], SETTINGS) == len(docs)  # progress counts them too
+
+
 def test_jsonl_lines_become_records_and_bad_lines_rejects(tmp_path):
     path = tmp_path / "in.jsonl"
     path.write_text(
