@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import re
@@ -332,7 +333,8 @@ def _parser() -> argparse.ArgumentParser:
                    "file's extension (.csv or .jsonl; else jsonl); or articles: one article a line in "
                    "ingest's JSON Lines format, in the order stored, to rebuild a database from")
     p.add_argument("--output", "-o", default=None, metavar="FILE",
-                   help="write here instead of standard output (its directory must exist)")
+                   help="write here instead of standard output (its directory must exist; a name ending "
+                   "in .gz is written gzipped: stories.jsonl.gz)")
     p.add_argument("--min-size", type=_at_least(1), default=1, help="only stories with at least this many articles")
     p.add_argument("--no-text", action="store_true", help="leave out the article texts")
     since_option(p)
@@ -898,6 +900,10 @@ def _output_file(path: str) -> TextIO:
             f"cannot write {path}: the directory {directory} {problem} (create it, or choose another --output)"
         )
     try:
+        if path.lower().endswith(".gz"):
+            # As the name says: ingest reads a .jsonl.gz back only if it is gzip (a QA pass got
+            # plain JSON under a .gz name, which ingest then rejected).
+            return gzip.open(path, "wt", encoding="utf-8", newline="")
         return open(path, "w", encoding="utf-8", newline="")
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc} (choose another --output)") from None

@@ -121,7 +121,8 @@ def format_for(output: str | None) -> str:
     """The export format an output file's extension names (".csv" -> "csv"), else "jsonl"."""
     if not output:
         return DEFAULT_FORMAT
-    return FORMAT_BY_SUFFIX.get(PurePath(output).suffix.lower(), DEFAULT_FORMAT)
+    path = PurePath(output[:-3] if output.lower().endswith(".gz") else output)  # stories.csv.gz: csv, gzipped
+    return FORMAT_BY_SUFFIX.get(path.suffix.lower(), DEFAULT_FORMAT)
 
 
 def write_stories(stories: StoryRows, out: TextIO, fmt: str, with_text: bool = True) -> ExportCounts:

@@ -114,7 +114,7 @@ def test_unknown_format_is_refused():
 
 @pytest.mark.parametrize("output, fmt", [
     ("a2.csv", "csv"), ("out/A2.CSV", "csv"), ("s.jsonl", "jsonl"), ("s.ndjson", "jsonl"),
-    ("stories.txt", "jsonl"), ("noext", "jsonl"), (None, "jsonl"),
+    ("stories.txt", "jsonl"), ("noext", "jsonl"), (None, "jsonl"), ("s.csv.gz", "csv"), ("s.jsonl.gz", "jsonl"),
 ])
 def test_the_format_follows_the_output_files_extension(output, fmt):
     assert format_for(output) == fmt
@@ -298,3 +298,23 @@ def test_whatever_was_stored_comes_back_the_same_article_from_an_articles_export
         report = ingest([str(dump)], settings, second)
         assert report.rejects == 0
         assert _articles(second) == _articles(first)
+
+
+def test_an_output_named_gz_is_gzipped_and_reads_back(story_db: Path, tmp_path: Path, settings):
+    """(QA pass: -o stories.jsonl.gz wrote plain JSON that ingest then refused as "not gzip".)"""
+    import gzip
+
+    from pipeline.ingest import ingest
+
+    out = tmp_path / "all.jsonl.gz"
+    assert cli.main(["export", "--db", str(story_db), "--format", "articles", "--output", str(out)]) == 0
+    with gzip.open(out, "rt", encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    assert len(lines) == _articles_count(story_db)
+    rebuilt = ingest([str(out)], settings, tmp_path / "rebuilt.db")
+    assert rebuilt.new_articles == len(lines) and rebuilt.rejects == 0
+
+
+def _articles_count(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT count(*) FROM articles").fetchone()[0]
