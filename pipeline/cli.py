@@ -812,20 +812,28 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .check import check_database
+    from .check import CheckReport, check_database
     from .store import read_only_connection, rebuild_commands
 
     path = _db(args)
-    _open(args).close()  # a story database of this version (an older one is migrated first), or the error
     started = time.monotonic()
-    if os.access(path, os.W_OK) and os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
-        conn = sqlite3.connect(path, timeout=load_settings(args.config).store.busy_timeout_s, isolation_level=None)
-    else:
-        conn = read_only_connection(path)[0]
     try:
-        report = check_database(conn, quick=args.quick)
-    finally:
-        conn.close()
+        _open(args).close()  # a story database of this version (an older one is migrated first), or the error
+    except StoreError as exc:
+        # A story database too damaged to open is what check is for: a finding, exit 8 (and
+        # JSON with --json), not a failure to run (a QA pass truncated one: exit 4, no report).
+        if not any(sign in str(exc) for sign in ("malformed", "claims schema version")):
+            raise
+        report = CheckReport(None, None, (f"the database cannot be opened: {exc}",), ())
+    else:
+        if os.access(path, os.W_OK) and os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+            conn = sqlite3.connect(path, timeout=load_settings(args.config).store.busy_timeout_s, isolation_level=None)
+        else:
+            conn = read_only_connection(path)[0]
+        try:
+            report = check_database(conn, quick=args.quick)
+        finally:
+            conn.close()
     seconds = time.monotonic() - started
     if args.json:
         print(json.dumps({
@@ -846,9 +854,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"  {counted}: {verdict} ({seconds:.1f} s)")
     if report.sound:
         return 0
+    rebuild = (
+        f"or rebuild it from its articles: {rebuild_commands(path)}" if report.articles is not None
+        else "its articles cannot be read out of it as it is"
+    )
     print(
         f"the story database {path} is damaged or inconsistent. Keep a copy of it as it is; restore it from a "
-        f"backup, or rebuild it from its articles: {rebuild_commands(path)}",
+        f"backup, {rebuild}",
         file=sys.stderr,
     )
     return 8

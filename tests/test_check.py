@@ -188,3 +188,16 @@ def test_pages_damaged_on_disk_are_problems_on_one_line_each_not_a_crash(db, cap
     assert all("\n" not in problem for problem in report.problems), report.problems
     assert main(["check", "--db", str(db)]) == 8
     assert "damaged or inconsistent" in capsys.readouterr().err
+
+
+def test_a_database_too_damaged_to_open_is_a_finding_with_a_report(db, capsys):
+    """(QA pass: a truncated database made check exit 4 with nothing on stdout for --json.)"""
+    size = db.stat().st_size
+    with open(db, "r+b") as file:
+        file.truncate(size // 2)
+    assert main(["check", "--db", str(db), "--json"]) == 8
+    captured = capsys.readouterr()
+    found = json.loads(captured.out)
+    assert found["sound"] is False and found["articles"] is None
+    assert found["problems"] == [f"the database cannot be opened: cannot open the story database {db}: database disk image is malformed"]
+    assert "restore it from a backup" in captured.err
