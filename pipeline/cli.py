@@ -583,14 +583,20 @@ def _print_summary(args: argparse.Namespace, heading: str, lines: Sequence[str])
 
 def _retry_rejects(args: argparse.Namespace, settings, db: str) -> int:
     from . import report as reports
-    from .retry import retry_rejects
+    from .retry import retry_rejects, stdin_rejects
 
     if args.paths:
         raise UsageError("--retry-rejects replays the inputs recorded in the rejects table; give no PATH")
     _open(args).close()  # a clear error when there is no database yet
     started = time.monotonic()
+    piped = stdin_rejects(db)
     run = retry_rejects(settings, db)
     lines = reports.summary_lines(run, elapsed_s=time.monotonic() - started)
+    if piped:
+        lines.append(
+            f"not retried      {piped:,}  (from standard input, which cannot be read again: pipe the fixed "
+            "records in again, newsdedup ingest -)"
+        )
     return _print_summary(args, f"newsdedup ingest --retry-rejects -> {db}", lines)
 
 

@@ -63,13 +63,15 @@ def _file_ref(ref: str) -> tuple[str, int]:
 def retry_rejects(
     settings: Settings, db_path: str | Path, on_batch: Callable[[ingest.RunReport], None] | None = None
 ) -> ingest.RunReport:
-    """Replay every recorded reject: those now stored leave `rejects`, those still bad stay
-    with this run's reason. Rejects that no longer name an input (a JSON Lines line that is
+    """Replay every recorded reject but those from standard input (`stdin_rejects` counts them):
+    those now stored leave `rejects`, those still bad stay with this run's reason. Rejects that no longer name an input (a JSON Lines line that is
     now blank, a whole-file reject of a file whose lines are now read one by one) leave too.
     """
     store = open_store(db_path, settings.store.busy_timeout_s)
     try:
-        keys = store.reject_keys()
+        # A pipe cannot be read again: its rejects stay as they are, stage and reason (a QA pass
+        # found them replaced by "cannot retry", the real reason lost).
+        keys = [key for key in store.reject_keys() if key[1] != sources.STDIN_ORIGIN]
     finally:
         store.close()
     # Rejects whose input is a URL (pages, feeds, sitemaps) are fetched again, even when known.
@@ -90,3 +92,12 @@ def retry_rejects(
     finally:
         store.close()
     return report
+
+
+def stdin_rejects(db_path: str | Path) -> int:
+    """How many recorded rejects came from standard input, which `retry_rejects` leaves alone."""
+    store = open_store(db_path, read_only=True)
+    try:
+        return sum(1 for _, origin in store.reject_keys() if origin == sources.STDIN_ORIGIN)
+    finally:
+        store.close()
