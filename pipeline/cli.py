@@ -706,7 +706,10 @@ def search_hint(text: str) -> str:
     )
     if fixed != text:
         return f"wrap words with hyphens in double quotes: newsdedup search {shlex.quote(fixed)}"
-    return "wrap words with hyphens in double quotes, e.g. '\"COVID-19\"'"
+    if "-" in text:
+        return "wrap words with hyphens in double quotes, e.g. '\"COVID-19\"'"
+    # (no hyphen: that advice would only mislead; a QA pass saw it for '"' and 'AND')
+    return "words that FTS5 reads as operators (AND, OR, NOT, NEAR) or signs go in double quotes"
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from .errors import DecodeError, EmptyInputError, NoArticleError, ParseError, To
 from .fingerprint import content_hash
 from .models import Article, RawDocument, record_file
 from .normalize import count_words, date_marker, display_text, matching_text, without_lone_surrogates
+from .report import plural
 from .settings import IngestSettings
 from .sources import decode_text
 
@@ -144,7 +145,7 @@ def build_article(
     count = title_words + count_words(norm, settings.min_words - title_words)
     if count < settings.min_words:
         raise NoArticleError(
-            f"text too short to be an article: {count} words with the title (ingest.min_words is {settings.min_words})"
+            f"text too short to be an article: {plural(count, 'word')} with the title (ingest.min_words is {settings.min_words})"
         )
     url = canonical_url(url)
     digest = content_hash(norm)

@@ -203,6 +203,12 @@ def listing(
         raise EmptyInputError("empty document")
     if stripped.startswith(b"{"):
         result = _json_feed(stripped, url, url)
+    elif stripped.startswith(b"["):
+        # (a QA pass: a JSON array of articles was "not well-formed XML")
+        raise ParseError(
+            "a JSON array, not a feed or sitemap: articles as JSON go one object per line in a .jsonl file "
+            "(jq -c '.[]' FILE.json > FILE.jsonl)"
+        )
     else:
         root = _parse_xml(data, charset)
         kind = _local(root.tag)

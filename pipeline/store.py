@@ -747,6 +747,8 @@ class Store(IndexReads):
         self.in_memory = str(path) == ":memory:"
         self.busy_timeout_s = busy_timeout_s
         self.read_only = read_only and not self.in_memory
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a directory, not a story database (give its file: --db {self.path / 'stories.db'})")
         try:
             if self.read_only:
                 conn = self._connect_read_only()

@@ -64,8 +64,9 @@ def test_database_that_is_not_a_database(tmp_path, seeds_dir):
 
 
 def test_database_path_that_is_a_directory(tmp_path, seeds_dir):
-    result = _newsdedup("ingest", str(seeds_dir), "--db", str(tmp_path), "--engine", "local")
-    _one_line_error(result, 4, "cannot open the story database")
+    for command in (["stories"], ["ingest", str(seeds_dir), "--engine", "local"]):
+        _one_line_error(_newsdedup(*command, "--db", str(tmp_path)), 4, "is a directory, not a story database",
+                        f"--db {tmp_path / 'stories.db'}")
 
 
 def test_database_of_a_newer_schema(story_db):
@@ -168,7 +169,10 @@ def test_search_with_a_hyphen_says_how_to_quote_it(story_db):
     _one_line_error(result, 2, "cannot search for", """wrap words with hyphens in double quotes: newsdedup search '"bike-share" OR sessions'""")
     assert _newsdedup("search", '"bike-share" OR sessions', "--db", str(story_db)).returncode == 0
     unbalanced = _newsdedup("search", "(sessions", "--db", str(story_db))
-    _one_line_error(unbalanced, 2, """wrap words with hyphens in double quotes, e.g. '"COVID-19"'""")
+    _one_line_error(unbalanced, 2, "operators (AND, OR, NOT, NEAR) or signs go in double quotes")
+    assert "hyphens" not in unbalanced.stderr
+    hyphen_elsewhere = _newsdedup("search", '"bike-share" (', "--db", str(story_db))
+    _one_line_error(hyphen_elsewhere, 2, """wrap words with hyphens in double quotes, e.g. '"COVID-19"'""")
 
 
 def _usage_error(result: subprocess.CompletedProcess, *phrases: str) -> None:
@@ -210,3 +214,10 @@ def test_a_prefect_api_that_does_not_answer_is_one_line_and_exit_5(tmp_path, see
     _one_line_error(ingest, 5, f"the Prefect API at {url}", "does not answer", "a server of its own")
     serve = _newsdedup("serve", "--db", str(tmp_path / "s.db"), env=env)
     _one_line_error(serve, 5, "does not answer")
+
+
+def test_a_json_array_named_as_an_input_says_how_to_make_json_lines(tmp_path):
+    (tmp_path / "articles.json").write_text('[{"text": "one"}, {"text": "two"}]')
+    result = _newsdedup("ingest", str(tmp_path / "articles.json"), "--db", str(tmp_path / "s.db"), "--engine", "local",
+                        "--quiet")
+    _one_line_error(result, 7, "a JSON array, not a feed or sitemap", "jq -c")
