@@ -484,6 +484,10 @@ def _ingest(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     db = args.db or settings.store.db
+    if (args.engine == "local" or args.retry_rejects) and (args.runner is not None or args.dask_address is not None):
+        # (a QA pass: both were silently ignored here)
+        raise UsageError("--runner and --dask-address choose where a flow run's tasks run; --engine local runs no flow "
+                         "(its --workers sets its processes)")
     if args.retry_rejects:
         return _retry_rejects(args, settings, db)
     if not args.paths:
@@ -778,6 +782,7 @@ def _finished_since(args: argparse.Namespace, run_ids: list[str]) -> dict[str, s
 def cmd_runs(args: argparse.Namespace) -> int:
     from .progress import readable_duration
     from .runlock import alive_runs, running_run
+    from .store import now_iso
 
     store = _open(args)
     try:
@@ -807,12 +812,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     for row in rows:
         row["started"] = row["started_at"].replace("T", " ").removesuffix("Z")
-        row["took"] = "" if row["seconds"] is None else readable_duration(row["seconds"])
+        if row["seconds"] is not None:
+            row["took"] = readable_duration(row["seconds"])
+        elif row["status"] in ("running", "reading"):
+            # (a QA pass: a live run's 'took' was blank) How long it has been going so far.
+            row["took"] = readable_duration(_seconds_between(row["started_at"], now_iso())) + " so far"
+        else:
+            row["took"] = ""
         row["stories"] = f"{row['new_stories']:,} / {row['grown_stories']:,} / {row['merged_stories']:,}"
         for key in ("inputs", "new_articles", "near_duplicates", "unchanged", "rejects"):
             row[key] = f"{row[key]:,}"
     print(_table(rows, [
-        ("run_id", "run", 36), ("started", "started (UTC)", 19), ("took", "took", 12), ("status", "status", 10),
+        ("run_id", "run", 36), ("started", "started (UTC)", 19), ("took", "took", 16), ("status", "status", 10),
         ("inputs", "inputs", 9), ("new_articles", "new", 9), ("near_duplicates", "near-dup", 9),
         ("unchanged", "unchanged", 9), ("rejects", "rejects", 9), ("stories", "stories new / grown / merged", 30),
     ]))

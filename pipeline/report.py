@@ -50,6 +50,9 @@ def run_lines(counts: Mapping[str, float]) -> list[str]:
         lines.append("WARNING: inputs != new + unchanged + rejects; please report this as a bug")
     if new == 0 and rejects == 0 and inputs:
         lines.append("nothing new: every input was already stored")
+    if inputs == 0 and "pages_fetched" not in counts:
+        # (a QA pass: an empty directory ran and exited 0 without a word)
+        lines.append("nothing to read: no files under the paths given (names starting with '.' are left out)")
     if "pages_fetched" in counts:
         lines.extend(web_lines(counts))
     return lines

@@ -345,6 +345,8 @@ def test_runs_tells_a_run_still_reading_from_a_killed_one(tmp_path, capsys):
         while not recorded() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert statuses() == ["reading"]
+        assert main(["runs", "--db", str(db)]) == 0
+        assert " so far " in capsys.readouterr().out  # how long the live run has been going
         os.kill(reading.pid, signal.SIGKILL)
     finally:
         reading.wait(30)

@@ -221,3 +221,14 @@ def test_a_json_array_named_as_an_input_says_how_to_make_json_lines(tmp_path):
     result = _newsdedup("ingest", str(tmp_path / "articles.json"), "--db", str(tmp_path / "s.db"), "--engine", "local",
                         "--quiet")
     _one_line_error(result, 7, "a JSON array, not a feed or sitemap", "jq -c")
+
+
+def test_flow_runner_options_with_the_local_engine_are_refused_not_ignored(tmp_path, seeds_dir):
+    result = _newsdedup("ingest", str(seeds_dir), "--db", str(tmp_path / "s.db"), "--engine", "local", "--runner", "dask")
+    _one_line_error(result, 2, "--engine local runs no flow")
+
+
+def test_an_empty_directory_says_there_was_nothing_to_read(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = _newsdedup("ingest", str(tmp_path / "empty"), "--db", str(tmp_path / "s.db"), "--engine", "local")
+    assert result.returncode == 0 and "nothing to read: no files under the paths given" in result.stdout
