@@ -59,6 +59,13 @@ def canonical_url(url: str | None) -> str | None:
         return url.split("#", 1)[0]
 
 
+def _date_not_used(raw: str) -> dict[str, str]:
+    """A date an input gave that `iso_date` did not take, kept (in `extra`), not lost: the
+    article is stored undated and the raw value stays visible, named for why."""
+    future = iso_date(raw, now=datetime.max - _FUTURE_SLACK)
+    return {"published_in_future" if future else "published_unreadable": raw}
+
+
 def iso_date(value: object, now: datetime | None = None) -> str | None:
     """An ISO 8601 date or UTC datetime string, or None for missing, unreadable or future dates."""
     if value is None or value == "":
@@ -180,8 +187,11 @@ def from_text(raw: RawDocument, settings: IngestSettings) -> Article:
     title: str | None = None
     published: str | None = None
     marker = date_marker(lines[0])
+    extra: dict[str, object] = {}
     if marker:
         published = iso_date(marker[0])
+        if published is None:  # kept, as a JSON Lines record's is (a QA pass saw it vanish)
+            extra.update(_date_not_used(marker[0]))
         lines[0] = marker[1]
     elif len(lines[0].split()) <= _MAX_TITLE_WORDS:
         title = lines.pop(0).strip()
@@ -192,6 +202,7 @@ def from_text(raw: RawDocument, settings: IngestSettings) -> Article:
         published=published,
         url=raw.url,
         settings=settings,
+        extra=extra or None,
         local_file=_from_local_file(raw),
     )
 
@@ -297,9 +308,7 @@ def from_record(raw: RawDocument, settings: IngestSettings) -> Article:
     published = iso_date(published_raw)
     extra = {key: value for key, value in record.items() if key not in RECORD_FIELDS}
     if published_raw and not published:
-        # Kept, not lost: the article is stored undated and the raw value stays visible.
-        future = iso_date(published_raw, now=datetime.max - _FUTURE_SLACK)
-        extra["published_in_future" if future else "published_unreadable"] = published_raw
+        extra.update(_date_not_used(published_raw))
     return build_article(
         external_id=record_id or raw.ref,
         text=text,

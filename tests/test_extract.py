@@ -31,6 +31,18 @@ def test_date_marker_gives_the_publication_date():
     assert article.text.startswith("The Trump campaign sent a letter")
 
 
+@pytest.mark.parametrize("marker, kept", [
+    ("2020-13-45", {"published_unreadable": "2020-13-45"}),
+    ("2999-01-01", {"published_in_future": "2999-01-01"}),
+])
+def test_a_date_marker_that_cannot_be_used_is_kept_in_extra(marker, kept):
+    """As a JSON Lines record's unusable date is (a QA pass saw a .txt file's simply vanish)."""
+    raw = RawDocument(ref="c.txt", kind="text", body=f"date {marker} The vote came late.\n{BODY}".encode())
+    article = article_from(raw, SETTINGS)
+    assert article.published is None and article.extra == kept
+    assert article.text.startswith("The vote came late.")
+
+
 def test_html_page_through_trafilatura_with_metadata():
     html = f"""<html><head><title>Council votes on budget | Daily Planet</title>
     <meta property="og:site_name" content="Daily Planet">
