@@ -306,12 +306,20 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
         path = (environ or os.environ)["NEWSDEDUP_CONFIG"]
     if path is not None:
         data = _deep_merge(data, _read_toml(Path(path)))
-    data = _deep_merge(data, _env_overrides(dict(environ if environ is not None else os.environ)))
+    overrides = _env_overrides(dict(environ if environ is not None else os.environ))
+    data = _deep_merge(data, overrides)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{_field_named(err['loc'], overrides)}: {err['msg']}" for err in exc.errors())
         source = f" (from {path})" if path else ""
         raise ConfigError(f"bad configuration{source}: {problems}") from None
+
+
+def _field_named(location: tuple, overrides: dict[str, Any]) -> str:
+    """`ingest.batch_size`, with the environment variable that set it when one did (a QA pass:
+    the message named the setting, and the reader looked for it in the files)."""
+    name = ".".join(str(part) for part in location)
+    if len(location) >= 2 and str(location[1]) in overrides.get(str(location[0]), {}):
+        return f"{name} (set by NEWSDEDUP_{str(location[0]).upper()}__{str(location[1]).upper()})"
+    return name

@@ -161,7 +161,7 @@ def test_read_commands_check_the_configuration_even_with_db(story_db, tmp_path, 
     missing = _newsdedup(*command, "--db", str(story_db), "--config", str(tmp_path / "nope.toml"))
     _one_line_error(missing, 3, "configuration file not found")
     from_environment = _newsdedup(*command, "--db", str(story_db), env={"NEWSDEDUP_INGEST__BATCH_SIZE": "abc"})
-    _one_line_error(from_environment, 3, "ingest.batch_size")
+    _one_line_error(from_environment, 3, "ingest.batch_size (set by NEWSDEDUP_INGEST__BATCH_SIZE)")
 
 
 def test_search_with_a_hyphen_says_how_to_quote_it(story_db):

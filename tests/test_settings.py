@@ -63,3 +63,12 @@ def test_the_archive_table_of_the_sources_file(tmp_path):
     (tmp_path / "bad.toml").write_text("[archive]\nto = 'a.db'\nolder_than_days = 0\nschedule = { cron = '* * * * *' }\n")
     with pytest.raises(ConfigError, match="older_than_days"):
         load_archive(tmp_path / "bad.toml")
+
+
+def test_a_bad_value_names_the_environment_variable_that_set_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"ingest\.batch_size \(set by NEWSDEDUP_INGEST__BATCH_SIZE\)"):
+        load_settings(environ={"NEWSDEDUP_INGEST__BATCH_SIZE": "lots"})
+    (tmp_path / "c.toml").write_text("[ingest]\nbatch_size = 'lots'\n")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(tmp_path / "c.toml", environ={})
+    assert "ingest.batch_size:" in str(raised.value) and "set by" not in str(raised.value)
