@@ -275,6 +275,8 @@ def datasette_instance(db_path: Path, meta: dict, immutable: bool = False):
     from datasette.app import Datasette
 
     path = str(db_path)
+    # Before the app is made: Datasette applies the plugin's ASGI wrapper when it builds it.
+    _register_plugin()
     # Immutable is the fastest way (no -shm file, counts cached), but SQLite then trusts the file
     # never to change: an ingest that writes it later gives "database disk image is malformed"
     # errors and stale pages until the server restarts. So it is only ever asked for; the
@@ -286,7 +288,6 @@ def datasette_instance(db_path: Path, meta: dict, immutable: bool = False):
         # Article texts are long: a short excerpt per cell keeps result tables readable.
         settings={"truncate_cells_html": 160, "default_page_size": 50},
     )
-    _register_plugin()
     asyncio.run(datasette.invoke_startup())
     return datasette
 

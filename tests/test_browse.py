@@ -135,6 +135,17 @@ def test_datasette_refuses_writes(client):
     assert client.get("/stories/articles.json?_size=0").json["filtered_table_rows_count"] == 10
 
 
+def test_requests_that_could_write_are_refused_at_the_door(client):
+    """(QA pass: a POST to Datasette's write API ended in a 500 and a console traceback.)"""
+    import json
+
+    for path in ("/stories/articles/-/insert", "/stories/-/create"):
+        response = client.post(path, body=json.dumps({"row": {"id": "x"}}), content_type="application/json")
+        assert response.status == 405 and "read-only" in response.text
+    assert client.get("/stories/articles.json?_size=0").json["filtered_table_rows_count"] == 10
+    assert client.get("/stories/story_overview").status == 200  # reading is untouched
+
+
 def test_a_story_id_in_a_view_opens_the_story(client):
     html = client.get("/stories/story_overview").text
     assert 'href="/stories/story_articles?story_id=2&amp;_sort_desc=similarity"' in html
