@@ -1080,7 +1080,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"newsdedup: error: database error: {exc}{hint}", file=sys.stderr)
         return StoreError.exit_code
     except KeyboardInterrupt:
-        print("newsdedup: interrupted", file=sys.stderr)
+        # For an ingest, what a person wants to know next (a QA pass: SIGTERM's message said it, Ctrl-C's did not).
+        after = "; the batches committed before it are stored, run the same command again to go on"
+        print("newsdedup: interrupted" + (after if args.command == "ingest" else ""), file=sys.stderr)
         return 130
     except Terminated:
         print("newsdedup: terminated (SIGTERM); the batches committed before it are stored, "

@@ -229,8 +229,13 @@ def test_a_worker_killed_mid_run_is_one_plain_line_and_the_rerun_completes(tmp_p
     assert consistency_problems(db) == []
 
 
-def test_sigterm_stops_a_local_run_with_a_message_and_the_rerun_completes(tmp_path):
-    """(QA pass: SIGTERM ended `--engine local` silently, exit 143 and no word.)"""
+@pytest.mark.parametrize("sent, code, said", [
+    (signal.SIGTERM, 143, "newsdedup: terminated (SIGTERM); the batches committed before it are stored"),
+    (signal.SIGINT, 130, "newsdedup: interrupted; the batches committed before it are stored"),
+])
+def test_sigterm_stops_a_local_run_with_a_message_and_the_rerun_completes(tmp_path, sent, code, said):
+    """(QA passes: SIGTERM ended `--engine local` silently, exit 143 and no word; Ctrl-C said
+    'interrupted' and nothing of what was kept.)"""
     records = articles(stories=60, per_story=40, seed=6)
     corpus = write_jsonl(tmp_path / "corpus.jsonl", records)
     config = _config(tmp_path)
@@ -238,10 +243,10 @@ def test_sigterm_stops_a_local_run_with_a_message_and_the_rerun_completes(tmp_pa
     proc = subprocess.Popen(_ingest_command([corpus], db, config), env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _started_and_storing(proc, db)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sent)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 143, stderr
-    assert stderr.strip().splitlines()[-1].startswith("newsdedup: terminated (SIGTERM)"), stderr
+    assert proc.returncode == code, stderr
+    assert stderr.strip().splitlines()[-1].startswith(said), stderr
     stored = _count(db, "SELECT count(*) FROM articles")
     assert stored % BATCH == 0 and stored < len(records)
     assert consistency_problems(db, run_finished=False) == []
