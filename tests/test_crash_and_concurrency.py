@@ -240,8 +240,11 @@ def test_sigterm_stops_a_local_run_with_a_message_and_the_rerun_completes(tmp_pa
     corpus = write_jsonl(tmp_path / "corpus.jsonl", records)
     config = _config(tmp_path)
     db = tmp_path / "stories.db"
+    # SIGINT as a terminal would deliver it: a shell starts background jobs with SIGINT ignored
+    # (make test under nohup ... & did), and Python then never turns it into KeyboardInterrupt.
     proc = subprocess.Popen(_ingest_command([corpus], db, config), env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _started_and_storing(proc, db)
     proc.send_signal(sent)
     _, stderr = proc.communicate(timeout=120)
