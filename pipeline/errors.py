@@ -21,6 +21,11 @@ class StoreError(PipelineError):
     exit_code = 4
 
 
+class DamagedDatabaseError(StoreError):
+    """The story database's file is damaged: SQLite finds its pages malformed, or tables this
+    version needs are gone. (`newsdedup check` reports it as a finding.)"""
+
+
 class WorkerError(PipelineError):
     """A process preparing batches died (killed, or out of memory): what was committed is stored."""
 

@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import sqlite_utils
 
-from .errors import ConfigError, StoreError
+from .errors import ConfigError, DamagedDatabaseError, StoreError
 from .fingerprint import LAYOUT_SETTINGS, cosine
 from .models import Prepared, Rejected, file_identity, file_name, little_endian, pack_terms, record_file, unpack_terms
 from .settings import MatchingSettings
@@ -765,7 +765,10 @@ class Store(IndexReads):
                 # Checkpoints run on a thread of their own after each commit (see `_checkpoint_soon`).
                 conn.execute("PRAGMA wal_autocheckpoint=0")
         except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"cannot open the story database {self.path}: {_plain(exc)}") from None
+            damaged = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_CORRUPT
+            raise (DamagedDatabaseError if damaged else StoreError)(
+                f"cannot open the story database {self.path}: {_plain(exc)}"
+            ) from None
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
         self._reader: IndexReads | None = None
@@ -886,7 +889,7 @@ class Store(IndexReads):
             absent = [column for column in columns if column not in present]
             if absent:
                 what = f"table or view {table}" if not present else f"column {table}.{absent[0]}"
-                raise StoreError(
+                raise DamagedDatabaseError(
                     f"{self.path} claims schema version {SCHEMA_VERSION} but has no {what}; "
                     "it was damaged or written by other software; re-ingest into a new database"
                 )
