@@ -22,10 +22,11 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from .errors import StoreError, UsageError
 from .runlock import exclusive_run
-from .store import Store, now_iso, open_store, pack_story_ids, unpack_story_ids
+from .store import IndexReads, Store, now_iso, open_store, pack_story_ids, unpack_story_ids
 from .stories import latest_stories
 
 # What decides a story's age: when it last grew (the default), or the publication date of its
@@ -138,7 +139,11 @@ def archive_stories(
         live = open_store(db_path, busy_timeout_s, read_only=dry_run)
         try:
             chosen, spared = chosen_stories(live.conn, before, by)
-            articles = _article_count(live.conn, chosen)
+            # (a temporary table: the statements below name the stories through it, whatever their number)
+            _choose(live.conn, chosen)
+            articles = live.conn.execute(
+                "SELECT count(*) FROM articles WHERE story_id IN (SELECT id FROM temp.chosen)"
+            ).fetchone()[0]
             if chosen and not dry_run:
                 _copy_to_archive(live, chosen, archive_path, busy_timeout_s)
                 _remove_archived(live, chosen, archive_path)
@@ -148,16 +153,6 @@ def archive_stories(
         database=str(db_path), archive=str(archive_path), before=before, by=by, stories=len(chosen),
         articles=articles, dry_run=dry_run, spared_newest=spared, seconds=time.monotonic() - started,
     )
-
-
-def _article_count(conn: sqlite3.Connection, chosen: list[int]) -> int:
-    count = 0
-    for start in range(0, len(chosen), 900):  # (SQLite's limit on host parameters)
-        chunk = chosen[start : start + 900]
-        count += conn.execute(
-            f"SELECT count(*) FROM articles WHERE story_id IN ({','.join('?' * len(chunk))})", chunk
-        ).fetchone()[0]
-    return count
 
 
 def _choose(conn: sqlite3.Connection, chosen: list[int]) -> None:
@@ -183,14 +178,13 @@ def _copy_to_archive(live: Store, chosen: list[int], archive_path: str | Path, b
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            _choose(conn, chosen)
             for table, rows in _COPIED:
                 # Same schema version on both sides (open_store migrated the archive): * lines up.
                 conn.execute(
                     f"INSERT OR IGNORE INTO archive.{table} SELECT * FROM main.{table} "
                     f"WHERE {rows}{_NOT_COPIED_YET.get(table, '')}"
                 )
-            _split_buckets(conn, set(chosen), into_archive=True)
+            _buckets_into_archive(conn, set(chosen))
             documents = conn.execute("SELECT count(*) FROM archive.articles").fetchone()[0]
             conn.execute(
                 "INSERT INTO archive._meta (key, value) VALUES ('documents', ?) "
@@ -222,83 +216,73 @@ def _remove_archived(live: Store, chosen: list[int], archive_path: str | Path) -
     # inside a transaction.)
     conn.execute("PRAGMA foreign_keys = OFF")
     try:
-        _delete_archived(live, chosen, archive_path)
+        with live.transaction():
+            # A copy joins its original's story, so no staying article should be a near-duplicate
+            # of a leaving one; if one is, nothing is deleted.
+            crossing = conn.execute(
+                "SELECT id FROM articles WHERE story_id NOT IN (SELECT id FROM temp.chosen) "
+                f"AND duplicate_of IN ({_CHOSEN_ARTICLES}) LIMIT 5"
+            ).fetchall()
+            if crossing:
+                raise StoreError(
+                    "articles of stories that stay are near-duplicates of articles that would be archived "
+                    f"({', '.join(row[0] for row in crossing)}): nothing was archived; run 'newsdedup check'"
+                )
+            # Every article is in the search index before any is deleted: the delete trigger takes
+            # each deleted row out of the index, which must hold it.
+            live.index_new_articles()
+            for statement in ARCHIVED_SCHEMA:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT OR IGNORE INTO _archived (article_id, external_id, url, content_hash, title, source, published, "
+                "story_id, archive, archived_at) SELECT id, external_id, url, content_hash, title, source, published, "
+                "story_id, ?, ? FROM articles WHERE story_id IN (SELECT id FROM temp.chosen)",
+                (os.path.abspath(archive_path), now_iso()),
+            )
+            conn.execute(
+                "INSERT INTO _meta (key, value) VALUES ('last_story_id', (SELECT max(id) FROM stories)) "
+                "ON CONFLICT(key) DO UPDATE SET value = max(CAST(value AS INTEGER), excluded.value)"
+            )
+            _buckets_left_behind(conn, set(chosen))
+            for table, rows in reversed(_COPIED):
+                conn.execute(f"DELETE FROM main.{table} WHERE {rows}")
     finally:
         conn.execute("PRAGMA foreign_keys = ON")
 
 
-def _delete_archived(live: Store, chosen: list[int], archive_path: str | Path) -> None:
-    conn = live.conn
-    with live.transaction():
-        _choose(conn, chosen)
-        # A copy joins its original's story, so no staying article should be a near-duplicate
-        # of a leaving one; if one is, nothing is deleted.
-        crossing = conn.execute(
-            "SELECT id FROM articles WHERE story_id NOT IN (SELECT id FROM temp.chosen) "
-            f"AND duplicate_of IN ({_CHOSEN_ARTICLES}) LIMIT 5"
-        ).fetchall()
-        if crossing:
-            raise StoreError(
-                "articles of stories that stay are near-duplicates of articles that would be archived "
-                f"({', '.join(row[0] for row in crossing)}): nothing was archived; run 'newsdedup check'"
-            )
-        # Every article is in the search index before any is deleted: the delete trigger takes
-        # each deleted row out of the index, which must hold it.
-        live.index_new_articles()
-        for statement in ARCHIVED_SCHEMA:
-            conn.execute(statement)
-        conn.execute(
-            "INSERT OR IGNORE INTO _archived (article_id, external_id, url, content_hash, title, source, published, "
-            "story_id, archive, archived_at) SELECT id, external_id, url, content_hash, title, source, published, "
-            "story_id, ?, ? FROM articles WHERE story_id IN (SELECT id FROM temp.chosen)",
-            (os.path.abspath(archive_path), now_iso()),
-        )
-        conn.execute(
-            "INSERT INTO _meta (key, value) VALUES ('last_story_id', (SELECT max(id) FROM stories)) "
-            "ON CONFLICT(key) DO UPDATE SET value = max(CAST(value AS INTEGER), excluded.value)"
-        )
-        _split_buckets(conn, set(chosen), into_archive=False)
-        for table, rows in reversed(_COPIED):
-            conn.execute(f"DELETE FROM main.{table} WHERE {rows}")
-
-
-def _split_buckets(conn: sqlite3.Connection, chosen: set[int], into_archive: bool) -> None:
-    """Split each story bucket that names a chosen story (or one merged into a chosen story):
-    those ids go to the archive's bucket of the same key (`into_archive`), the others stay."""
-    merged_into = dict(conn.execute("SELECT absorbed_story_id, into_story_id FROM main.story_merges ORDER BY rowid"))
-
-    def archived(story_id: int) -> bool:
-        seen = set()
-        while story_id not in chosen and story_id in merged_into and story_id not in seen:
-            seen.add(story_id)
-            story_id = merged_into[story_id]
-        return story_id in chosen
-
-    updates: list[tuple[bytes, int, int]] = []
-    removed: list[tuple[int, int]] = []
+def _bucket_split(conn: sqlite3.Connection, chosen: set[int]) -> Iterator[tuple[int, int, list[int], list[int]]]:
+    """(period, key, ids leaving, ids staying) of each story bucket that names a chosen story,
+    or a story merged into one (a bucket lookup follows merges, `IndexReads.resolve_merged`)."""
+    absorbed = {row[0] for row in conn.execute("SELECT absorbed_story_id FROM main.story_merges")}
+    now_in = IndexReads(conn).resolve_merged(absorbed)
+    leaving = chosen | {story_id for story_id, current in now_in.items() if current in chosen}
     for period, key, packed in conn.execute("SELECT period, key, stories FROM main._story_buckets"):
         ids = unpack_story_ids(packed)
-        leaving = [story_id for story_id in ids if archived(story_id)]
-        if not leaving:
+        if leaving.isdisjoint(ids):
             continue
-        if into_archive:
-            updates.append((pack_story_ids(leaving), period, key))
-        else:
-            staying = [story_id for story_id in ids if not archived(story_id)]
-            if staying:
-                updates.append((pack_story_ids(staying), period, key))
-            else:
-                removed.append((period, key))
-    if into_archive:
-        for packed, period, key in updates:
-            row = conn.execute(
-                "SELECT stories FROM archive._story_buckets WHERE period = ? AND key = ?", (period, key)
-            ).fetchone()
-            ids = unpack_story_ids(row[0]) + unpack_story_ids(packed) if row else unpack_story_ids(packed)
-            conn.execute(
-                "INSERT OR REPLACE INTO archive._story_buckets (period, key, stories) VALUES (?, ?, ?)",
-                (period, key, pack_story_ids(latest_stories(ids, len(ids)))),
-            )
-        return
-    conn.executemany("UPDATE main._story_buckets SET stories = ? WHERE period = ? AND key = ?", updates)
-    conn.executemany("DELETE FROM main._story_buckets WHERE period = ? AND key = ?", removed)
+        yield period, key, [i for i in ids if i in leaving], [i for i in ids if i not in leaving]
+
+
+def _buckets_into_archive(conn: sqlite3.Connection, chosen: set[int]) -> None:
+    """Each bucket's leaving ids into the archive's bucket of the same key (after what it holds)."""
+    for period, key, ids, _ in list(_bucket_split(conn, chosen)):
+        row = conn.execute("SELECT stories FROM archive._story_buckets WHERE period = ? AND key = ?", (period, key)).fetchone()
+        if row:
+            ids = unpack_story_ids(row[0]) + ids
+        conn.execute(
+            "INSERT OR REPLACE INTO archive._story_buckets (period, key, stories) VALUES (?, ?, ?)",
+            (period, key, pack_story_ids(latest_stories(ids, len(ids)))),
+        )
+
+
+def _buckets_left_behind(conn: sqlite3.Connection, chosen: set[int]) -> None:
+    """Each bucket keeps its staying ids; one left with none goes."""
+    split = list(_bucket_split(conn, chosen))
+    conn.executemany(
+        "UPDATE main._story_buckets SET stories = ? WHERE period = ? AND key = ?",
+        [(pack_story_ids(staying), period, key) for period, key, _, staying in split if staying],
+    )
+    conn.executemany(
+        "DELETE FROM main._story_buckets WHERE period = ? AND key = ?",
+        [(period, key) for period, key, _, staying in split if not staying],
+    )

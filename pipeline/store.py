@@ -623,7 +623,7 @@ class IndexReads:
                 found[(period, key)] = unpack_story_ids(packed)
         # (A batch reads ~10,000 buckets of up to 32 ids; set.union keeps the loop over them in C.)
         named = set().union(*found.values())
-        live = self._resolve_merged(named)
+        live = self.resolve_merged(named)
         # Only buckets naming a story merged away (or gone) need rewriting; most name none.
         stale = {s for s in named if live.get(s) != s}
         if stale:
@@ -635,7 +635,7 @@ class IndexReads:
                 found[key] = latest_stories(resolved, len(resolved))
         return found
 
-    def _resolve_merged(self, story_ids: set[int]) -> dict[int, int]:
+    def resolve_merged(self, story_ids: set[int]) -> dict[int, int]:
         """Each of `story_ids` mapped to the story holding its articles now (itself, unless it
         was merged away; a story gone without a merge record is left out)."""
         ids = sorted(story_ids)
