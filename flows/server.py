@@ -174,11 +174,23 @@ def server_environment(home: Path, host: str, port: int, base: dict[str, str] | 
     return env
 
 
+def _health_status(api_url: str, timeout_s: float) -> int:
+    """The HTTP status the Prefect API at `api_url` answers its health check with.
+
+    Raises:
+        urllib.error.URLError, OSError, ValueError: nothing answered (or the URL is not one).
+    """
+    try:
+        with urllib.request.urlopen(api_url + "/health", timeout=timeout_s) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def healthy(api_url: str, timeout_s: float = 2.0) -> bool:
     """True when the Prefect API at `api_url` answers its health check."""
     try:
-        with urllib.request.urlopen(api_url + "/health", timeout=timeout_s) as response:
-            return response.status == 200
+        return _health_status(api_url, timeout_s) == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
 
@@ -201,10 +213,7 @@ def require_configured_api(timeout_s: float = 5.0, otherwise: str = "") -> None:
     if not url:
         return  # a run starts a server of its own
     try:
-        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout_s):
-            return
-    except urllib.error.HTTPError:
-        return
+        _health_status(url.rstrip("/"), timeout_s)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ServerError(

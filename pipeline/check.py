@@ -11,6 +11,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
+from .store import IndexReads, unpack_story_ids
+
 T = TypeVar("T")
 
 # At most this many offending keys are named per problem: enough to look one up.
@@ -111,9 +113,7 @@ def check_database(conn: sqlite3.Connection, quick: bool = False) -> CheckReport
                 f"rows pointing at rows that are gone (foreign_key_check): {len(foreign):,}, e.g. "
                 + ", ".join(f"{table} row {rowid} -> {parent}" for table, rowid, parent, _ in foreign[:_EXAMPLES])
             )
-        archived = _unless_damaged(problems, "the schema", lambda: conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_archived'"
-        ).fetchone())
+        archived = _unless_damaged(problems, "the schema", IndexReads(conn).has_archived)
         invariants = {**INVARIANTS, **ARCHIVE_INVARIANTS} if archived else INVARIANTS
         for label, sql in invariants.items():
             sql = sql.format(archived="(SELECT count(*) FROM _archived)" if archived else "0")
@@ -146,8 +146,6 @@ def _unless_damaged(problems: list[str], what: str, read: Callable[[], T]) -> T 
 def _story_bucket_problems(conn: sqlite3.Connection) -> list[str]:
     """Every story id a story bucket names is a story, or one merged into another (lookups
     follow the merge). The buckets' ids are unpacked all at once, not bucket by bucket."""
-    from .store import unpack_story_ids
-
     packed = b"".join(
         blob for (blob,) in conn.execute("SELECT stories FROM _story_buckets WHERE length(stories) % 4 = 0")
     )

@@ -30,11 +30,17 @@ _REMIND_SECONDS = 60.0
 WAITING_MESSAGE = "another ingest run holds the database; waiting"
 
 
+def _beside(db_path: str | Path, suffix: str) -> Path:
+    # Beside the database file itself, symbolic links resolved: a link to the database and the
+    # database's own path share one lock and one set of marks.
+    db_path = Path(os.path.realpath(db_path))
+    return db_path.with_name(db_path.name + suffix)
+
+
 def lock_path_for(db_path: str | Path) -> Path:
     """The lock file that guards the story database at `db_path`: beside the file itself, so
     that a symbolic link to the database and the database's own path share one lock."""
-    db_path = Path(os.path.realpath(db_path))
-    return db_path.with_name(db_path.name + ".lock")
+    return _beside(db_path, ".lock")
 
 
 def _holder_record(handle) -> dict | None:
@@ -140,13 +146,8 @@ def exclusive_run(db_path: str | Path, run_id: str, timeout_s: float | None = No
         handle.close()
 
 
-def _alive_directory(db_path: str | Path) -> Path:
-    db_path = Path(os.path.realpath(db_path))
-    return db_path.with_name(db_path.name + ".runs")
-
-
 def _alive_path(db_path: str | Path, run_id: str) -> Path:
-    return _alive_directory(db_path) / f"{run_id}.alive"
+    return _beside(db_path, ".runs") / f"{run_id}.alive"
 
 
 def _held_by_someone(path: Path) -> bool:

@@ -526,7 +526,7 @@ class IndexReads:
         for start in range(0, len(values), _CHUNK):
             yield values[start : start + _CHUNK]
 
-    def _archived(self) -> bool:
+    def has_archived(self) -> bool:
         """Whether stories were ever archived from this database (`pipeline/archive.py`)."""
         return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_archived'").fetchone() is not None
 
@@ -535,7 +535,7 @@ class IndexReads:
         ids = sorted(set(article_ids))
         found: set[str] = set()
         sources = ["SELECT id FROM articles WHERE id IN ({})"]
-        if self._archived():
+        if self.has_archived():
             sources.append("SELECT article_id FROM _archived WHERE article_id IN ({})")
         for chunk in self._chunks(ids):
             marks = ",".join("?" * len(chunk))
@@ -550,7 +550,7 @@ class IndexReads:
         their own are among them too, and harmless: no input known only by its file matches
         their `external_id`.)"""
         found: set[tuple] = set()
-        tables = ["articles", "_archived"] if self._archived() else ["articles"]
+        tables = ["articles", "_archived"] if self.has_archived() else ["articles"]
         for chunk in self._chunks(sorted(set(content_hashes))):
             marks = ",".join("?" * len(chunk))
             for table in tables:
@@ -1550,7 +1550,7 @@ class Store(IndexReads):
 
     def archived_to(self, story_id: int) -> str | None:
         """The archive database a story was moved to (`pipeline/archive.py`), None if it was not."""
-        if not self._archived():
+        if not self.has_archived():
             return None
         row = self.conn.execute("SELECT archive FROM _archived WHERE story_id = ? LIMIT 1", (story_id,)).fetchone()
         return row[0] if row else None
