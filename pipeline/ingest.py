@@ -484,20 +484,14 @@ def ingest(
     runs itself: its batches then interleave with other writers' (each is still one transaction).
     """
     report = RunReport(run_id or new_run_id())
-    with alive(db_path, report.run_id):
-        return _ingest_alive(report, paths, db_path, settings, documents, kind, workers, on_batch, run_lock)
-
-
-def _ingest_alive(
-    report: RunReport, paths: Sequence[str], db_path: str | Path, settings: Settings,
-    documents: Iterable[RawDocument | Rejected] | None, kind: str | None, workers: int,
-    on_batch: Callable[[RunReport], None] | None, run_lock: bool,
-) -> RunReport:
-    start_run(report, db_path, settings)
-    store = open_store(db_path, settings.store.busy_timeout_s)
-    crawl = web.CrawlState(db_path, settings.store.busy_timeout_s)
-    lock = LockAtFirstCommit(db_path, report.run_id)
-    try:
+    # Let go of in reverse: the store (its last checkpoint), the run lock, the liveness mark.
+    with contextlib.ExitStack() as held:
+        held.enter_context(alive(db_path, report.run_id))
+        start_run(report, db_path, settings)
+        lock = held.enter_context(LockAtFirstCommit(db_path, report.run_id))
+        store = open_store(db_path, settings.store.busy_timeout_s)
+        held.callback(store.close)
+        crawl = web.CrawlState(db_path, settings.store.busy_timeout_s)
         chunks = timed_iter(batches(paths, settings, documents, crawl, kind), report, "read")
         for prepared in _prepared_batches(chunks, settings, report, workers):
             if run_lock and (waited := lock.take()) >= 0.1:
@@ -514,11 +508,6 @@ def _ingest_alive(
         # While the run's store is still open: closing it waits for the checkpoint of its last
         # batch, which meanwhile runs beside the indexing of that batch for search.
         finish_run(report, db_path, settings)
-    finally:
-        try:
-            store.close()
-        finally:
-            lock.close()
     return report
 
 

@@ -64,8 +64,9 @@ def retry_rejects(
     settings: Settings, db_path: str | Path, on_batch: Callable[[ingest.RunReport], None] | None = None
 ) -> ingest.RunReport:
     """Replay every recorded reject but those from standard input (`stdin_rejects` counts them):
-    those now stored leave `rejects`, those still bad stay with this run's reason. Rejects that no longer name an input (a JSON Lines line that is
-    now blank, a whole-file reject of a file whose lines are now read one by one) leave too.
+    those now stored leave `rejects`, those still bad stay with this run's reason. Rejects that
+    no longer name an input (a JSON Lines line that is now blank, a whole-file reject of a file
+    whose lines are now read one by one) leave too.
     """
     store = open_store(db_path, settings.store.busy_timeout_s)
     try:
