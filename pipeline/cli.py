@@ -771,10 +771,7 @@ def _seconds_between(started: str, finished: str | None) -> float | None:
 def _finished_since(args: argparse.Namespace, run_ids: list[str]) -> dict[str, str | None]:
     store = _open(args)
     try:
-        marks = ",".join("?" * len(run_ids))
-        return {row["run_id"]: row["finished_at"] for row in store.db.query(
-            f"SELECT run_id, finished_at FROM runs WHERE run_id IN ({marks})", run_ids
-        )}
+        return store.finished_at(run_ids)
     finally:
         store.close()
 

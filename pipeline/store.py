@@ -1399,6 +1399,14 @@ class Store(IndexReads):
             ([since] if since else []) + [limit or -1],
         ))
 
+    def finished_at(self, run_ids: Sequence[str]) -> dict[str, str | None]:
+        """When each of `run_ids` finished (None: it has not), as `runs` records it now."""
+        found: dict[str, str | None] = {}
+        for chunk in self._chunks(list(run_ids)):
+            marks = ",".join("?" * len(chunk))
+            found.update(self.conn.execute(f"SELECT run_id, finished_at FROM runs WHERE run_id IN ({marks})", chunk))
+        return found
+
     def run_count(self, since: str | None = None) -> int:
         return self.conn.execute(
             "SELECT count(*) FROM runs" + (" WHERE started_at >= ?" if since else ""), [since] if since else []
