@@ -32,7 +32,7 @@ EXIT_CODES = """exit codes:
   4  database error (cannot open, not a story database, other schema)
   5  the Prefect server could not start, or the one PREFECT_API_URL names does not answer
   6  a worker process died (killed, or out of memory); what was committed is stored
-  7  nothing could be read from the run's web sources (none answered; see 'newsdedup rejects')
+  7  nothing could be read from the run's web sources (no feed or page answered; see 'newsdedup rejects')
   8  'newsdedup check' found the database damaged or inconsistent
   130  interrupted (Ctrl-C); what was committed is stored
   143  stopped by SIGTERM (--engine local); what was committed is stored"""

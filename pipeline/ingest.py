@@ -307,6 +307,7 @@ class RunReport:
     batches: int = 0
     web_sources: bool = False
     pages_fetched: int = 0
+    pages_failed: int = 0
     listings_fetched: int = 0
     known_urls: int = 0
     not_modified: list[str] = field(default_factory=list)
@@ -330,6 +331,7 @@ class RunReport:
         """Count a run's web fetching; URLs skipped as already stored count as unchanged inputs."""
         self.web_sources = True
         self.pages_fetched += crawl.pages
+        self.pages_failed += crawl.pages_failed
         self.listings_fetched += crawl.listings
         self.known_urls += crawl.known
         self.inputs += crawl.known
@@ -350,7 +352,8 @@ class RunReport:
             "merged_stories": len(self.merged),
             "rejects": self.rejects,
             **(
-                {"pages_fetched": self.pages_fetched, "listings_fetched": self.listings_fetched,
+                {"pages_fetched": self.pages_fetched, "pages_failed": self.pages_failed,
+                 "listings_fetched": self.listings_fetched,
                  "known_urls_skipped": self.known_urls, "listings_not_modified": len(self.not_modified)}
                 if self.web_sources else {}
             ),
@@ -413,14 +416,16 @@ def run_overview(report: RunReport, db_path: str | Path) -> tuple[dict[str, int]
 
 
 def nothing_read(report: RunReport, paths: Sequence[str], kind: str | None) -> bool:
-    """Whether a run over web locations only read nothing at all: none of its feeds or sitemaps
-    could be read (a 304 counts as read; an answer that is not a feed does not), no page was
-    fetched, nothing was stored or found already stored, and something was rejected. Such a run
-    should not look like a success to whoever watches the runs: a source down for days would
-    otherwise show as a row of green runs."""
+    """Whether a run over web locations only read nothing at all: nothing was stored or found
+    already stored, something was rejected, and no page answered, either because no feed or
+    sitemap could be read (a 304 counts as read; an answer that is not a feed does not) or
+    because every page fetch failed (unreachable, an HTTP error, refused). A page that answered
+    with no article in it counts as read: its server is up. Such a run should not look like a
+    success to whoever watches the runs: a source down for days, or a feed whose pages all
+    moved, would otherwise show as a row of green runs."""
     local, remote = web.split_locations(paths, kind)
     return (
-        bool(remote) and not local and report.listings_fetched == 0 and report.pages_fetched == 0
+        bool(remote) and not local and report.pages_fetched == report.pages_failed
         and report.new_articles == 0 and report.unchanged == 0 and report.rejects > 0
     )
 

@@ -60,12 +60,14 @@ def run_lines(counts: Mapping[str, float]) -> list[str]:
 
 def web_lines(counts: Mapping[str, float]) -> list[str]:
     """What a run fetched from the web, and whether it found anything new there (from its counts)."""
-    pages, known, not_modified, listings = (
+    pages, failed, known, not_modified, listings = (
         int(counts.get(key, 0))
-        for key in ("pages_fetched", "known_urls_skipped", "listings_not_modified", "listings_fetched")
+        for key in ("pages_fetched", "pages_failed", "known_urls_skipped", "listings_not_modified", "listings_fetched")
     )
     lines = [
-        f"fetched          {plural(pages, 'page')}, "
+        f"fetched          {plural(pages, 'page')}"
+        + (f" ({failed:,} failed: unreachable, HTTP errors or refused)" if failed else "")
+        + ", "
         + (f"{listings:,} feed or sitemap read" if listings == 1 else f"{listings:,} feeds or sitemaps read")
         + (f" ({not_modified:,} not modified)" if not_modified else ""),
         f"known URLs       {known:,}  (already stored, not fetched again)",
@@ -225,7 +227,8 @@ def summary_markdown(
         f"| grown stories | {len(report.grown_stories):,} |",
         f"| merged stories | {len(report.merged):,} |",
         *(
-            [f"| pages fetched | {report.pages_fetched:,} |", f"| known URLs skipped | {report.known_urls:,} |",
+            [f"| pages fetched | {report.pages_fetched:,} |", f"| of those, failed | {report.pages_failed:,} |",
+             f"| known URLs skipped | {report.known_urls:,} |",
              f"| feeds/sitemaps not modified | {len(report.not_modified):,} |"]
             if report.web_sources else []
         ),

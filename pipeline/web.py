@@ -106,6 +106,7 @@ class CrawlState:
     db_path: str | Path
     busy_timeout_s: float = 120.0
     pages: int = 0  # page fetches attempted
+    pages_failed: int = 0  # of those, the ones that got no page (unreachable, HTTP errors, refused)
     listings: int = 0  # feeds and sitemaps read, or answered 'not modified' (a page that is not one: not counted)
     known: int = 0
     not_modified: list[str] = field(default_factory=list)
@@ -438,7 +439,9 @@ def fetch_chunk(
         result = result_of(handle)
         if isinstance(result, TransientFetchError):
             state.failed_for_now(entry.listing)
-        results[index] = outcome(entry, result, attempts)
+        results[index] = settled = outcome(entry, result, attempts)
+        if isinstance(settled, Rejected) and settled.stage == STAGE_FETCH:
+            state.pages_failed += 1
 
     for index, item in enumerate(chunk):
         if not isinstance(item, FeedEntry):

@@ -471,6 +471,30 @@ def test_a_run_whose_only_feed_is_down_has_read_nothing(webserver, settings, db_
     assert not nothing_read(ingest([thin], settings, db_path, kind="page"), [thin], "page")
 
 
+def test_a_run_whose_feed_answers_but_every_page_fails_has_read_nothing(webserver, settings, db_path):
+    """(QA pass: a readable feed whose every listed page failed ended as a finished run, exit 0.)
+    Every page fetch failing is as much "nothing read" as the feed failing; one page that
+    answers, even with no article in it, is not."""
+    from pipeline.ingest import nothing_read, nothing_read_error, run_overview
+
+    first = webserver.add("/a.html", "moved", status=404, content_type="text/plain")
+    second = webserver.add("/b.html", "busy", status=503, content_type="text/plain")
+    feed = webserver.add("/feed.xml", rss([("A", first), ("B", second)]), content_type="application/rss+xml")
+    down = ingest([feed], quick(settings, retries=0), db_path)
+    assert (down.listings_fetched, down.pages_fetched, down.pages_failed, down.rejects) == (1, 2, 2, 2)
+    assert down.counts()["pages_failed"] == 2
+    assert nothing_read(down, [feed], None)
+    error = nothing_read_error(down, [feed], run_overview(down, db_path)[2])
+    assert error.exit_code == 7 and "HTTP 404" in str(error) and "HTTP 503" in str(error)
+    # The summary says how many of the fetches failed.
+    assert "(2 failed: unreachable, HTTP errors or refused)" in report.web_lines(down.counts())[0]
+    # One of the two pages answering, with no article in it: the source is up.
+    webserver.add("/a.html", "<html><body><p>Too short.</p></body></html>")
+    partly = ingest([feed], quick(settings, retries=0), db_path)
+    assert (partly.pages_fetched, partly.pages_failed, partly.new_articles) == (2, 1, 0)
+    assert not nothing_read(partly, [feed], None)
+
+
 def test_the_cli_says_when_nothing_could_be_read_and_exits_7(webserver, settings, db_path, tmp_path, capsys):
     from pipeline.cli import main
 
