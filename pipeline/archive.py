@@ -102,7 +102,12 @@ def chosen_stories(conn: sqlite3.Connection, before: str, by: str = "ingested") 
     """
     if by not in BY:
         raise UsageError(f"--by must be one of {', '.join(BY)}, not {by!r}")
-    age = "max(a.ingested_at)" if by == "ingested" else "coalesce(s.last_published, max(a.ingested_at))"
+    # Publication dates are stored as a date or a UTC time without its "Z"; ingest times with
+    # it. A date alone stands for its last second: a story last published on the cut's own day
+    # did not stop before the cut (a plain string comparison put "2026-01-01" before
+    # "2026-01-01T00:00:00Z").
+    published = "substr(s.last_published || 'T23:59:59', 1, 19) || 'Z'"
+    age = "max(a.ingested_at)" if by == "ingested" else f"coalesce({published}, max(a.ingested_at))"
     rows = conn.execute(
         f"SELECT s.id FROM stories s JOIN articles a ON a.story_id = s.id GROUP BY s.id HAVING {age} < ? ORDER BY s.id",
         (before,),

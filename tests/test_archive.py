@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from pipeline.archive import archive_stories
+from pipeline.archive import archive_stories, chosen_stories
 from pipeline.check import check_database
 from pipeline.cli import main
 from pipeline.errors import ConfigError, UsageError
@@ -101,6 +101,7 @@ def _jsonl(path: Path, *records: dict) -> str:
 
 FLOOD = "The harbour flooded after the storm surge and the quay collapsed overnight. " * 8
 COUNT = "The election count ran late into the night as ballots arrived from the islands. " * 8
+BRIDGE = "The old bridge reopened to traffic after two years of repairs to its rusted cables. " * 8
 TIDES = "Astronomers measured the unusual tides along the northern coast for a month. " * 8
 
 
@@ -208,6 +209,30 @@ def test_a_dry_run_moves_nothing_and_says_what_would_move(live, tmp_path, capsys
     said = json.loads(capsys.readouterr().out)
     assert said["dry_run"] and said["stories"] > 0 and said["articles"] >= said["stories"]
     assert _content(live) == before and not (tmp_path / "a.db").exists()
+
+
+def test_a_story_published_on_the_cut_day_is_not_before_it(tmp_path, settings):
+    """A date without a time is the whole day: a story last published on the cut's day stays,
+    the day before goes (the cut in the CLI's stored form, midnight UTC)."""
+    db = tmp_path / "day.db"
+    records = tmp_path / "day.jsonl"
+    records.write_text("\n".join(json.dumps(r) for r in [
+        {"url": "https://a.example/1", "title": "Harbour flood", "published": "2020-12-31", "text": FLOOD},
+        {"url": "https://b.example/2", "title": "Election count", "published": "2021-01-01", "text": COUNT},
+        {"url": "https://c.example/3", "title": "Bridge reopens", "published": "2021-01-01T00:00:01Z",
+         "text": BRIDGE},
+    ]) + "\n")
+    ingest([str(records)], settings, db)
+    conn = sqlite3.connect(db)
+    try:
+        titles = {row[0]: row[1] for row in conn.execute("SELECT id, title FROM stories")}
+        for cut, expected in [("2021-01-01T00:00:00Z", {"Harbour flood"}),
+                              ("2021-01-01T00:00:01Z", {"Harbour flood"}),
+                              ("2021-01-02T00:00:00Z", {"Harbour flood", "Election count"})]:
+            chosen, _ = chosen_stories(conn, cut, by="published")
+            assert {titles[story_id] for story_id in chosen} == expected, cut
+    finally:
+        conn.close()
 
 
 @hsettings(max_examples=12)
