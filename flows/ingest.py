@@ -398,10 +398,10 @@ def _ingest_locked(
         with _timed(run, "extract+fingerprint"):
             try:
                 batch = future.result()
+                if isinstance(batch, str):  # handed back through a file (prepare_to_file_task and kept)
+                    batch = _batch_in_file(batch, chunk, settings, logger)
             except ingest.HandoverError as exc:
                 raise ingest.handover_failed(directory or "", exc) from None
-            if isinstance(batch, str):  # handed back through a file (prepare_to_file_task and kept)
-                batch = _batch_in_file(batch, chunk, settings, logger)
         _let_go_of_result(future)
         hold_the_database()
         with _timed(run, "assign+store"):
@@ -490,7 +490,8 @@ def task_runner_for(runner: RunnerSettings):
     """The Prefect task runner the settings ask for (prepare tasks run there; commits never do)."""
     workers = runner.workers or (os.cpu_count() or 1)
     if runner.kind == "processes":
-        return ProcessPoolTaskRunner(max_workers=workers)
+        # Workers that end with the run and leave a Ctrl-C to it, as the local engine's do.
+        return ProcessPoolTaskRunner(max_workers=workers, initializer=ingest.exit_with, initargs=(os.getpid(),))
     if runner.kind == "dask":
         from prefect_dask import DaskTaskRunner  # imported here: distributed takes a second to import
 

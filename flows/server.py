@@ -116,6 +116,44 @@ def guard_embedded_server() -> None:
         stop_with_this_process(process.pid)
 
 
+class _InOwnSession:
+    """The `subprocess` module as Prefect's server module sees it while `start_embedded_server`
+    runs: the same, except that Popen starts its child in a session of its own."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(*args, **kwargs) -> subprocess.Popen:  # noqa: N802 (the name it stands in for)
+        return subprocess.Popen(*args, **{**kwargs, "start_new_session": True})
+
+
+def start_embedded_server() -> None:
+    """Start Prefect's embedded server for this process now, in a session of its own, unless an
+    API is configured (PREFECT_API_URL) or it runs already.
+
+    Prefect starts it on a run's first API call as a child in our process group, so a Ctrl-C in
+    the terminal reached it too: it died at once, and the interrupted run then hung for minutes
+    retrying to report itself Crashed to a server that was gone. In its own session only we
+    receive the Ctrl-C; the run reports itself, and Prefect's exit handler stops the server.
+    (Prefect 3.8 has no option for this: its server module's `subprocess` is swapped for the
+    start alone.)
+    """
+    from prefect.server.api import server as server_module
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return
+    server = server_module.SubprocessASGIServer()
+    if not server.running:
+        server_module.subprocess = _InOwnSession()  # type: ignore[assignment]
+        try:
+            server.start()
+        finally:
+            server_module.subprocess = subprocess
+    guard_embedded_server()
+
+
 def embedded_server_url() -> str | None:
     """The API URL of the embedded server Prefect runs for this process, if it runs one."""
     from prefect.server.api.server import SubprocessASGIServer

@@ -543,11 +543,12 @@ def _ingest(args: argparse.Namespace) -> int:
             # Set before Prefect is imported, so that the processes it starts inherit it too.
             os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "WARNING"
         from flows.ingest import quiet_console, with_runner
-        from flows.server import require_configured_api
+        from flows.server import require_configured_api, start_embedded_server
 
         if args.quiet:
             quiet_console()
         require_configured_api(otherwise="; or unset it, and the run starts a server of its own")
+        start_embedded_server()
         runner = settings.runner.model_copy(
             update={
                 key: value
@@ -1078,10 +1079,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # For an ingest, what a person wants to know next (a QA pass: SIGTERM's message said it, Ctrl-C's did not).
         after = "; the batches committed before it are stored, run the same command again to go on"
         print("newsdedup: interrupted" + (after if args.command == "ingest" else ""), file=sys.stderr)
+        _stop_worker_processes()
         return 130
     except Terminated:
         print("newsdedup: terminated (SIGTERM); the batches committed before it are stored, "
               "run the same command again to go on", file=sys.stderr)
+        _stop_worker_processes()
         return 143
     except BrokenProcessPool:
         # (Raised by either engine's process pool; the flow run ends Failed with it too.)
@@ -1096,6 +1099,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error.exit_code
     except BrokenPipeError:
         return 0
+
+
+def _stop_worker_processes(grace_s: float = 5.0) -> None:
+    """End worker processes an interrupted run left behind. A process pool whose manager the
+    interruption broke never shuts its workers down, and Python's exit waits for every
+    non-daemon child: the command hung after saying it was interrupted."""
+    import multiprocessing
+
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    deadline = time.monotonic() + grace_s
+    for child in children:
+        child.join(max(0.0, deadline - time.monotonic()))
+        if child.is_alive():
+            child.kill()
 
 
 if __name__ == "__main__":

@@ -577,10 +577,9 @@ class WorkerPool:
         """The prepared batch of a finished `submit` (raises what the task raised, or
         BrokenProcessPool when a worker died)."""
         try:
-            path = future.result()
+            return take_handed_over(future.result())
         except HandoverError as exc:
             raise handover_failed(self.directory, exc) from None
-        return take_handed_over(path)
 
     def close(self, cancel_futures: bool = False) -> None:
         # The pool first: its workers may still be writing into the directory.
@@ -604,6 +603,8 @@ def prepare_into_file(chunk: list[RawDocument | Rejected], settings: Settings, d
     message of a few hundred bytes, which the pipe takes in one write that cannot be cut: it
     arrives whole or not at all, and the pool sees the dead worker and fails the run (exit 6).
     """
+    if not os.path.isdir(directory):
+        return RUN_ENDED
     prepared = prepare_batch(chunk, settings)
     path = None
     try:
@@ -614,8 +615,16 @@ def prepare_into_file(chunk: list[RawDocument | Rejected], settings: Settings, d
         if path is not None:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+        if not os.path.isdir(directory):
+            return RUN_ENDED
         raise HandoverError(f"{exc.strerror or exc}") from None
     return path
+
+
+# What a worker hands back instead of a path when the handover directory is gone: the run that
+# made it has ended. An interrupted run removes it while its pool finishes the tasks in hand,
+# which then failed one by one, each logged as an error, after the run had already stopped.
+RUN_ENDED = ""
 
 
 class HandoverError(Exception):
@@ -623,7 +632,14 @@ class HandoverError(Exception):
 
 
 def take_handed_over(path: str) -> PreparedBatch:
-    """The prepared batch a worker wrote to `path` (`prepare_into_file`); the file is removed."""
+    """The prepared batch a worker wrote to `path` (`prepare_into_file`); the file is removed.
+
+    Raises:
+        HandoverError: the worker found the handover directory gone (removed by hand, or by a
+            cleaner of /dev/shm, while the run went on).
+    """
+    if path == RUN_ENDED:
+        raise HandoverError("the directory was removed while the run went on")
     try:
         return read_kept(path)
     finally:
@@ -748,8 +764,13 @@ def exit_with(pid: int, every_s: float = 1.0) -> None:
     memory; a thread that checks the run's pid every `every_s` ends it instead.
 
     A forked worker also inherits the run's signal handlers; SIGTERM, which the pool sends its
-    workers when it shuts down broken, should simply end it, not raise in it."""
+    workers when it shuts down broken, should simply end it, not raise in it. A Ctrl-C in the
+    terminal reaches every process of the group, workers included; it is the run's to act on
+    (it stops its pool in order), so a worker ignores it: under Prefect's process pool, workers
+    interrupted mid-task broke the pool's manager thread, and the run then waited for them at
+    exit for ever."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while True:

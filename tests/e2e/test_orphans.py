@@ -8,6 +8,7 @@ exit handlers. Before flows/watchdog.py the server's uvicorn process lived on as
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import os
 import signal
 import subprocess
@@ -153,3 +154,66 @@ def test_workers_share_the_runs_server_and_a_killed_one_leaves_nothing_running(t
         for pid in seen:
             if running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("runner", ["processes", "threads"])
+def test_ctrl_c_on_a_flow_run_stops_it_promptly_and_leaves_nothing_running(tmp_path, runner):
+    """Ctrl-C as a terminal sends it: SIGINT to every process of the command's group.
+
+    (Found this session: Prefect's embedded server was in that group, died at once, and the
+    interrupted run then spent minutes retrying to report itself Crashed to it. Under
+    `--runner processes` the pool's workers, interrupted mid-task, broke the pool's manager
+    thread and the command hung at exit for ever, after tracebacks; workers still preparing
+    logged a HandoverError each. The server now has its own session, workers leave a Ctrl-C to
+    the run, and whatever a broken pool leaves is stopped.)"""
+    from tests.synthetic import articles, consistency_problems, write_jsonl
+
+    records = articles(stories=60, per_story=50, seed=8)
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", records)
+    config = tmp_path / "small-batches.toml"
+    config.write_text("[ingest]\nbatch_size = 200\n")
+    db = tmp_path / "stories.db"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    run = subprocess.Popen(
+        [NEWSDEDUP, "ingest", str(corpus), "--db", str(db), "--config", str(config), "--runner", runner],
+        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        # A group of its own, as a terminal gives a command; SIGINT not ignored (a shell starts
+        # background jobs with it ignored).
+        start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    seen: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _stored_any(db):
+            assert run.poll() is None, f"the run ended early (exit {run.returncode}): {run.stderr.read()}"
+            assert time.monotonic() < deadline, "the run stored nothing in time"
+            _remember(seen, descendants(run.pid))
+            time.sleep(0.1)
+        _remember(seen, descendants(run.pid))
+        servers = [pid for pid, command in seen.items() if _is_server(command)]
+        assert len(servers) == 1, f"expected Prefect's embedded server among {seen}"
+        os.killpg(run.pid, signal.SIGINT)
+        _, stderr = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait(10)
+    assert run.returncode == 130, stderr
+    assert "newsdedup: interrupted; the batches committed before it are stored" in stderr
+    assert "Traceback" not in stderr and "HandoverError" not in stderr, stderr
+    assert wait_until_ended(list(seen), 30) == [], "processes outlived the interrupted run"
+    assert consistency_problems(db, run_finished=False) == []
+    stored = sqlite3.connect(db).execute("SELECT count(*) FROM articles").fetchone()[0]
+    assert 0 < stored < len(records)
+
+
+def _stored_any(db) -> bool:
+    try:
+        conn = sqlite3.connect(db, timeout=1)
+        try:
+            return conn.execute("SELECT count(*) FROM articles").fetchone()[0] > 0
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return False
