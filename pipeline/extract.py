@@ -249,7 +249,7 @@ def from_html(raw: RawDocument, settings: IngestSettings) -> Article:
         title=meta.get("title") or _optional_text(raw.fields, "title"),
         url=meta.get("url") or raw.url,
         source=meta.get("sitename") or meta.get("hostname"),
-        published=iso_date(meta.get("date")) or iso_date(raw.fields.get("published")),
+        published=iso_date(meta.get("date")) or iso_date(raw.fields.get("published")) or _date_in_text(page),
         extra=extra,
         settings=settings,
         local_file=_from_local_file(raw),
@@ -271,10 +271,40 @@ def _trafilatura_document(data: bytes | str, url: str | None, favor_precision: b
 
     try:
         return trafilatura.bare_extraction(
-            data, url=url, with_metadata=True, include_comments=False, favor_precision=favor_precision
+            data, url=url, with_metadata=True, include_comments=False, favor_precision=favor_precision,
+            # The page's own date from its markup (meta tags, <time>, the URL) only: the
+            # extensive search also reads dates out of the text, where a year the story
+            # mentions ("the Paris agreement signed in 2015") became its date, 2015-01-01,
+            # ahead of the date its feed gave (a QA pass). See `_date_in_text`.
+            date_extraction_params={"original_date": True, "extensive_search": False, "max_date": _today()},
         )
     except Exception as exc:  # trafilatura and lxml raise many types on junk markup
         raise NoArticleError("HTML could not be parsed", f"{type(exc).__name__}: {exc}") from None
+
+
+def _today() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d")
+
+
+def _date_in_text(page: bytes | str) -> str | None:
+    """A date found in the page's text, for a page whose markup has none and that came with no
+    date of its own (a local file, a feed item without one): htmldate's extensive search.
+
+    Its first of January is left out: that is how it renders a bare year ("signed in 2015"),
+    and a wrong date misplaces the article in time for matching and for the canonical choice,
+    where no date only places it when it was ingested. Of the 181 real pages in the extraction
+    evaluation, 179 have a date in their markup; the 2 others get one from their text (neither
+    on 1 January).
+    """
+    from htmldate import find_date  # installed with trafilatura
+
+    try:
+        found = find_date(page, extensive_search=True, original_date=True, max_date=_today())
+    except Exception:  # htmldate, like lxml, raises many types on junk markup; a date is optional
+        return None
+    if not found or found.endswith("-01-01"):
+        return None
+    return iso_date(found)
 
 
 def _optional_text(record: Mapping[str, object], key: str) -> str | None:

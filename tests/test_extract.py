@@ -106,3 +106,25 @@ def test_dates_future_and_unreadable_are_dropped():
 def test_query_parameters_that_name_an_article_are_kept():
     assert canonical_url("https://x.org/news.php?article=55&utm_source=feed#top") == "https://x.org/news.php?article=55"
     assert canonical_url("https://x.org/news.php?article=55") != canonical_url("https://x.org/news.php?article=56")
+
+
+_CLIMATE = "<p>" + "Leaders met in Geneva on Tuesday to revisit the Paris agreement signed in 2015, officials said. " * 5 + "</p>"
+
+
+def _page(head: str = "", tail: str = "") -> str:
+    return f"<html><head><title>Leaders meet over climate deal</title>{head}</head><body><article>{_CLIMATE}{tail}</article></body></html>"
+
+
+@pytest.mark.parametrize("page, given, expected", [
+    # (QA pass) a year the text mentions is not the page's date, with or without a feed's date
+    (_page(), None, None),
+    (_page(), "Mon, 06 Jan 2025 10:00:00 GMT", "2025-01-06T10:00:00"),
+    # the page's own markup first, then the date it came with, then a full date in its text
+    (_page('<meta property="article:published_time" content="2024-05-02T10:00:00Z">'), "2025-01-06", "2024-05-02"),
+    (_page(tail="<p>Published: March 3, 2024</p>"), None, "2024-03-03"),
+    (_page(tail="<p>Published: March 3, 2024</p>"), "2025-01-06", "2025-01-06"),
+])
+def test_an_html_page_is_dated_by_its_markup_then_its_feed_then_a_full_date_in_its_text(page, given, expected):
+    fields = {"published": given} if given else {}
+    article = article_from(RawDocument(ref="page.html", kind="html", body=page, fields=fields), IngestSettings())
+    assert article.published == expected
