@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import multiprocessing
@@ -28,7 +29,7 @@ from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
 
 from pipeline import ingest, progress, report, sources, web
-from pipeline.errors import TransientFetchError, UsageError
+from pipeline.errors import BadInputError, PipelineError, TransientFetchError, UsageError
 from pipeline.models import FeedEntry, Fetched, PreparedBatch, RawDocument, Rejected
 from pipeline.runlock import LockAtFirstCommit, alive
 from pipeline.settings import RunnerSettings, Settings, load_settings
@@ -44,6 +45,53 @@ from .server import embedded_server_url, guard_embedded_server
 # level, so it would inherit the root's WARNING and its INFO lines would never reach the UI.
 if logging.getLogger("pipeline").level == logging.NOTSET:
     logging.getLogger("pipeline").setLevel(logging.INFO)
+
+
+# What sources do to a run that the run turns into rejects: errors of ours, none of them a bug.
+_EXPECTED = (PipelineError, BadInputError, TransientFetchError)
+
+
+class _ExpectedFailures(logging.Filter):
+    """A fetch that fails the way sources fail (a 500, a timeout, a 404) is a reject with its
+    reason, not a bug: Prefect's line saying the task failed, and why, stays, at WARNING, but
+    without the traceback it attaches to every task failure (a QA pass counted 3 tracebacks in
+    one run over a feed with a few bad pages, and 10 in two minutes of `newsdedup serve`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        if record.exc_info:
+            expected = isinstance(record.exc_info[1], _EXPECTED)
+            if expected:
+                record.exc_info = record.exc_text = None
+        else:
+            # The task's final state, logged apart: "Finished in state Failed('Task run
+            # encountered an exception TransientFetchError: ...')": the line above said it.
+            message = record.getMessage()
+            expected = message.startswith("Finished in state Failed(") and any(
+                f"exception {name}:" in message for name in _expected_names()
+            )
+            if expected:
+                record.levelno, record.levelname = logging.INFO, "INFO"
+                return True
+        if expected:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+@functools.lru_cache(maxsize=1)
+def _expected_names() -> frozenset[str]:
+    found, todo = set(), list(_EXPECTED)
+    while todo:
+        kind = todo.pop()
+        found.add(kind.__name__)
+        todo.extend(kind.__subclasses__())
+    return frozenset(found)
+
+
+# Prefect's task-run logger (an adapter over this one); installed wherever this module is
+# imported, worker processes included, since the fetch tasks may run there.
+logging.getLogger("prefect.task_runs").addFilter(_ExpectedFailures())
 
 
 def quiet_console() -> None:

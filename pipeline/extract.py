@@ -269,6 +269,13 @@ def _trafilatura_document(data: bytes | str, url: str | None, favor_precision: b
     """
     import trafilatura  # imported here: it is slow to import and only HTML needs it
 
+    # trafilatura logs at ERROR what this stage turns into a reject with its reason ("lxml
+    # parsing failed: Document is empty", twice a page, then "empty HTML tree"): said once,
+    # in the rejects table, is enough. Left alone when a caller set its level.
+    for name in ("trafilatura", "htmldate"):
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
     try:
         return trafilatura.bare_extraction(
             data, url=url, with_metadata=True, include_comments=False, favor_precision=favor_precision,

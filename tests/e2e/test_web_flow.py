@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.errors import HttpStatusError, TransientFetchError
 from tests.localweb import LocalWeb, Route, eval_page
 from tests.localweb import db_rows as table
 
@@ -23,7 +25,7 @@ def feed_of(links: list[str]) -> bytes:
     return f'<?xml version="1.0"?><rss version="2.0"><channel><title>Local</title>{items}</channel></rss>'.encode()
 
 
-def test_flow_fetches_in_retried_tasks_and_a_second_run_fetches_only_what_failed(prefect_harness, db_path):
+def test_flow_fetches_in_retried_tasks_and_a_second_run_fetches_only_what_failed(prefect_harness, db_path, capfd):
     from flows.ingest import ingest_flow
 
     with LocalWeb() as web:
@@ -55,6 +57,10 @@ def test_flow_fetches_in_retried_tasks_and_a_second_run_fetches_only_what_failed
         assert down["reason"] == "server answered HTTP 503 Service Unavailable (gave up after 4 attempts)"
         assert down["input"] == web.url("/news/down.html")  # what --retry-rejects fetches again
         assert reasons[missing_feed]["reason"] == "server answered HTTP 404 Not Found"
+        # Each failed fetch is a warning line, with no traceback (a QA pass counted 3 in one run).
+        logged = capfd.readouterr().err
+        assert "Traceback" not in logged and "TransientFetchError" in logged, logged
+        assert "| ERROR" not in logged, logged
 
         # The link that failed for now kept the feed's validators from being saved: the feed is
         # read in full again, the stored pages are skipped, and only that link is tried again.
@@ -85,3 +91,30 @@ def test_cli_ingests_a_feed_url_and_says_when_a_second_run_fetched_nothing_new(t
         assert web.hits("/feed.xml")[-1].headers["if-modified-since"] == "Tue, 19 Nov 2019 10:00:00 GMT"
     stories = table(db, "SELECT count(*) AS n FROM stories")[0]["n"]
     assert table(db, "SELECT count(*) AS n FROM articles")[0]["n"] == 3 and stories >= 1
+
+
+def _raised(error: Exception):
+    try:
+        raise error
+    except Exception:
+        return sys.exc_info()
+
+
+@pytest.mark.parametrize("error, expected", [
+    (TransientFetchError("http://127.0.0.1/a", "server answered HTTP 500"), True),
+    (HttpStatusError("server answered HTTP 404 Not Found"), True),
+    (ValueError("a bug"), False),
+])
+def test_a_failed_fetch_task_logs_one_warning_and_a_bug_keeps_its_traceback(error, expected):
+    """What a source does to a fetch is one warning line; anything else keeps Prefect's ERROR and traceback."""
+    from flows.ingest import _ExpectedFailures
+
+    failed = logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1, "Task run failed", None, _raised(error))
+    assert _ExpectedFailures().filter(failed)
+    assert (failed.levelno, failed.exc_info is None) == ((logging.WARNING, True) if expected else (logging.ERROR, False))
+    final = logging.LogRecord(
+        "prefect.task_runs", logging.ERROR, __file__, 1,
+        f"Finished in state Failed('Task run encountered an exception {type(error).__name__}: {error}')", None, None,
+    )
+    assert _ExpectedFailures().filter(final)
+    assert final.levelno == (logging.INFO if expected else logging.ERROR)
