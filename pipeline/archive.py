@@ -16,18 +16,22 @@ only in neither.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import time
+import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .errors import StoreError, UsageError
+from .errors import ConfigError, StoreError, UsageError
 from .runlock import exclusive_run
 from .store import IndexReads, Store, now_iso, open_store, pack_story_ids, unpack_story_ids
 from .stories import latest_stories
+
+log = logging.getLogger(__name__)
 
 # What decides a story's age: when it last grew (the default), or the publication date of its
 # newest article (for a backfill of old articles ingested at once; undated stories fall back to
@@ -143,6 +147,7 @@ def archive_stories(
     with nullcontext() if dry_run else exclusive_run(db_path, f"archive-{int(time.time())}"):
         live = open_store(db_path, busy_timeout_s, read_only=dry_run)
         try:
+            check_archive_target(live, archive_path)
             chosen, spared = chosen_stories(live.conn, before, by)
             # (a temporary table: the statements below name the stories through it, whatever their number)
             _choose(live.conn, chosen)
@@ -160,6 +165,69 @@ def archive_stories(
     )
 
 
+def check_archive_target(live: Store, archive_path: str | Path) -> None:
+    """Refuse an archive target that is not this database's archive: a file that is not a story
+    database, or one with stories of its own or of another database. Story ids are unique
+    within one database and its archive only; moved into another, its stories and these would
+    share ids and merge (a QA pass mixed two outlets' stories so, and `check` failed after).
+
+    A new file, an empty story database, or one this database archived into before (named in
+    its `_archived`, for archives made before they were marked) is accepted.
+
+    Raises:
+        UsageError: what the target is, and what to give instead.
+    """
+    path = Path(archive_path)
+    if path.is_dir():
+        raise UsageError(f"--to names a directory ({path}): give the archive's file, e.g. --to {path / 'archive.db'}")
+    if not path.exists():
+        return
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not tables:
+                return  # an empty file: made into an archive
+            if not {"stories", "articles", "_meta"} <= tables:
+                raise UsageError(f"{path} is not a story database: give a new file for the archive, or this database's archive")
+            archive_of = conn.execute("SELECT value FROM _meta WHERE key = 'archive_of'").fetchone()
+            has_stories = conn.execute("SELECT EXISTS (SELECT 1 FROM stories)").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise UsageError(f"{path} is not a story database ({exc}): give a new file for the archive") from None
+    own = database_id(live.conn, create=False)
+    if archive_of is not None:
+        if archive_of[0] != own:
+            raise UsageError(
+                f"{path} is the archive of another story database, not of {live.path}: their story ids would "
+                "collide; give a new file, or this database's own archive"
+            )
+        return
+    if has_stories and not _archived_into(live.conn, path):
+        raise UsageError(
+            f"{path} is a story database of its own, not an archive of {live.path}: archiving into it would put "
+            "stories with the same ids together; give a new file, or this database's own archive"
+        )
+
+
+def database_id(conn: sqlite3.Connection, create: bool = True, schema: str = "main") -> str | None:
+    """This story database's own id (`_meta.database_id`), which its archive records as
+    `archive_of`; made on first need (with `create`, inside a write transaction)."""
+    row = conn.execute(f"SELECT value FROM {schema}._meta WHERE key = 'database_id'").fetchone()
+    if row is not None or not create:
+        return row[0] if row else None
+    made = uuid.uuid4().hex
+    conn.execute(f"INSERT INTO {schema}._meta (key, value) VALUES ('database_id', ?)", (made,))
+    return made
+
+
+def _archived_into(conn: sqlite3.Connection, path: Path) -> bool:
+    if not IndexReads(conn).has_archived():
+        return False
+    return conn.execute("SELECT EXISTS (SELECT 1 FROM _archived WHERE archive = ?)", (os.path.abspath(path),)).fetchone()[0]
+
+
 def _choose(conn: sqlite3.Connection, chosen: list[int]) -> None:
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS chosen (id INTEGER PRIMARY KEY)")
     conn.execute("DELETE FROM temp.chosen")
@@ -172,10 +240,19 @@ def _copy_to_archive(live: Store, chosen: list[int], archive_path: str | Path, b
     archive = open_store(archive_path, busy_timeout_s)  # made, or migrated, to this version's schema
     try:
         layout = live.conn.execute("SELECT value FROM _meta WHERE key = 'index_layout'").fetchone()
-        if layout is not None:
-            with archive.transaction():
-                # Refuses an archive built under other matching settings, as an ingest would.
-                archive.check_index_layout(json.loads(layout[0]))
+        with archive.transaction():
+            if layout is not None:
+                try:
+                    archive.check_index_layout(json.loads(layout[0]))
+                except ConfigError as exc:
+                    raise ConfigError(
+                        f"the archive {archive_path} holds stories fingerprinted under other matching settings than "
+                        f"{live.path}'s ({str(exc).split(': ', 1)[1].split('. ')[0]}): give a new file for this "
+                        "database's archive"
+                    ) from None
+            # Whatever it holds is searchable before `_withdraw_provisional` may delete from it.
+            archive.index_new_articles()
+        _withdraw_provisional(live, archive, archive_path)
     finally:
         archive.close()
     conn = live.conn
@@ -183,6 +260,10 @@ def _copy_to_archive(live: Store, chosen: list[int], archive_path: str | Path, b
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
+            conn.execute(
+                "INSERT INTO archive._meta (key, value) VALUES ('archive_of', ?) ON CONFLICT(key) DO NOTHING",
+                (database_id(conn),),
+            )
             for table, rows in _COPIED:
                 # Same schema version on both sides (open_store migrated the archive): * lines up.
                 conn.execute(
@@ -208,6 +289,63 @@ def _copy_to_archive(live: Store, chosen: list[int], archive_path: str | Path, b
             archive.index_new_articles()
     finally:
         archive.close()
+
+
+def _withdraw_provisional(live: Store, archive: Store, archive_path: str | Path) -> None:
+    """Take out of the archive every story that still has articles in the live database: the
+    copies of an archive stopped between its two steps. Until the second step, the live
+    database is where a story is; an ingest between the stop and the re-run may have grown it,
+    and the re-run may no longer choose it. (Before this, its grown articles stayed in both
+    files, and the next archive over them broke the archive's story counts: a QA pass.) The
+    re-run then copies what it chooses afresh."""
+    live.conn.execute("ATTACH DATABASE ? AS archive", (str(archive_path),))
+    try:
+        provisional = [
+            row[0] for row in live.conn.execute(
+                "SELECT DISTINCT a.story_id FROM archive.articles a JOIN main.articles m ON m.id = a.id"
+            )
+        ]
+    finally:
+        live.conn.execute("DETACH DATABASE archive")
+    if not provisional:
+        return
+    conn = archive.conn
+    # (As in `_remove_archived`: no per-article scan for near-duplicates pointing at each row;
+    # a copy is always in its original's story, so whole stories take their references along.)
+    conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        _withdraw(archive, provisional)
+    finally:
+        conn.execute("PRAGMA foreign_keys = ON")
+    log.info("withdrew %d stories an interrupted archive had copied into %s", len(provisional), archive_path)
+
+
+def _withdraw(archive: Store, provisional: list[int]) -> None:
+    conn = archive.conn
+    with archive.transaction():
+        _choose(conn, provisional)
+        # The same rows `_COPIED` names, in the archive's own tables (its `main` here).
+        for table, rows in reversed(_COPIED):
+            conn.execute(f"DELETE FROM main.{table} WHERE {rows}")
+        withdrawn = set(provisional)
+        for period, key, packed in list(conn.execute("SELECT period, key, stories FROM _story_buckets")):
+            ids = unpack_story_ids(packed)
+            if withdrawn.isdisjoint(ids):
+                continue
+            kept = [i for i in ids if i not in withdrawn]
+            if kept:
+                conn.execute(
+                    "UPDATE _story_buckets SET stories = ? WHERE period = ? AND key = ?", (pack_story_ids(kept), period, key)
+                )
+            else:
+                conn.execute("DELETE FROM _story_buckets WHERE period = ? AND key = ?", (period, key))
+        # Copies made next may take the deleted rows' rowids: the search index's mark comes
+        # down to what it holds (the delete trigger took the deleted rows out of it).
+        conn.execute(
+            "UPDATE _meta SET value = (SELECT coalesce(max(rowid), 0) FROM articles) "
+            "WHERE key = 'fts_rowid' AND CAST(value AS INTEGER) > (SELECT coalesce(max(rowid), 0) FROM articles)"
+        )
+        conn.execute("UPDATE _meta SET value = (SELECT count(*) FROM articles) WHERE key = 'documents'")
 
 
 def _remove_archived(live: Store, chosen: list[int], archive_path: str | Path) -> None:

@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import sqlite_utils
 
-from .errors import ConfigError, DamagedDatabaseError, StoreError
+from .errors import ConfigError, DamagedDatabaseError, StoreError, UsageError
 from .fingerprint import LAYOUT_SETTINGS, cosine
 from .models import Prepared, Rejected, file_identity, file_name, little_endian, pack_terms, record_file, unpack_terms
 from .settings import MatchingSettings
@@ -1082,6 +1082,22 @@ class Store(IndexReads):
         return self._reader
 
     # -- writes ---------------------------------------------------------------------------------
+
+    def refuse_if_archive(self) -> None:
+        """Refuse to ingest into an archive (`newsdedup archive` marks one with `_meta.archive_of`).
+
+        Its stories are no longer matched by the live database, and its story ids are the live
+        database's: a story made here could take an id the live database gives too, and the
+        next archive would then put two stories under one id (a QA pass).
+
+        Raises:
+            UsageError: with what to do instead.
+        """
+        if self.conn.execute("SELECT 1 FROM _meta WHERE key = 'archive_of'").fetchone():
+            raise UsageError(
+                f"{self.path} is an archive (made by 'newsdedup archive'): ingest into the live story database "
+                f"it came from; read the archive with stories, show, search, export or browse --db {self.path}"
+            )
 
     def check_index_layout(self, layout: Mapping[str, object]) -> None:
         """Refuse to add articles fingerprinted under another layout (`fingerprint.index_layout`)

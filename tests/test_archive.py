@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from pipeline.archive import archive_stories, chosen_stories
+from pipeline.archive import archive_stories, chosen_stories, database_id
 from pipeline.check import check_database
 from pipeline.cli import main
 from pipeline.errors import ConfigError, UsageError
@@ -158,6 +158,44 @@ def test_an_archive_stopped_between_its_two_steps_is_finished_by_running_it_agai
     assert _content(live)["articles"] | copied["articles"] == before["articles"]
 
 
+def test_an_ingest_between_a_stopped_archive_and_its_rerun_loses_and_doubles_nothing(live, tmp_path, monkeypatch, settings):
+    """(QA pass: an archive killed between its steps, then an hourly ingest growing some of the
+    stories it had copied, then the documented re-run: 809 articles ended in both files, and the
+    next archive broke the archive's story counts.) The live database is where a story is until
+    the second step: the re-run withdraws the stopped run's copies and copies afresh."""
+    import pipeline.archive as archive_module
+
+    archive = tmp_path / "archive.db"
+    with monkeypatch.context() as patch:
+        patch.setattr(archive_module, "_remove_archived", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            archive_stories(live, archive, "2017-06-01", by="published")
+    copied = _rows(archive, "SELECT id, story_id, text FROM articles GROUP BY story_id ORDER BY story_id LIMIT 6")
+    # Light edits of some copied articles, published later: they join those stories in the
+    # live database, which then last grew after the cut.
+    edits = [
+        {"id": f"edit-{n}", "title": "Update", "published": "2018-03-01",
+         "text": text.replace(" the ", " this ", 3) + " An update followed later that week."}
+        for n, (_, _, text) in enumerate(copied)
+    ]
+    grown = ingest([_jsonl(tmp_path / "edits.jsonl", *edits)], settings, live)
+    grew = grown.grown_stories & {story_id for _, story_id, _ in copied}
+    assert grown.new_articles == len(edits) and len(grew) >= 3
+    everything = _content(live)
+    archive_stories(live, archive, "2017-06-01", by="published")
+    kept, moved = _content(live), _content(archive)
+    assert not {row[0] for row in kept["articles"]} & {row[0] for row in moved["articles"]}
+    assert kept["articles"] | moved["articles"] == everything["articles"]
+    assert grew <= {row[0] for row in kept["stories"]}
+    _sound(live)
+    _sound(archive)
+    # The next archive over them leaves both sound too.
+    archive_stories(live, archive, "2019-01-01", by="published")
+    _sound(live)
+    _sound(archive)
+    assert main(["search", "update", "--db", str(archive), "--json"]) == 0
+
+
 def test_archives_add_up_in_one_archive_database(live, tmp_path):
     archive = tmp_path / "archive.db"
     first = archive_stories(live, archive, "2017-01-01", by="published")
@@ -174,9 +212,52 @@ def test_refuses_to_archive_into_the_database_itself_or_one_built_otherwise(buil
     other = tmp_path / "other.db"
     changed = settings.model_copy(update={"matching": settings.matching.model_copy(update={"seed": 99})})
     ingest([_jsonl(tmp_path / "one.jsonl", {"id": "x", "text": FLOOD})], changed, other)
-    with pytest.raises(ConfigError, match="other matching settings"):
+    # A story database of its own: its ids and the archived ones would collide.
+    with pytest.raises(UsageError, match="a story database of its own"):
         archive_stories(live, other, "2016-01-01", by="published")
-    assert _content(live) == _content(built)  # nothing moved
+    # This database's archive, but built under other settings.
+    conn = sqlite3.connect(live)
+    own = database_id(conn)
+    conn.commit()
+    conn.close()
+    conn = sqlite3.connect(other)
+    conn.execute("INSERT INTO _meta (key, value) VALUES ('archive_of', ?)", (own,))
+    conn.commit()
+    conn.close()
+    with pytest.raises(ConfigError, match=r"holds stories fingerprinted under other matching settings than .*seed 99"):
+        archive_stories(live, other, "2016-01-01", by="published")
+    assert _content(live)["articles"] == _content(built)["articles"]  # nothing moved
+
+
+def test_an_archive_target_must_be_this_databases_archive(live, tmp_path, settings):
+    """(QA pass: two live databases archived into one file, or one archived into another live
+    database, mixed unrelated stories under the same ids; exit 0, and `check` failed after.)"""
+    first = tmp_path / "first-archive.db"
+    archive_stories(live, first, "2017-01-01", by="published")
+    # Another database's archive is refused, as are a directory and a file that is no database.
+    other_live = tmp_path / "other.db"
+    ingest([_jsonl(tmp_path / "one.jsonl", {"id": "x", "text": FLOOD, "published": "2010-01-01"},
+                   {"id": "y", "text": COUNT, "published": "2024-01-01"})], settings, other_live)
+    with pytest.raises(UsageError, match="the archive of another story database"):
+        archive_stories(other_live, first, "2020-01-01", by="published")
+    with pytest.raises(UsageError, match="names a directory"):
+        archive_stories(live, tmp_path, "2018-01-01", by="published", dry_run=True)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database\n" * 100)
+    with pytest.raises(UsageError, match="not a story database"):
+        archive_stories(live, text, "2018-01-01", by="published", dry_run=True)
+    # Its own archive keeps taking its stories.
+    assert archive_stories(live, first, "2018-01-01", by="published").stories > 0
+    _sound(first)
+
+
+def test_an_archive_is_not_ingested_into(live, tmp_path, settings):
+    archive = tmp_path / "archive.db"
+    archive_stories(live, archive, "2017-06-01", by="published")
+    before = _content(archive)
+    with pytest.raises(UsageError, match="is an archive"):
+        ingest([_jsonl(tmp_path / "new.jsonl", {"id": "n", "text": BRIDGE})], settings, archive)
+    assert _content(archive) == before
 
 
 def test_known_urls_and_show_remember_what_was_archived(tmp_path, settings, capsys):
