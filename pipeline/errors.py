@@ -50,10 +50,14 @@ class BadInputError(Exception):
     `reason` is a short plain sentence for people; `detail` may carry the technical cause.
     """
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "", article_id: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
         self.detail = detail
+        self.article_id = article_id  # the article's id, when it was known before the input was refused
+
+    def __reduce__(self):  # picklable with every argument (Prefect may serialise task errors)
+        return (type(self), (self.reason, self.detail, self.article_id))
 
 
 class EmptyInputError(BadInputError):

@@ -150,12 +150,13 @@ def build_article(
     title_words = len(title.split()) if title else 0
     # Only whether the count reaches min_words matters: stop counting there.
     count = title_words + count_words(norm, settings.min_words - title_words)
-    if count < settings.min_words:
-        raise NoArticleError(
-            f"text too short to be an article: {plural(count, 'word')} with the title (ingest.min_words is {settings.min_words})"
-        )
     url = canonical_url(url)
     digest = content_hash(norm)
+    if count < settings.min_words:
+        raise NoArticleError(
+            f"text too short to be an article: {plural(count, 'word')} with the title (ingest.min_words is {settings.min_words})",
+            article_id=article_id_for(url, external_id, digest),
+        )
     return Article(
         article_id=article_id_for(url, external_id, digest),
         external_id=external_id,

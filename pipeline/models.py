@@ -217,6 +217,10 @@ class Rejected:
     reason: str
     detail: str = ""
     input: str = ""  # the file or URL it came from, so it can be replayed
+    # The id its article would have had, when the input was read and only a rule about its text
+    # refused it (too short): an article stored under that id by an earlier run, under other
+    # settings, is the same input, and counts as unchanged rather than rejected.
+    article_id: str = ""
 
 
 @dataclass(frozen=True)

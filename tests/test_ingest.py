@@ -313,3 +313,31 @@ def test_a_library_run_without_the_run_lock_does_not_wait(seeds_dir, db_path, se
     with exclusive_run(db_path, "the-other-run"):
         report = ingest([str(seeds_dir)], settings, db_path, run_lock=False)
     assert report.new_articles == 5 and "waiting for another run" not in report.seconds
+
+
+def test_an_input_stored_under_looser_settings_stays_unchanged_not_rejected(tmp_path, db_path, settings):
+    """(QA pass: after a run with a smaller ingest.min_words stored a short record, every later
+    run rejected it again: stored and in rejects at once, and counted as a reject.)"""
+    from pipeline.retry import retry_rejects
+
+    short = "The council voted to close the old library on Friday after a long debate. " * 2  # 28 words
+    records = tmp_path / "news.jsonl"
+    records.write_text(json.dumps({"id": "brief", "title": "Library closes", "text": short}) + "\n"
+                       + json.dumps({"url": "https://example.org/b", "text": short.replace("library", "pool")}) + "\n")
+    strict = settings.model_copy(update={"ingest": settings.ingest.model_copy(update={"min_words": 40})})
+    loose = settings.model_copy(update={"ingest": settings.ingest.model_copy(update={"min_words": 10})})
+    first = ingest([str(records)], strict, db_path)
+    assert (first.new_articles, first.rejects) == (0, 2)
+    stored = retry_rejects(loose, db_path)
+    assert (stored.new_articles, stored.rejects) == (2, 0)
+    for again in (ingest([str(records)], strict, db_path), retry_rejects(strict, db_path)):
+        assert (again.inputs, again.unchanged, again.rejects, again.new_articles) in {(2, 2, 0, 0), (0, 0, 0, 0)}
+    store = open_store(db_path)
+    try:
+        assert store.db.execute("SELECT count(*) FROM rejects").fetchone()[0] == 0
+        assert store.db.execute("SELECT count(*) FROM articles").fetchone()[0] == 2
+    finally:
+        store.close()
+    # A new input as short is still refused.
+    records.write_text(json.dumps({"id": "other", "text": short.replace("council", "board")}) + "\n")
+    assert ingest([str(records)], strict, db_path).rejects == 1
