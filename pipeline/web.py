@@ -107,7 +107,7 @@ class CrawlState:
     busy_timeout_s: float = 120.0
     pages: int = 0  # page fetches attempted
     pages_failed: int = 0  # of those, the ones that got no page (unreachable, HTTP errors, refused)
-    listings: int = 0  # feeds and sitemaps read, or answered 'not modified' (a page that is not one: not counted)
+    listings: int = 0  # feeds and sitemaps read (fetched or from files), or answered 'not modified' (a page that is not one: not counted)
     known: int = 0
     not_modified: list[str] = field(default_factory=list)
     validators: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
@@ -185,6 +185,14 @@ def listing_from(fetched: Fetched, settings: Settings) -> Listing:
         return feeds.listing(fetched.body, charset=fetched.charset, url=fetched.url, max_decompressed_bytes=cap)
     except TooLargeError:
         raise TooLargeError(f"decompresses to more than {cap:,} bytes (fetch.max_bytes)", fetched.url) from None
+
+
+def _may_be_listing(content_type: str | None) -> bool:
+    """Whether a response of this type may hold a feed or sitemap: XML, JSON or gzip of any
+    flavour, or no telling (no type, text/plain, octet-stream); a PDF or an image may not."""
+    if content_type is None or content_type in _UNLABELLED_TYPES:
+        return True
+    return any(word in content_type for word in ("xml", "json", "rss", "atom", "gzip"))
 
 
 def is_html(fetched: Fetched) -> bool:
@@ -325,6 +333,13 @@ def _expand_url(
         log.info("not modified since the last run: %s", url)
         state.not_modified.append(url)
         return
+    if kind is None and not _may_be_listing(fetched.content_type):
+        # (a QA pass: a PDF's URL was rejected as "not well-formed XML (broken feed or sitemap)")
+        yield Rejected(
+            url, STAGE_FETCH, f"neither an HTML page nor a feed or sitemap (content type {fetched.content_type})",
+            "", url,
+        )
+        return
     try:
         listing = listing_from(fetched, settings)
     except BadInputError as exc:
@@ -348,6 +363,7 @@ def _expand_file(
     except OSError as exc:
         yield Rejected(path, STAGE_FEED, "cannot read file", str(exc), path)
         return
+    state.listings += 1  # read from a file, not fetched, but read (the summary said "0 feeds read")
     state.answered.add(path)
     yield from _expand_listing(listing, path, settings, state, get, depth=0)
 

@@ -91,6 +91,23 @@ def test_a_feed_with_every_kind_of_bad_link_stores_the_good_pages_and_rejects_th
     assert [row["external_id"] for row in stored] == [w.url("/news/one.html"), w.url("/news/two-moved.html")]
 
 
+def test_a_url_of_neither_a_page_nor_a_listing_says_what_it_is(webserver, settings, db_path, tmp_path):
+    """(QA pass: a PDF's URL given on its own was "not well-formed XML (broken feed or sitemap)".)
+    And a feed file named on the command line counts as a feed read (the summary said 0)."""
+    pdf = webserver.add("/report.pdf", b"%PDF-1.4 not a page", content_type="application/pdf")
+    run = ingest([pdf], quick(settings, retries=0), db_path)
+    assert rows(db_path, "SELECT stage, reason FROM rejects")[0] == {
+        "stage": "fetch", "reason": "neither an HTML page nor a feed or sitemap (content type application/pdf)",
+    }
+    assert run.rejects == 1
+    page = webserver.add("/p.html", eval_page(5))
+    saved = tmp_path / "saved.rss"
+    saved.write_text(rss([("P", page)]))
+    from_file = ingest([str(saved)], settings, db_path)
+    assert (from_file.listings_fetched, from_file.new_articles) == (1, 1)
+    assert "1 feed or sitemap read" in report.web_lines(from_file.counts())[0]
+
+
 def test_a_second_run_on_an_unchanged_feed_fetches_nothing_new(webserver, settings, db_path):
     pages = [webserver.add(f"/a/{n}.html", eval_page(n)) for n in range(3)]
     feed = webserver.add("/feed.xml", rss([(f"Item {n}", url) for n, url in enumerate(pages)]),
