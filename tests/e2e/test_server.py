@@ -175,6 +175,8 @@ def test_serve_stops_within_its_grace_when_the_server_went_first(tmp_path, seeds
             assert serve.poll() is None and time.monotonic() < deadline, _tail(serve_out)
             time.sleep(0.5)
         assert _stop(server, signal.SIGINT) == 0
+        # (QA pass: "stopped (exit code -15)" read as a failure.)
+        assert "\nstopped" in _tail(server_out) and "exit code -15" not in _tail(server_out), _tail(server_out)
         started = time.monotonic()
         os.killpg(serve.pid, signal.SIGTERM)
         code = serve.wait(STOP_GRACE_S + 20)
