@@ -196,7 +196,10 @@ def entries_under(root: Path) -> Iterator[tuple[Path, str | None]]:
             if path.is_dir():
                 real = os.path.realpath(path)
                 if real in seen:
-                    yield path, "a link to a directory that is read already (a loop of links): not read again"
+                    yield path, (
+                        "a link to a directory that is read already (a loop of links): not read again"
+                        if path.is_symlink() else "a directory read already through a link to it: not read again"
+                    )
                     continue
                 seen.add(real)
                 yield from walk(path)
@@ -218,7 +221,9 @@ def not_a_file_reason(path: Path) -> str | None:
         return f"cannot be read ({exc.strerror or exc})"
     kinds = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
     kind = next((name for test, name in kinds if test(mode)), "not a regular file")
-    return f"{kind}, not a file: not read (give a pipe's data on standard input: newsdedup ingest - < PIPE)"
+    if kind == "a named pipe":  # what a pipe holds can come on standard input
+        return f"{kind}, not a file: not read (give a pipe's data on standard input: newsdedup ingest - < PIPE)"
+    return f"{kind}, not a file: not read"
 
 
 def _jsonl_lines(path: Path, settings: IngestSettings) -> Iterator[tuple[int, bytes | BadInputError]]:

@@ -57,3 +57,18 @@ def test_progress_line_without_a_usable_estimate_gives_counts_and_rate_only():
 
 def test_progress_of_one_reads_in_the_singular():
     assert progress_line(1, 1, 1, 1, 1.0) == "1 input, 1 new article, 1 reject; 1 inputs/s"
+
+
+def test_a_local_run_whose_estimate_was_off_ends_on_what_it_read(tmp_path, capsys):
+    """(QA pass: a run ended on "15 of about 16 inputs (93%)".) Blank lines count in the
+    estimate, not as inputs: the last progress line gives the inputs read."""
+    import json
+
+    from pipeline.cli import main
+
+    path = tmp_path / "blank-lines.jsonl"
+    path.write_text("".join(json.dumps({"id": str(n), "text": "word " * 30}) + "\n\n\n" for n in range(3)))
+    assert main(["ingest", str(path), "--db", str(tmp_path / "s.db"), "--engine", "local"]) == 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert "of about 9 inputs" in lines[0]
+    assert lines[-1].startswith("  3 inputs, 3 new articles, 0 rejects;"), lines

@@ -38,6 +38,9 @@ def test_everything_in_a_directory_is_read_or_rejected_and_nothing_blocks(tmp_pa
     os.mkfifo(root / "pipe.jsonl")
     (root / "shared").symlink_to(shared)  # a linked directory is read
     (shared / "back").symlink_to(root)  # and a loop of links is reported once, not followed
+    (root / "zreal").mkdir()  # a real directory, read already through a link to it
+    (root / "zreal" / "three.txt").write_text("Title\n\nBody")
+    (root / "alias").symlink_to(root / "zreal")
     docs = list(discover([str(root), "/dev/null"], SETTINGS))
     found = {d.ref: (d.reason if isinstance(d, Rejected) else "read") for d in docs}
     assert found == {
@@ -46,7 +49,9 @@ def test_everything_in_a_directory_is_read_or_rejected_and_nothing_blocks(tmp_pa
         "pipe.jsonl": "a named pipe, not a file: not read (give a pipe's data on standard input: newsdedup ingest - < PIPE)",
         "shared/back": "a link to a directory that is read already (a loop of links): not read again",
         "shared/two.txt": "read",
-        "/dev/null": "a device, not a file: not read (give a pipe's data on standard input: newsdedup ingest - < PIPE)",
+        "alias/three.txt": "read",
+        "zreal": "a directory read already through a link to it: not read again",
+        "/dev/null": "a device, not a file: not read",
     }
     assert [d.ref for d in docs] == sorted(found, key=lambda ref: (ref.startswith("/"), ref))  # a stable order
     assert expected_inputs([str(root), "/dev/null"], SETTINGS) == len(docs)  # progress counts them too
