@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sqlite3
 import threading
@@ -754,6 +755,8 @@ class Store(IndexReads):
                 conn = self._connect_read_only()
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                if not self.in_memory:
+                    self._check_writable()
                 # (`indexing_in_background` writes the search index on this connection from a
                 # second thread, never at the same time as this one.)
                 conn = self._connect()
@@ -778,6 +781,22 @@ class Store(IndexReads):
         self._commits = 0  # write transactions committed on this connection
         self._checkpoint_began_at = 0  # `_commits` when the running checkpoint thread started
         self._ensure_schema()
+
+    def _check_writable(self) -> None:
+        """Refuse at once, naming what to change, a database this process may not write: SQLite
+        only says "attempt to write a readonly database", at the first write (for `newsdedup
+        archive`, after the archive was written; for a flow run, after Prefect's start). Its
+        directory must be writable too: the write-ahead log and its index are made beside it.
+
+        Raises:
+            StoreError: the file or its directory is read-only for this user.
+        """
+        for target, what in ((self.path, "file"), (self.path.parent, "directory")):
+            if target.exists() and not os.access(target, os.W_OK):
+                raise StoreError(
+                    f"cannot write the story database {self.path}: its {what} {target} is read-only for this user "
+                    f"(make it writable, e.g. chmod u+w {target}, or give another --db; the read commands work as it is)"
+                )
 
     # -- schema -------------------------------------------------------------------------------
 

@@ -90,6 +90,36 @@ def test_the_flow_engine_answers_a_bad_database_in_one_line_before_prefect_start
     _one_line_error(_newsdedup("ingest", str(seeds_dir), "--db", str(story_db)), 4, "schema version 7", "upgrade newsdedup")
 
 
+def _without_root_powers(*args: str) -> tuple[str, ...]:
+    """`args` run so that file permissions apply: as root (as CI runs), without the capabilities
+    that let root write anything."""
+    if os.geteuid() != 0:
+        return args
+    dropped = "-dac_override,-dac_read_search,-fowner"
+    return ("setpriv", f"--bounding-set={dropped}", f"--inh-caps={dropped}", *args)
+
+
+@pytest.mark.parametrize("command", [["ingest", "SEEDS", "--engine", "local"], ["ingest", "SEEDS"],
+                                     ["archive", "--before", "0d", "--to", "ARCHIVE"]])
+def test_a_read_only_database_is_refused_in_one_line_that_says_what_to_do(tmp_path, story_db, seeds_dir, command):
+    """(QA pass: "attempt to write a readonly database" and nothing more; the flow engine said it
+    after Prefect's start, and `archive` after writing the archive.)"""
+    archive = tmp_path / "archive.db"
+    args = [str(seeds_dir) if a == "SEEDS" else str(archive) if a == "ARCHIVE" else a for a in command]
+    story_db.chmod(0o444)
+    try:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("NEWSDEDUP_")}
+        environment["PYTHONPATH"] = str(ROOT)
+        result = subprocess.run(
+            _without_root_powers(sys.executable, "-m", "pipeline.cli", *args, "--db", str(story_db)),
+            env=environment, capture_output=True, text=True, timeout=300,
+        )
+    finally:
+        story_db.chmod(0o644)
+    _one_line_error(result, 4, f"its file {story_db} is read-only", "chmod u+w")
+    assert "Starting temporary server" not in result.stderr and not archive.exists()
+
+
 @pytest.mark.parametrize("engine", ["flow", "local"])
 def test_a_database_built_under_other_matching_settings_is_refused_in_one_line(story_db, seeds_dir, engine):
     """A changed num_perm would fingerprint new articles that never meet the stored ones."""
