@@ -602,7 +602,11 @@ def _retry_rejects(args: argparse.Namespace, settings, db: str) -> int:
     started = time.monotonic()
     piped = stdin_rejects(db)
     run = retry_rejects(settings, db)
-    lines = reports.summary_lines(run, elapsed_s=time.monotonic() - started)
+    lines = [
+        # (no paths were given: a QA pass read "no files under the paths given" here)
+        "nothing to retry: no rejects that can be read again" if line.startswith("nothing to read:") else line
+        for line in reports.summary_lines(run, elapsed_s=time.monotonic() - started)
+    ]
     if piped:
         lines.append(
             f"not retried      {piped:,}  (from standard input, which cannot be read again: pipe the fixed "
@@ -756,7 +760,7 @@ def cmd_rejects(args: argparse.Namespace) -> int:
     store = _open(args)
     try:
         rows = list(store.db.query(
-            "SELECT ref, stage, reason, detail, input, at FROM rejects ORDER BY id DESC LIMIT ?",
+            "SELECT ref, stage, reason, detail, input, at, run_id FROM rejects ORDER BY id DESC LIMIT ?",
             [args.limit or -1],  # SQLite reads a negative LIMIT as none: --limit 0 lists every reject
         ))
         total = store.counts()["rejects"] if len(rows) == args.limit and not args.json else len(rows)

@@ -163,6 +163,9 @@ def evaluate_corpus(
         "bcubed_f1": round(f1, 4),
         "adjusted_rand_index": round(adjusted_rand_index(predicted, gold), 4),
         "predicted_stories": len(set(predicted.values())),
+        # Records ingest refused (too short under the settings, say), each scored as a story of
+        # its own: a low recall may be these, not the clustering (a QA pass could not tell).
+        "rejected": sum(1 for story in predicted.values() if str(story).startswith("unstored:")),
         "gold_stories": len(set(gold.values())),
         "seconds": round(seconds, 2),
         "worst_merges": worst_merges(predicted, gold, titles, worst),
@@ -213,6 +216,11 @@ def render(result: dict) -> str:
         f"F1 {result['bcubed_f1']:.4f}",
         f"ARI         {result['adjusted_rand_index']:.4f}",
         f"stories     {result['predicted_stories']} predicted, {result['gold_stories']} gold",
+        *(
+            [f"rejected    {plural(result['rejected'], 'article')} not stored by ingest (see the settings, e.g. "
+             "ingest.min_words), each scored as a story of its own"]
+            if result.get("rejected") else []
+        ),
         f"time        {result['seconds']:.2f}s ingesting",
     ]
     if result["worst_merges"]:

@@ -159,7 +159,10 @@ def test_a_table_cut_at_its_limit_says_how_many_there_are(tmp_path, story_db, ca
     shown = capsys.readouterr()
     assert len(shown.out.splitlines()) == 2 + 20 and shown.err == f"20 of {rejects} rejects shown; --limit 0 shows all\n"
     assert main(["rejects", "--db", str(db), "--limit", "0", "--json"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == rejects
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(listed) == rejects
+    # Each with the run that rejected it, as the table has (a QA pass missed it).
+    assert set(listed[0]) == {"ref", "stage", "reason", "detail", "input", "at", "run_id"}
 
     assert main(["search", "the", "--db", str(db), "--limit", "1"]) == 0
     shown = capsys.readouterr()
@@ -292,6 +295,7 @@ def test_ingest_reads_json_lines_piped_to_standard_input(tmp_path):
     retried = _piped("ingest", "--retry-rejects", "--db", str(db), data=b"", tmp_path=tmp_path)
     assert retried.returncode == 0
     assert re.search(rb"not retried\s+1\s+\(from standard input", retried.stdout), retried.stdout
+    assert b"nothing to retry" in retried.stdout and b"paths given" not in retried.stdout, retried.stdout
     with sqlite3.connect(db) as conn:  # the reject keeps its stage and reason (a QA pass saw them replaced)
         assert conn.execute("SELECT ref, stage, reason FROM rejects").fetchall() == before
 

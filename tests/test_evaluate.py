@@ -98,3 +98,21 @@ def test_the_rendered_scores_read_in_the_singular():
               "seconds": 0.1, "worst_merges": [], "worst_splits": []}
     assert render(result).splitlines()[0] == "corpus      c.jsonl (1 article, 1 gold story, 1 run)"
     assert render({**result, "articles": 2, "gold_stories": 2, "batches": 4}).splitlines()[0].endswith("(2 articles, 2 gold stories, 4 runs)")
+
+
+def test_the_evaluation_says_how_many_records_ingest_rejected(tmp_path, settings):
+    """(QA pass: with a larger ingest.min_words, recall fell and nothing said the records were
+    rejected, not misclustered.)"""
+    import json
+
+    from pipeline.evaluate import evaluate_corpus, render
+
+    long, short = "The harbour flooded after the storm surge overnight. " * 6, "A short note. " * 3
+    corpus = tmp_path / "gold.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"id": "a", "story": 1, "text": long}, {"id": "b", "story": 1, "text": short},
+        {"id": "c", "story": 2, "text": short.replace("note", "memo")},
+    ]))
+    result = evaluate_corpus(corpus, settings)
+    assert result["rejected"] == 2
+    assert "rejected    2 articles not stored by ingest" in render(result)
