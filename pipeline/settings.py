@@ -265,13 +265,36 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
+# NEWSDEDUP_* variables that are not settings (read where they apply).
+_NOT_SETTINGS = {"NEWSDEDUP_CONFIG", "NEWSDEDUP_DEBUG", "NEWSDEDUP_UPDATE_SCREENSHOTS"}
+
+
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
-    """NEWSDEDUP_MATCHING__NUM_PERM=256 becomes {"matching": {"num_perm": "256"}}."""
+    """NEWSDEDUP_MATCHING__NUM_PERM=256 becomes {"matching": {"num_perm": "256"}}.
+
+    A value in brackets is read as a TOML array (NEWSDEDUP_FETCH__ALLOW_PRIVATE_HOSTS='["127.0.0.1"]'):
+    list settings had no way in (a QA pass tried four spellings).
+
+    Raises:
+        ConfigError: a NEWSDEDUP_ variable that names no setting the way settings are named (one
+            underscore where two belong was ignored without a word), or a bracketed value that
+            is not a TOML array.
+    """
     overrides: dict[str, Any] = {}
     for name, value in environ.items():
-        if not name.startswith("NEWSDEDUP_") or "__" not in name:
+        if not name.startswith("NEWSDEDUP_") or name in _NOT_SETTINGS:
             continue
+        if "__" not in name:
+            raise ConfigError(
+                f"{name} is not a newsdedup setting: settings are NEWSDEDUP_<SECTION>__<KEY>, with two underscores "
+                "between section and key (e.g. NEWSDEDUP_INGEST__MIN_WORDS); the database is chosen with --db"
+            )
         section, _, key = name[len("NEWSDEDUP_"):].lower().partition("__")
+        if value.strip().startswith("["):
+            try:
+                value = tomllib.loads(f"value = {value}")["value"]
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{name} is not a TOML array ({exc}): write it as in the file, e.g. [0.5, 0.5]") from None
         overrides.setdefault(section, {})[key] = value
     return overrides
 
@@ -299,27 +322,40 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
     wrong type.
     """
     data: dict[str, Any] = {}
+    layers: list[tuple[str, dict[str, Any]]] = []  # (where, what it set), later ones winning
     default_file = CONFIG_DIR / "default.toml"
     if default_file.exists():
         data = _read_toml(default_file)
+        layers.append((str(default_file), data))
     if path is None and (environ or os.environ).get("NEWSDEDUP_CONFIG"):
         path = (environ or os.environ)["NEWSDEDUP_CONFIG"]
     if path is not None:
-        data = _deep_merge(data, _read_toml(Path(path)))
+        given = _read_toml(Path(path))
+        layers.append((str(path), given))
+        data = _deep_merge(data, given)
     overrides = _env_overrides(dict(environ if environ is not None else os.environ))
     data = _deep_merge(data, overrides)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{_field_named(err['loc'], overrides)}: {err['msg']}" for err in exc.errors())
-        source = f" (from {path})" if path else ""
-        raise ConfigError(f"bad configuration{source}: {problems}") from None
+        problems = "; ".join(f"{_field_named(err['loc'], overrides, layers)}: {err['msg']}" for err in exc.errors())
+        raise ConfigError(f"bad configuration: {problems}") from None
 
 
-def _field_named(location: tuple, overrides: dict[str, Any]) -> str:
-    """`ingest.batch_size`, with the environment variable that set it when one did (a QA pass:
-    the message named the setting, and the reader looked for it in the files)."""
-    name = ".".join(str(part) for part in location)
-    if len(location) >= 2 and str(location[1]) in overrides.get(str(location[0]), {}):
-        return f"{name} (set by NEWSDEDUP_{str(location[0]).upper()}__{str(location[1]).upper()})"
+def _field_named(location: tuple, overrides: dict[str, Any], layers: list[tuple[str, dict[str, Any]]]) -> str:
+    """`ingest.batch_size`, with where it was set: the environment variable, or the file (a QA
+    pass: the message named the setting, or blamed the --config file for a variable's value,
+    and the reader looked in the wrong place)."""
+    parts = [str(part) for part in location]
+    name = ".".join(parts)
+    if parts and parts[0] in overrides and (len(parts) == 1 or parts[1] in overrides[parts[0]]):
+        keys = overrides[parts[0]] if len(parts) == 1 else [parts[1]]
+        variables = ", ".join(f"NEWSDEDUP_{parts[0].upper()}__{key.upper()}" for key in keys)
+        return f"{name} (set by {variables})"
+    for where, values in reversed(layers):
+        found: Any = values
+        for part in parts[:2]:
+            found = found.get(part) if isinstance(found, dict) else None
+        if found is not None:
+            return f"{name} (in {where})"
     return name

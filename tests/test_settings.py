@@ -71,4 +71,28 @@ def test_a_bad_value_names_the_environment_variable_that_set_it(tmp_path):
     (tmp_path / "c.toml").write_text("[ingest]\nbatch_size = 'lots'\n")
     with pytest.raises(ConfigError) as raised:
         load_settings(tmp_path / "c.toml", environ={})
-    assert "ingest.batch_size:" in str(raised.value) and "set by" not in str(raised.value)
+    assert f"ingest.batch_size (in {tmp_path / 'c.toml'}):" in str(raised.value) and "set by" not in str(raised.value)
+
+
+def test_configuration_mistakes_name_where_they_are(tmp_path):
+    """(QA pass: a variable's bad value was blamed on the --config file; an unknown section or a
+    key in config/default.toml was named without where it came from; one underscore where two
+    belong was ignored; list settings could not be set from the environment at all.)"""
+    (tmp_path / "c.toml").write_text("[ingest]\nbatch_size = 10\n")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(tmp_path / "c.toml", environ={"NEWSDEDUP_INGEST__MIN_WORDS": "many"})
+    assert "ingest.min_words (set by NEWSDEDUP_INGEST__MIN_WORDS)" in str(raised.value)
+    assert "c.toml" not in str(raised.value)
+    with pytest.raises(ConfigError, match=r"ingst \(set by NEWSDEDUP_INGST__BATCH_SIZE\)"):
+        load_settings(environ={"NEWSDEDUP_INGST__BATCH_SIZE": "5"})
+    with pytest.raises(ConfigError, match="NEWSDEDUP_INGEST_MIN_WORDS is not a newsdedup setting.*two underscores"):
+        load_settings(environ={"NEWSDEDUP_INGEST_MIN_WORDS": "500"})
+    assert load_settings(environ={"NEWSDEDUP_DEBUG": "1", "NEWSDEDUP_CONFIG": ""}).ingest.min_words > 0
+    listed = load_settings(environ={
+        "NEWSDEDUP_FETCH__ALLOW_PRIVATE_HOSTS": '["127.0.0.1", "::1"]',
+        "NEWSDEDUP_MATCHING__STORY_LSH_WEIGHTS": "[0.3, 0.7]",
+    })
+    assert list(listed.fetch.allow_private_hosts) == ["127.0.0.1", "::1"]
+    assert list(listed.matching.story_lsh_weights) == [0.3, 0.7]
+    with pytest.raises(ConfigError, match="is not a TOML array"):
+        load_settings(environ={"NEWSDEDUP_MATCHING__STORY_LSH_WEIGHTS": "[0.3, "})
