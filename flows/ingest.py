@@ -55,27 +55,32 @@ class _ExpectedFailures(logging.Filter):
     """A fetch that fails the way sources fail (a 500, a timeout, a 404) is a reject with its
     reason, not a bug: Prefect's line saying the task failed, and why, stays, at WARNING, but
     without the traceback it attaches to every task failure (a QA pass counted 3 tracebacks in
-    one run over a feed with a few bad pages, and 10 in two minutes of `newsdedup serve`)."""
+    one run over a feed with a few bad pages, and 10 in two minutes of `newsdedup serve`).
+
+    With `tasks=False`, for the flow's own logger: a run that fails for a reason of ours (a
+    source's directory missing, nothing read from its feed) stays an ERROR, with its one-line
+    reason and no traceback."""
+
+    def __init__(self, tasks: bool = True) -> None:
+        super().__init__()
+        self.tasks = tasks
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.ERROR:
             return True
         if record.exc_info:
-            expected = isinstance(record.exc_info[1], _EXPECTED)
-            if expected:
+            if isinstance(record.exc_info[1], _EXPECTED):
                 record.exc_info = record.exc_text = None
-        else:
+                if self.tasks:
+                    record.levelno, record.levelname = logging.WARNING, "WARNING"
+        elif self.tasks:
             # The task's final state, logged apart: "Finished in state Failed('Task run
             # encountered an exception TransientFetchError: ...')": the line above said it.
             message = record.getMessage()
-            expected = message.startswith("Finished in state Failed(") and any(
+            if message.startswith("Finished in state Failed(") and any(
                 f"exception {name}:" in message for name in _expected_names()
-            )
-            if expected:
+            ):
                 record.levelno, record.levelname = logging.INFO, "INFO"
-                return True
-        if expected:
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
 
@@ -92,6 +97,7 @@ def _expected_names() -> frozenset[str]:
 # Prefect's task-run logger (an adapter over this one); installed wherever this module is
 # imported, worker processes included, since the fetch tasks may run there.
 logging.getLogger("prefect.task_runs").addFilter(_ExpectedFailures())
+logging.getLogger("prefect.flow_runs").addFilter(_ExpectedFailures(tasks=False))
 
 
 def quiet_console() -> None:

@@ -118,3 +118,18 @@ def test_a_failed_fetch_task_logs_one_warning_and_a_bug_keeps_its_traceback(erro
     )
     assert _ExpectedFailures().filter(final)
     assert final.levelno == (logging.INFO if expected else logging.ERROR)
+
+
+def test_a_flow_run_failing_for_a_reason_of_ours_logs_it_without_a_traceback():
+    from flows.ingest import _ExpectedFailures
+    from pipeline.errors import UsageError
+
+    failed = logging.LogRecord(
+        "prefect.flow_runs", logging.ERROR, __file__, 1, "Encountered exception during execution", None,
+        _raised(UsageError("no such file or directory: /srv/feeds (nothing to ingest)")),
+    )
+    assert _ExpectedFailures(tasks=False).filter(failed)
+    assert (failed.levelno, failed.exc_info) == (logging.ERROR, None)
+    bug = logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, "Encountered exception", None,
+                            _raised(KeyError("x")))
+    assert _ExpectedFailures(tasks=False).filter(bug) and bug.exc_info is not None
