@@ -28,7 +28,7 @@ from typing import Iterator
 
 from .errors import ConfigError, StoreError, UsageError
 from .runlock import exclusive_run
-from .store import IndexReads, Store, now_iso, open_store, pack_story_ids, unpack_story_ids
+from .store import IndexReads, Store, now_iso, open_store, pack_story_ids, read_only_connection, unpack_story_ids
 from .stories import latest_stories
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ def check_archive_target(live: Store, archive_path: str | Path) -> None:
     if not path.exists():
         return
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn, _ = read_only_connection(path)
         try:
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if not tables:
@@ -194,7 +194,7 @@ def check_archive_target(live: Store, archive_path: str | Path) -> None:
             has_stories = conn.execute("SELECT EXISTS (SELECT 1 FROM stories)").fetchone()[0]
         finally:
             conn.close()
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, StoreError) as exc:
         raise UsageError(f"{path} is not a story database ({exc}): give a new file for the archive") from None
     own = database_id(live.conn, create=False)
     if archive_of is not None:
@@ -211,14 +211,14 @@ def check_archive_target(live: Store, archive_path: str | Path) -> None:
         )
 
 
-def database_id(conn: sqlite3.Connection, create: bool = True, schema: str = "main") -> str | None:
+def database_id(conn: sqlite3.Connection, create: bool = True) -> str | None:
     """This story database's own id (`_meta.database_id`), which its archive records as
     `archive_of`; made on first need (with `create`, inside a write transaction)."""
-    row = conn.execute(f"SELECT value FROM {schema}._meta WHERE key = 'database_id'").fetchone()
+    row = conn.execute("SELECT value FROM main._meta WHERE key = 'database_id'").fetchone()
     if row is not None or not create:
         return row[0] if row else None
     made = uuid.uuid4().hex
-    conn.execute(f"INSERT INTO {schema}._meta (key, value) VALUES ('database_id', ?)", (made,))
+    conn.execute("INSERT INTO main._meta (key, value) VALUES ('database_id', ?)", (made,))
     return made
 
 
@@ -242,14 +242,15 @@ def _copy_to_archive(live: Store, chosen: list[int], archive_path: str | Path, b
         layout = live.conn.execute("SELECT value FROM _meta WHERE key = 'index_layout'").fetchone()
         with archive.transaction():
             if layout is not None:
-                try:
-                    archive.check_index_layout(json.loads(layout[0]))
-                except ConfigError as exc:
+                # (the layout the live database was built with, not today's settings, is what must match)
+                differences = archive.layout_differences(json.loads(layout[0]))
+                if differences:
                     raise ConfigError(
                         f"the archive {archive_path} holds stories fingerprinted under other matching settings than "
-                        f"{live.path}'s ({str(exc).split(': ', 1)[1].split('. ')[0]}): give a new file for this "
-                        "database's archive"
-                    ) from None
+                        f"{live.path}'s ({differences.replace(' now ', ' in the live database ')}): give a new file "
+                        "for this database's archive"
+                    )
+                archive.check_index_layout(json.loads(layout[0]))  # recorded in a new archive
             # Whatever it holds is searchable before `_withdraw_provisional` may delete from it.
             archive.index_new_articles()
         _withdraw_provisional(live, archive, archive_path)

@@ -1118,6 +1118,22 @@ class Store(IndexReads):
                 f"it came from; read the archive with stories, show, search, export or browse --db {self.path}"
             )
 
+    def layout_differences(self, layout: Mapping[str, object]) -> str:
+        """How `layout` differs from the stored one ("num_perm 128 here, 64 now (matching.num_perm)"),
+        or "" when it does not, or nothing is stored yet."""
+        row = self.conn.execute("SELECT value FROM _meta WHERE key = 'index_layout'").fetchone()
+        if row is not None:
+            stored = json.loads(row[0])
+        else:
+            signature = self.conn.execute("SELECT scheme, num_perm, seed FROM _signatures LIMIT 1").fetchone()
+            stored = dict(layout)
+            if signature is not None:
+                stored.update(scheme=signature[0], num_perm=signature[1], seed=signature[2])
+        return "; ".join(
+            f"{key} {stored.get(key)!r} here, {layout[key]!r} now ({LAYOUT_SETTINGS.get(key, key)})"
+            for key in layout if stored.get(key) != layout[key]
+        )
+
     def check_index_layout(self, layout: Mapping[str, object]) -> None:
         """Refuse to add articles fingerprinted under another layout (`fingerprint.index_layout`)
         than the stored ones: they would never be compared, and every story would start again.
@@ -1129,26 +1145,14 @@ class Store(IndexReads):
         Raises:
             ConfigError: the settings differ from the database's in something the layout holds.
         """
-        row = self.conn.execute("SELECT value FROM _meta WHERE key = 'index_layout'").fetchone()
-        if row is not None:
-            stored = json.loads(row[0])
-        else:
-            signature = self.conn.execute("SELECT scheme, num_perm, seed FROM _signatures LIMIT 1").fetchone()
-            stored = dict(layout)
-            if signature is not None:
-                stored.update(scheme=signature[0], num_perm=signature[1], seed=signature[2])
-        changed = [key for key in layout if stored.get(key) != layout[key]]
-        if changed:
-            differences = "; ".join(
-                f"{key} {stored.get(key)!r} here, {layout[key]!r} now ({LAYOUT_SETTINGS.get(key, key)})"
-                for key in changed
-            )
+        differences = self.layout_differences(layout)
+        if differences:
             raise ConfigError(
                 f"the story database {self.path} was built with other matching settings: {differences}. "
                 "New articles could not be compared with the stored ones. Run with the settings it was "
                 f"built with, or rebuild it under the new ones: {rebuild_commands(self.path)}"
             )
-        if row is None:
+        if self.conn.execute("SELECT 1 FROM _meta WHERE key = 'index_layout'").fetchone() is None:
             self.conn.execute(
                 "INSERT INTO _meta (key, value) VALUES ('index_layout', ?)", (json.dumps(dict(layout), sort_keys=True),)
             )
