@@ -83,7 +83,11 @@ def web_lines(counts: Mapping[str, float]) -> list[str]:
 
 
 def _rate(inputs: float, seconds: float) -> str:
-    return f"{inputs / seconds:,.0f} inputs/s" if seconds > 0 else "no time measured"
+    if seconds <= 0:
+        return "no time measured"
+    rate = inputs / seconds
+    # Under 10 a second, a decimal ("1 inputs/s" read oddly, and 0.4 is not 0).
+    return f"{rate:,.1f} inputs/s" if rate < 10 else f"{rate:,.0f} inputs/s"
 
 
 def summary_lines(
@@ -200,7 +204,7 @@ def stage_times_markdown(seconds: dict[str, float], inputs: int) -> list[str]:
     for stage, value in seconds.items():
         share = value / total if total > 0 else 0.0
         lines.append(f"| {stage} | {value:.2f} | {share:.0%} | {bar(value, largest, 20)} |")
-    rate = f" ({inputs / total:,.0f} inputs/s)" if total > 0 and inputs else ""
+    rate = f" ({_rate(inputs, total)})" if total > 0 and inputs else ""
     lines.append(f"| **total** | **{total:.2f}** | | {rate.strip()} |")
     return lines
 

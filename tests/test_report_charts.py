@@ -43,7 +43,7 @@ def test_summary_markdown_has_times_and_charts():
                {"story_id": 2, "article_count": 5, "title": "C", "outlets": None}]
     markdown = report.summary_markdown(run, {"articles": 12, "stories": 2, "rejects": 0}, stories, [], [0.35, 0.4, 1.0])
     assert "| extract+fingerprint | 2.00 | 50% |" in markdown
-    assert "| **total** | **4.00** |" in markdown and "3 inputs/s" in markdown
+    assert "| **total** | **4.00** |" in markdown and "3.0 inputs/s" in markdown
     assert "## Story sizes" in markdown and "5-9 │ 2 " in markdown
     assert "0.3-0.4 │ 1 " in markdown and "0.9-1.0 │ 1 " in markdown
     assert markdown.count("```") == 4, "each chart is one fenced block"
@@ -104,8 +104,8 @@ def test_both_engines_print_the_same_summary_for_the_same_counts():
         flow = report.flow_summary_lines({**run.counts(), "seconds": 5.0}, 12.0)
         assert local[:-1] == flow[:-1]
         # One rate, over the run's own time, and the same in both.
-        assert local[-1] == "time             5.00s (" + f"{run.inputs / 5:,.0f}" + " inputs/s); stages: read 0.50s, extract+fingerprint 2.00s, assign+store 1.50s"
-        assert flow[-1] == f"time             5.00s in the flow ({run.inputs / 5:,.0f} inputs/s), 12.0s with Prefect's start"
+        assert local[-1] == "time             5.00s (" + f"{run.inputs / 5:,.1f}" + " inputs/s); stages: read 0.50s, extract+fingerprint 2.00s, assign+store 1.50s"
+        assert flow[-1] == f"time             5.00s in the flow ({run.inputs / 5:,.1f} inputs/s), 12.0s with Prefect's start"
         assert sum(line.count("inputs/s") for line in local + flow) == 2
     busy, idle, web = (report.flow_summary_lines(run.counts(), 1.0) for run in runs)
     assert "rejects          1  (see: newsdedup rejects)" in busy and "new articles     5  (2 near-duplicates among them)" in busy

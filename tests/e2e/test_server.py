@@ -124,7 +124,7 @@ def test_quiet_ingest_prints_only_the_summary_while_the_run_keeps_its_full_log(p
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == f"newsdedup ingest {seeds_dir} -> {db}"
     assert "database now     5 articles, 1 story, 0 rejects" in result.stdout
-    assert re.search(r"time +[\d.]+s in the flow \([\d,]+ inputs/s\), [\d.]+s with Prefect's start", result.stdout)
+    assert re.search(r"time +[\d.]+s in the flow \([\d,.]+ inputs/s\), [\d.]+s with Prefect's start", result.stdout)
     chatter = [line for line in result.stderr.splitlines() if "INFO" in line]
     assert not chatter, chatter
 
