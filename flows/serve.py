@@ -164,13 +164,19 @@ def serve_sources(
     runner = _Runner(pause_on_shutdown=True, limit=limit or DEFAULT_LIMIT)
     for deployment in deployments:
         runner.add_deployment(deployment)
-    print(f"serving {len(deployments)} deployment(s) of the ingest flow into {Path(db).resolve()}:")
+    ingests = len(deployments) - (archive is not None)
+    print(
+        f"serving {plural(ingests, 'deployment')} of the ingest flow into {Path(db).resolve()}"
+        + (" and 1 of the archive flow" if archive is not None else "") + ":"
+    )
     for deployment, source in zip(deployments, [s for s in sources if s.enabled]):
         print(f"  {deployment.flow_name}/{deployment.name}  {source.kind} {source_location(source)}  {_when(source)}")
     if archive is not None:
         print(f"  {deployments[-1].flow_name}/{deployments[-1].name}  stories not grown for "
               f"{archive.older_than_days:g} days -> {deployments[-1].parameters['to']}  {_when(archive)}")
-    print(f"run one now: prefect deployment run {deployments[0].flow_name}/{deployments[0].name}")
+    # (the variable too: a second terminal has none, and Prefect then asks a server of its own)
+    print(f"run one now: PREFECT_API_URL={PREFECT_API_URL.value()} prefect deployment run "
+          f"{deployments[0].flow_name}/{deployments[0].name}")
     if PREFECT_UI_URL.value():
         print(f"watch the runs: {PREFECT_UI_URL.value()}/deployments")
     print(f"at most {limit or DEFAULT_LIMIT} runs at once; Ctrl-C (or SIGTERM) stops serving and pauses the schedules",
@@ -193,11 +199,13 @@ def serve_sources(
         os._exit(1)
     with _grace(stop_grace_s):
         paused = _paused(names)
+    # (Deployments, not schedules: one served on demand only has none, and is paused all the same.)
     if paused < len(names):
-        print(f"newsdedup serve: stopped, but only {paused} of {len(names)} schedules are paused; "
+        print(f"newsdedup serve: stopped, but only {paused} of {len(names)} deployments are paused; "
               "pause the rest in the Prefect UI, or start 'newsdedup serve' again", file=sys.stderr, flush=True)
         os._exit(1)
-    print(f"stopped serving; {plural(len(names), 'schedule')} paused until the next 'newsdedup serve'", flush=True)
+    print(f"stopped serving; {plural(len(names), 'deployment')} paused, schedules and all, until the next "
+          "'newsdedup serve'", flush=True)
 
 
 @contextmanager

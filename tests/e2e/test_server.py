@@ -227,6 +227,6 @@ def test_sigterm_pauses_every_served_schedule(prefect_server, seeds_dir, tmp_pat
         _stop(serve, signal.SIGKILL)
     text = _tail(out, 20_000)
     assert code == 0, text
-    assert "stopped serving; 6 schedules paused" in text
+    assert "stopped serving; 6 deployments paused, schedules and all" in text
     assert all(api(prefect_server, "GET", f"/deployments/name/newsdedup-ingest/{n}")["paused"] for n in names)
     assert "Traceback" not in text and "never awaited" not in text
