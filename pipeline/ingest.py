@@ -385,7 +385,8 @@ class RunReport:
 
 
 def new_run_id() -> str:
-    return uuid.uuid4().hex[:12]
+    """A run's id: a UUID, in the form flow runs' ids (Prefect's) have, so `runs` lists one kind."""
+    return str(uuid.uuid4())
 
 
 def commit_batch_to(batch: PreparedBatch, db_path: str | Path, settings: Settings, run_id: str | None) -> SavedBatch:
