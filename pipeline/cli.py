@@ -71,7 +71,8 @@ are not fetched again, and a feed that has not changed costs one conditional req
         "Show one story: its canonical article and its variants with their similarity.",
         """examples:
   newsdedup show 1
-  newsdedup show 1 --text      # print the canonical article's text too""",
+  newsdedup show 1 --text      # print the canonical article's text too
+  newsdedup show https://example.org/news/flood.html   # the story an article is in""",
     ),
     "search": (
         "Full-text search over article titles and texts (SQLite FTS5 syntax).",
@@ -262,7 +263,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
 
     p = command("show")
-    p.add_argument("story_id", type=_at_least(1), metavar="STORY_ID")
+    p.add_argument("story", metavar="STORY",
+                   help="a story id, or an article's id, URL or input id (its story is shown)")
     db_option(p)
     p.add_argument("--text", action="store_true", help="print the canonical article's text")
     p.add_argument("--json", action="store_true", help="JSON instead of a table")
@@ -653,9 +655,31 @@ def cmd_stories(args: argparse.Namespace) -> int:
     return 0
 
 
+def _story_named(store: Store, given: str) -> int:
+    """The story id `show` was given, or that of the article it names (id, URL or input id)."""
+    if given.isdigit():
+        if int(given) > _LARGEST:
+            raise UsageError(f"{given!r} is too large for a story id: at most {_LARGEST:,}")
+        if int(given) < 1:
+            raise UsageError(f"no story {given}: story ids are whole numbers from 1")
+        return int(given)
+    found = store.story_of_article(given)
+    if found is None:
+        raise UsageError(
+            f"no story or article {given!r} in {store.path}: give a story id (see: newsdedup stories), "
+            "or an article's id, URL or input id"
+        )
+    story_id, archive = found
+    if archive is not None:
+        raise UsageError(f"that article was archived with story {story_id} to {archive}: "
+                         f"newsdedup show {story_id} --db {archive}")
+    return story_id
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     store = _open(args)
     try:
+        args.story_id = _story_named(store, args.story)
         story = store.story(args.story_id)
         if story is None:
             into = store.merged_into(args.story_id)
@@ -676,7 +700,12 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(json.dumps({"story": story, "articles": members}, ensure_ascii=False, indent=2))
         return 0
     print(f"story {story['story_id']}: {story['title']}")
-    print(f"  {plural(story['article_count'], 'article')} from {story['outlets'] or 'unknown outlets'}; "
+    unknown = sum(1 for m in members if not m["source"])
+    # (a QA pass read "6 articles from Harbor Wire" of a story where 5 named no outlet)
+    outlets = story["outlets"] or "unknown outlets"
+    if story["outlets"] and unknown:
+        outlets += f" ({unknown} of them from no named outlet)"
+    print(f"  {plural(story['article_count'], 'article')} from {outlets}; "
           f"published {story['first_published'] or '?'} .. {story['last_published'] or '?'}")
     print(f"  canonical: {canonical['id']}  {canonical['url'] or canonical['external_id']}")
     print()

@@ -1602,6 +1602,28 @@ class Store(IndexReads):
         row = self.conn.execute("SELECT archive FROM _archived WHERE story_id = ? LIMIT 1", (story_id,)).fetchone()
         return row[0] if row else None
 
+    def story_of_article(self, given: str) -> tuple[int, str | None] | None:
+        """The story holding the article `given` names (its id, URL or input id), and the archive
+        it was moved to (None when it is here); None when nothing here knows it."""
+        from .extract import canonical_url  # (extract imports this module's neighbours, not this one)
+
+        keys = (given, canonical_url(given) or given, given)
+        row = self.conn.execute(
+            "SELECT story_id FROM articles WHERE id = ? UNION ALL SELECT story_id FROM articles WHERE url = ? "
+            "UNION ALL SELECT story_id FROM articles WHERE external_id = ? LIMIT 1", keys,
+        ).fetchone()
+        if row is not None:
+            return row[0], None
+        if self.has_archived():
+            row = self.conn.execute(
+                "SELECT story_id, archive FROM _archived WHERE article_id = ? UNION ALL SELECT story_id, archive "
+                "FROM _archived WHERE url = ? UNION ALL SELECT story_id, archive FROM _archived WHERE external_id = ? "
+                "LIMIT 1", keys,
+            ).fetchone()
+            if row is not None:
+                return row[0], row[1]
+        return None
+
     def story_members(self, story_id: int) -> list[dict]:
         return list(
             self.db.query(

@@ -2,6 +2,7 @@
 
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 
@@ -399,3 +400,22 @@ def test_records_trickling_in_on_a_pipe_are_stored_as_they_come(tmp_path):
         if piping.poll() is None:
             piping.kill()
     assert stored() == len(lines)
+
+
+def test_show_finds_the_story_of_an_article_by_its_id_url_or_input_id(tmp_path, capsys):
+    """(Docs walk-through QA: a newsroom asks "which story is this URL in?"; show took story ids only.)"""
+    records = tmp_path / "in.jsonl"
+    text = "The harbour flooded after the storm surge and the quay collapsed overnight, officials said. " * 4
+    records.write_text(json.dumps({"id": "wire-7", "url": "https://example.org/news/flood?utm_source=x",
+                                   "title": "Harbour floods", "text": text}) + "\n")
+    db = tmp_path / "s.db"
+    assert main(["ingest", str(records), "--db", str(db), "--engine", "local", "--quiet"]) == 0
+    capsys.readouterr()
+    for given in ("wire-7", "https://example.org/news/flood", "https://example.org/news/flood?utm_source=y"):
+        assert main(["show", given, "--db", str(db)]) == 0
+        assert capsys.readouterr().out.startswith("story 1: Harbour floods"), given
+    with sqlite3.connect(db) as conn:
+        article_id = conn.execute("SELECT id FROM articles").fetchone()[0]
+    assert main(["show", article_id, "--db", str(db)]) == 0
+    assert main(["show", "no-such-article", "--db", str(db)]) == 2
+    assert "an article's id, URL or input id" in capsys.readouterr().err
