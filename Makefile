@@ -20,7 +20,7 @@ DB ?= data/stories.db
 .PHONY: help install system-deps run test test-fast eval eval-extraction bench clean server serve deploy worker screenshots
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -79,5 +79,5 @@ worker: $(STAMP) ## run the flow runs of `make deploy`'s deployments (a process 
 screenshots: $(STAMP) ## refresh docs/prefect-*.png from the Prefect UI browser test
 	NEWSDEDUP_UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/e2e/test_prefect_ui_browser.py
 
-clean: ## remove the virtualenv, the database and Prefect's local state
+clean: ## remove the virtualenv, Prefect's local state and data/stories.db (copy it first if it matters)
 	rm -rf $(VENV) data/stories.db* .prefect .pytest_cache

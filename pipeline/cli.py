@@ -186,8 +186,10 @@ on its own schedule (see 'newsdedup archive --help'). Ctrl-C stops serving.""",
 
 
 def _parser() -> argparse.ArgumentParser:
+    # The one list of commands, each with an example (argparse's own list of them is left out:
+    # --help listed every command twice).
     epilog = "commands:\n" + "\n".join(
-        f"  {name:<8} {summary}\n           e.g. {examples.splitlines()[1].strip()}"
+        f"  {name:<8} {summary}\n           e.g. {re.sub(r' {2,}#', '   #', examples.splitlines()[1].strip())}"
         for name, (summary, examples) in COMMANDS.items()
     )
     parser = argparse.ArgumentParser(
@@ -197,12 +199,12 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version="newsdedup 0.1.0")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", help="one of the commands below")
 
     def command(name: str) -> argparse.ArgumentParser:
         summary, examples = COMMANDS[name]
         p = sub.add_parser(
-            name, help=summary, description=summary, epilog=examples,
+            name, description=summary, epilog=examples,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         return p
