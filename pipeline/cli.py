@@ -801,7 +801,8 @@ def cmd_rejects(args: argparse.Namespace) -> int:
         store.close()
     if _printed_without_table(rows, args.json, "no rejects"):
         return 0
-    print(_table(rows, [("ref", "input", -40), ("stage", "stage", 8), ("reason", "reason", 100), ("detail", "detail", 40)]))
+    # (headed "ref", the column's name: "input" is another column, the file's absolute path)
+    print(_table(rows, [("ref", "ref", -40), ("stage", "stage", 8), ("reason", "reason", 100), ("detail", "detail", 40)]))
     _print_shown(len(rows), total, "rejects")
     return 0
 

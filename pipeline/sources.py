@@ -434,7 +434,7 @@ def file_documents(path: Path, ref: str, settings: IngestSettings) -> Iterator[R
             ref, STAGE,
             f"not read from a directory: a {listing} file is read as a feed or sitemap, whose "
             "links are fetched, only when named on its own (newsdedup ingest FILE, or --kind feed / --kind sitemap)",
-            listing, str(path),
+            f"file type {listing}", str(path),
         )
         return
     if kind is None:
