@@ -41,7 +41,9 @@ INVARIANTS: dict[str, str] = {
     # The matching state: what later runs compare new articles with. Damage here loses no row
     # people read, but later articles would miss matches or be weighed against wrong counts.
     "stories whose matching state counts other members": (
-        "SELECT s.id FROM stories s JOIN _story_state t ON t.story_id = s.id WHERE t.members != s.article_count"
+        # against the articles themselves, not `article_count`: a wrong count is its own problem
+        "SELECT t.story_id FROM _story_state t WHERE t.members != "
+        "(SELECT count(*) FROM articles a WHERE a.story_id = t.story_id)"
     ),
     "articles missing from the near-duplicate index": (
         "SELECT id FROM articles WHERE id NOT IN (SELECT article_id FROM _lsh)"
