@@ -173,7 +173,8 @@ def build_article(
 
 
 def from_text(raw: RawDocument, settings: IngestSettings) -> Article:
-    """A plain-text article: the first non-empty line is the title, or a `date YYYY-MM-DD` marker.
+    """A plain-text article: the first non-empty line is the title, or a `date YYYY-MM-DD` marker
+    followed by the first paragraph; a marker alone on its line next to the title line dates it.
 
     Raises:
         DecodeError, EmptyInputError, NoArticleError, TooLargeError.
@@ -187,15 +188,35 @@ def from_text(raw: RawDocument, settings: IngestSettings) -> Article:
         raise EmptyInputError("file holds only white space")
     title: str | None = None
     published: str | None = None
-    marker = date_marker(lines[0])
     extra: dict[str, object] = {}
-    if marker:
+
+    def take_date(marker: tuple[str, str]) -> None:
+        nonlocal published
         published = iso_date(marker[0])
         if published is None:  # kept, as a JSON Lines record's is (a QA pass saw it vanish)
             extra.update(_date_not_used(marker[0]))
+
+    marker = date_marker(lines[0])
+    if marker and marker[1]:
+        # "date 2020-04-02 The first paragraph...": the marker opens the text, which has no title.
+        take_date(marker)
         lines[0] = marker[1]
-    elif len(lines[0].split()) <= _MAX_TITLE_WORDS:
-        title = lines.pop(0).strip()
+    else:
+        # A title, and a date marker alone on its line, in either order: both are taken (a QA
+        # pass found no way to give a .txt file both).
+        if marker:
+            take_date(marker)
+            lines.pop(0)
+            while lines and not lines[0].strip():
+                lines.pop(0)
+        if lines and len(lines[0].split()) <= _MAX_TITLE_WORDS:
+            title = lines.pop(0).strip()
+        next_line = next((n for n, line in enumerate(lines) if line.strip()), None)
+        if not marker and next_line is not None:
+            later = date_marker(lines[next_line])
+            if later and not later[1]:
+                take_date(later)
+                del lines[next_line]
     return build_article(
         external_id=raw.ref,
         text="\n".join(lines),

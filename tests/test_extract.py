@@ -31,6 +31,20 @@ def test_date_marker_gives_the_publication_date():
     assert article.text.startswith("The Trump campaign sent a letter")
 
 
+@pytest.mark.parametrize("head", [
+    "Council votes on budget\ndate 2020-05-02\n\n",
+    "Council votes on budget\n\ndate 2020-05-02\n",
+    "date 2020-05-02\nCouncil votes on budget\n\n",
+    "\ndate 2020-05-02\n\nCouncil votes on budget\n",
+])
+def test_a_text_file_may_give_both_a_title_and_a_date(head):
+    """(Docs walk-through QA: a marker took the title's place, and one after the title stayed in
+    the text.) A date marker alone on its line, before or after the title line, gives the date."""
+    article = article_from(RawDocument(ref="t.txt", kind="text", body=(head + BODY).encode()), SETTINGS)
+    assert (article.title, article.published) == ("Council votes on budget", "2020-05-02")
+    assert "date 2020" not in article.text and article.text.startswith(BODY.strip()[:20])
+
+
 @pytest.mark.parametrize("marker, kept", [
     ("2020-13-45", {"published_unreadable": "2020-13-45"}),
     ("2999-01-01", {"published_in_future": "2999-01-01"}),
