@@ -170,7 +170,7 @@ def served_deployment(prefect_server, tmp_path_factory):
     finally:
         code = _stop(process, signal.SIGINT)
     # Ctrl-C pauses the schedules through the (still running) server and exits cleanly.
-    assert code == 0 and "stopped serving; 1 schedule paused" in out.read_text(), _tail(out)
+    assert code == 0 and "stopped serving; 1 deployment paused, schedules and all" in out.read_text(), _tail(out)
     assert "never awaited" not in out.read_text()
 
 
