@@ -328,18 +328,7 @@ def _withdraw(archive: Store, provisional: list[int]) -> None:
         # The same rows `_COPIED` names, in the archive's own tables (its `main` here).
         for table, rows in reversed(_COPIED):
             conn.execute(f"DELETE FROM main.{table} WHERE {rows}")
-        withdrawn = set(provisional)
-        for period, key, packed in list(conn.execute("SELECT period, key, stories FROM _story_buckets")):
-            ids = unpack_story_ids(packed)
-            if withdrawn.isdisjoint(ids):
-                continue
-            kept = [i for i in ids if i not in withdrawn]
-            if kept:
-                conn.execute(
-                    "UPDATE _story_buckets SET stories = ? WHERE period = ? AND key = ?", (pack_story_ids(kept), period, key)
-                )
-            else:
-                conn.execute("DELETE FROM _story_buckets WHERE period = ? AND key = ?", (period, key))
+        _buckets_left_behind(conn, set(provisional))
         # Copies made next may take the deleted rows' rowids: the search index's mark comes
         # down to what it holds (the delete trigger took the deleted rows out of it).
         conn.execute(
