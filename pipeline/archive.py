@@ -154,6 +154,10 @@ def archive_stories(
             articles = live.conn.execute(
                 "SELECT count(*) FROM articles WHERE story_id IN (SELECT id FROM temp.chosen)"
             ).fetchone()[0]
+            if not dry_run:
+                # First, whatever a stopped archive left copied, whether or not this run chooses
+                # anything (an ingest since may have grown every story it had chosen).
+                _withdraw_provisional(live, archive_path, busy_timeout_s)
             if chosen and not dry_run:
                 _copy_to_archive(live, chosen, archive_path, busy_timeout_s)
                 _remove_archived(live, chosen, archive_path)
@@ -251,9 +255,6 @@ def _copy_to_archive(live: Store, chosen: list[int], archive_path: str | Path, b
                         "for this database's archive"
                     )
                 archive.check_index_layout(json.loads(layout[0]))  # recorded in a new archive
-            # Whatever it holds is searchable before `_withdraw_provisional` may delete from it.
-            archive.index_new_articles()
-        _withdraw_provisional(live, archive, archive_path)
     finally:
         archive.close()
     conn = live.conn
@@ -292,13 +293,15 @@ def _copy_to_archive(live: Store, chosen: list[int], archive_path: str | Path, b
         archive.close()
 
 
-def _withdraw_provisional(live: Store, archive: Store, archive_path: str | Path) -> None:
+def _withdraw_provisional(live: Store, archive_path: str | Path, busy_timeout_s: float) -> None:
     """Take out of the archive every story that still has articles in the live database: the
     copies of an archive stopped between its two steps. Until the second step, the live
     database is where a story is; an ingest between the stop and the re-run may have grown it,
     and the re-run may no longer choose it. (Before this, its grown articles stayed in both
     files, and the next archive over them broke the archive's story counts: a QA pass.) The
     re-run then copies what it chooses afresh."""
+    if not os.path.exists(archive_path):
+        return
     live.conn.execute("ATTACH DATABASE ? AS archive", (str(archive_path),))
     try:
         provisional = [
@@ -310,14 +313,19 @@ def _withdraw_provisional(live: Store, archive: Store, archive_path: str | Path)
         live.conn.execute("DETACH DATABASE archive")
     if not provisional:
         return
-    conn = archive.conn
-    # (As in `_remove_archived`: no per-article scan for near-duplicates pointing at each row;
-    # a copy is always in its original's story, so whole stories take their references along.)
-    conn.execute("PRAGMA foreign_keys = OFF")
+    archive = open_store(archive_path, busy_timeout_s)
     try:
-        _withdraw(archive, provisional)
+        with archive.transaction():
+            archive.index_new_articles()  # the delete trigger takes rows out of the index, which must hold them
+        # (As in `_remove_archived`: no per-article scan for near-duplicates pointing at each row;
+        # a copy is always in its original's story, so whole stories take their references along.)
+        archive.conn.execute("PRAGMA foreign_keys = OFF")
+        try:
+            _withdraw(archive, provisional)
+        finally:
+            archive.conn.execute("PRAGMA foreign_keys = ON")
     finally:
-        conn.execute("PRAGMA foreign_keys = ON")
+        archive.close()
     log.info("withdrew %d stories an interrupted archive had copied into %s", len(provisional), archive_path)
 
 
@@ -325,10 +333,12 @@ def _withdraw(archive: Store, provisional: list[int]) -> None:
     conn = archive.conn
     with archive.transaction():
         _choose(conn, provisional)
+        # Buckets first, while the merges into these stories are still there to say which
+        # absorbed ids go with them (the copy put those ids in the archive's buckets too).
+        _buckets_left_behind(conn, set(provisional))
         # The same rows `_COPIED` names, in the archive's own tables (its `main` here).
         for table, rows in reversed(_COPIED):
             conn.execute(f"DELETE FROM main.{table} WHERE {rows}")
-        _buckets_left_behind(conn, set(provisional))
         # Copies made next may take the deleted rows' rowids: the search index's mark comes
         # down to what it holds (the delete trigger took the deleted rows out of it).
         conn.execute(

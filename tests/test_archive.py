@@ -196,6 +196,30 @@ def test_an_ingest_between_a_stopped_archive_and_its_rerun_loses_and_doubles_not
     assert main(["search", "update", "--db", str(archive), "--json"]) == 0
 
 
+def test_withdrawn_copies_take_the_ids_merged_into_them_out_of_the_buckets(live, tmp_path, monkeypatch):
+    """A copied story carries into the archive's buckets the ids of stories merged into it; a
+    withdrawal takes those out too (found reviewing the change: it took only the story's own)."""
+    import pipeline.archive as archive_module
+    from pipeline.store import pack_story_ids, unpack_story_ids
+
+    archive = tmp_path / "archive.db"
+    with monkeypatch.context() as patch:
+        patch.setattr(archive_module, "_remove_archived", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            archive_stories(live, archive, "2017-06-01", by="published")
+    story = _rows(archive, "SELECT min(id) FROM stories")[0][0]
+    conn = sqlite3.connect(archive)
+    conn.execute("INSERT INTO story_merges (absorbed_story_id, into_story_id, at) VALUES (999999, ?, '2017-01-01')", (story,))
+    conn.execute("INSERT INTO _story_buckets (period, key, stories) VALUES (0, 4242, ?)", (pack_story_ids([999999]),))
+    conn.commit()
+    conn.close()
+    # A re-run that chooses nothing: everything copied is withdrawn, merged ids included.
+    archive_stories(live, archive, "2000-01-01", by="published")
+    buckets = [unpack_story_ids(row[0]) for row in _rows(archive, "SELECT stories FROM _story_buckets")]
+    assert not any(999999 in ids for ids in buckets)
+    _sound(archive)
+
+
 def test_archives_add_up_in_one_archive_database(live, tmp_path):
     archive = tmp_path / "archive.db"
     first = archive_stories(live, archive, "2017-01-01", by="published")
