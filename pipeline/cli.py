@@ -545,8 +545,7 @@ def _ingest(args: argparse.Namespace) -> int:
         store = open_store(db)
         try:
             with store.transaction():
-                store.refuse_if_archive()
-                store.check_index_layout(index_layout(settings.matching))
+                store.check_can_ingest(index_layout(settings.matching))
         finally:
             store.close()
         if args.quiet:

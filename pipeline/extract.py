@@ -182,8 +182,7 @@ def from_text(raw: RawDocument, settings: IngestSettings) -> Article:
     body = raw.body if isinstance(raw.body, str) else decode_text(raw.body)
     _check_length(body, settings)
     lines = display_text(body).split("\n")
-    while lines and not lines[0].strip():
-        lines.pop(0)
+    _drop_blank_head(lines)
     if not lines:
         raise EmptyInputError("file holds only white space")
     title: str | None = None
@@ -204,19 +203,18 @@ def from_text(raw: RawDocument, settings: IngestSettings) -> Article:
     else:
         # A title, and a date marker alone on its line, in either order: both are taken (a QA
         # pass found no way to give a .txt file both).
-        if marker:
+        if marker:  # alone on its line: the title may follow it
             take_date(marker)
             lines.pop(0)
-            while lines and not lines[0].strip():
-                lines.pop(0)
+            _drop_blank_head(lines)
         if lines and len(lines[0].split()) <= _MAX_TITLE_WORDS:
             title = lines.pop(0).strip()
-        next_line = next((n for n, line in enumerate(lines) if line.strip()), None)
-        if not marker and next_line is not None:
-            later = date_marker(lines[next_line])
+        if not marker:  # or the marker may follow the title
+            at = next((n for n, line in enumerate(lines) if line.strip()), None)
+            later = date_marker(lines[at]) if at is not None else None
             if later and not later[1]:
                 take_date(later)
-                del lines[next_line]
+                del lines[at]
     return build_article(
         external_id=raw.ref,
         text="\n".join(lines),
@@ -227,6 +225,11 @@ def from_text(raw: RawDocument, settings: IngestSettings) -> Article:
         extra=extra or None,
         local_file=_from_local_file(raw),
     )
+
+
+def _drop_blank_head(lines: list[str]) -> None:
+    while lines and not lines[0].strip():
+        lines.pop(0)
 
 
 def _prose_share(text: str) -> float:

@@ -216,8 +216,7 @@ def commit_batch(batch: PreparedBatch, store: Store, settings: Settings, run_id:
     instead of both deciding from a stale view.
     """
     with fewer_collections(), store.transaction():
-        store.refuse_if_archive()
-        store.check_index_layout(index_layout(settings.matching))
+        store.check_can_ingest(index_layout(settings.matching))
         # Earlier batches are indexed for search meanwhile, on the write connection.
         with store.indexing_in_background() as reader:
             fresh = _not_stored(batch.prepared, reader)
@@ -416,8 +415,7 @@ def _record(report: RunReport, db_path: str | Path, settings: Settings, finished
                 store.index_new_articles()
             else:
                 # Before anything is read: a run into an archive, or under incompatible settings, stops at once.
-                store.refuse_if_archive()
-                store.check_index_layout(index_layout(settings.matching))
+                store.check_can_ingest(index_layout(settings.matching))
             store.record_run(report.run_id, report.started_at, report.counts(), finished=finished)
     finally:
         store.close()

@@ -1102,6 +1102,16 @@ class Store(IndexReads):
 
     # -- writes ---------------------------------------------------------------------------------
 
+    def check_can_ingest(self, layout: Mapping[str, object]) -> None:
+        """Refuse to ingest into an archive, or under another index layout (inside `transaction()`).
+
+        Raises:
+            UsageError: the database is an archive (`refuse_if_archive`).
+            ConfigError: the layout differs (`check_index_layout`).
+        """
+        self.refuse_if_archive()
+        self.check_index_layout(layout)
+
     def refuse_if_archive(self) -> None:
         """Refuse to ingest into an archive (`newsdedup archive` marks one with `_meta.archive_of`).
 
@@ -1605,7 +1615,7 @@ class Store(IndexReads):
     def story_of_article(self, given: str) -> tuple[int, str | None] | None:
         """The story holding the article `given` names (its id, URL or input id), and the archive
         it was moved to (None when it is here); None when nothing here knows it."""
-        from .extract import canonical_url  # (extract imports this module's neighbours, not this one)
+        from .extract import canonical_url  # a URL as stored (imported here: only `show` asks)
 
         keys = (given, canonical_url(given) or given, given)
         row = self.conn.execute(
