@@ -68,11 +68,15 @@ def test_sigkill_of_an_ingest_run_takes_its_embedded_prefect_server_with_it(tmp_
 
 
 def _remember(seen: dict[int, str], found: dict[int, str]) -> None:
-    """Add `found` to `seen`, keeping a process's first command line: an ending process's reads
-    empty (a server seen as "" at its exit made the run look as if it had none)."""
+    """Add `found` to `seen`, keeping a process's latest command line that is not empty: an
+    ending process's reads empty (a server seen as "" at its exit made the run look as if it
+    had none), and a child caught between fork and exec still shows its parent's (a server
+    first seen so read as another `newsdedup ingest`, in one fresh-clone run)."""
     for pid, command in found.items():
-        if not seen.get(pid):
+        if command:
             seen[pid] = command
+        else:
+            seen.setdefault(pid, command)
 
 
 def _is_server(command: str) -> bool:
