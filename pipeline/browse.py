@@ -133,6 +133,20 @@ _TABLES: dict[str, dict] = {
         },
         "facets": ["stage", "reason"],
     },
+    "removed_articles": {
+        "description": "Articles taken out with 'newsdedup remove' (no title or text kept): an input with the same "
+        "article or the same text is refused into rejects with the reason.",
+        "columns": {
+            "article_id": "The removed article's id",
+            "external_id": "Its input id (URL, file or record id)",
+            "url": "Its canonical URL, if it had one: not fetched again",
+            "content_hash": "Hash of its normalized text: the same text under another URL is refused too",
+            "story_id": "The story it was in when removed",
+            "reason": "Why it was removed, as given to 'newsdedup remove --reason'",
+            "removed_at": "When (UTC)",
+        },
+        "sort_desc": "removed_at",
+    },
     "runs": {
         "description": "One row per ingest run with its counts: inputs = new articles + unchanged + rejects.",
         "columns": {

@@ -11,6 +11,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
+from .remove import has_removed
 from .store import IndexReads, unpack_story_ids
 
 T = TypeVar("T")
@@ -54,11 +55,12 @@ INVARIANTS: dict[str, str] = {
     "story buckets that are not whole story ids": (
         "SELECT period || ':' || key FROM _story_buckets WHERE length(stories) = 0 OR length(stories) % 4 != 0"
     ),
-    # (A database older than the count has no row for it: nothing to compare. Archived articles
-    # stay counted: the term statistics cover every article the database ever stored.)
+    # (A database older than the count has no row for it: nothing to compare. Archived and
+    # removed articles stay counted: the term statistics cover every article the database ever
+    # stored.)
     "the article count term weights are based on (_meta.documents) is wrong": (
         "SELECT value FROM _meta WHERE key = 'documents' "
-        "AND CAST(value AS INTEGER) != (SELECT count(*) FROM articles) + {archived}"
+        "AND CAST(value AS INTEGER) != (SELECT count(*) FROM articles) + {archived} + {removed}"
     ),
 }
 # Only in a database stories were archived from (pipeline/archive.py).
@@ -69,6 +71,12 @@ ARCHIVE_INVARIANTS: dict[str, str] = {
     "story ids given again after an archive (_meta.last_story_id)": (
         "SELECT value FROM _meta WHERE key = 'last_story_id' "
         "AND CAST(value AS INTEGER) < (SELECT coalesce(max(story_id), 0) FROM _archived)"
+    ),
+}
+# Only in a database articles were removed from (pipeline/remove.py).
+REMOVED_INVARIANTS: dict[str, str] = {
+    "articles both stored here and recorded as removed": (
+        "SELECT id FROM articles WHERE id IN (SELECT article_id FROM removed_articles)"
     ),
 }
 
@@ -116,9 +124,15 @@ def check_database(conn: sqlite3.Connection, quick: bool = False) -> CheckReport
                 + ", ".join(f"{table} row {rowid} -> {parent}" for table, rowid, parent, _ in foreign[:_EXAMPLES])
             )
         archived = _unless_damaged(problems, "the schema", IndexReads(conn).has_archived)
-        invariants = {**INVARIANTS, **ARCHIVE_INVARIANTS} if archived else INVARIANTS
+        removed = _unless_damaged(problems, "the schema", lambda: has_removed(conn))
+        invariants = {
+            **INVARIANTS, **(ARCHIVE_INVARIANTS if archived else {}), **(REMOVED_INVARIANTS if removed else {}),
+        }
         for label, sql in invariants.items():
-            sql = sql.format(archived="(SELECT count(*) FROM _archived)" if archived else "0")
+            sql = sql.format(
+                archived="(SELECT count(*) FROM _archived)" if archived else "0",
+                removed="(SELECT count(*) FROM removed_articles)" if removed else "0",
+            )
             keys = _unless_damaged(problems, label, lambda: [row[0] for row in conn.execute(f"{sql} LIMIT {_EXAMPLES}")])
             if keys:
                 problems.append(f"{label}: e.g. {', '.join(map(str, keys))}")

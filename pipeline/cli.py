@@ -130,6 +130,22 @@ unchanged, not new. Archived stories are no longer matched: an article about one
 starts a new story. The story of the newest article always stays. Safe to stop: running the same
 archive again finishes the move, and nothing is ever in neither file.""",
     ),
+    "remove": (
+        "Take articles out of the story database for good (a takedown, a retraction), and keep them out.",
+        """examples:
+  newsdedup remove https://example.org/news/flood.html --reason "legal request 2026-114" --dry-run
+  newsdedup remove 3f2a9c0d1e4b5a67 --reason "retracted by the outlet"
+  newsdedup remove URL1 URL2 --reason "wire copy stored by mistake" --with-copies   # their reprints too
+
+Name articles by id, URL or input id (newsdedup show STORY lists a story's). Each goes with its
+title, text, signatures and search entry, from the archive too if it was archived. Its story
+is worked out again from the articles it keeps (canonical article, title, size, dates, the
+matching state later articles meet); a story left with none goes. Its near-duplicates stay,
+the earliest becoming the original of the others, unless --with-copies. What is kept is a row
+in removed_articles (ids, URL, content hash, reason, when; no title or text): a later input
+with the same article or the same text goes to rejects with the reason, and a crawl does not
+fetch its URL again. A name that matches no article removes nothing.""",
+    ),
     "browse": (
         "Browse the story database in Datasette (read-only, on 127.0.0.1).",
         """examples:
@@ -314,6 +330,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only say how many stories and articles would move")
     p.add_argument("--json", action="store_true", help="one JSON object: what moved")
 
+    p = command("remove")
+    p.add_argument("articles", nargs="+", metavar="ARTICLE", help="an article's id, URL or input id")
+    db_option(p)
+    p.add_argument("--reason", required=True, help="why (recorded with each article, and shown when it comes back)")
+    p.add_argument("--with-copies", action="store_true",
+                   help="remove the articles' near-duplicates (reprints) too; by default they stay")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    p.add_argument("--json", action="store_true", help="one JSON object: what was removed")
+
     p = command("browse")
     db_option(p)
     p.add_argument("--port", type=_at_least(0, most=65535), default=8001, help="port on 127.0.0.1 (default 8001; 0 picks a free one)")
@@ -422,17 +447,20 @@ def _at_least(least: int, hint: str = "", most: int = _LARGEST) -> Callable[[str
     return whole_number
 
 
+def _cell(value: object, width: int) -> str:
+    """`value` on one line, cut to `width` characters (at its start when `width` is negative)."""
+    text = "" if value is None else str(value)
+    text = " ".join(text.split())
+    if len(text) <= abs(width):
+        return text
+    return "…" + text[len(text) - (-width - 1):] if width < 0 else text[: width - 1] + "…"
+
+
 def _table(rows: Sequence[dict], columns: Sequence[tuple[str, str, int]]) -> str:
     """A plain text table; columns are (key, header, max width). A negative width cuts a long
     value at its start instead of its end: for paths and input refs, whose end (the file name,
     a JSON Lines line number) is what tells them apart."""
-    def cell(value: object, width: int) -> str:
-        text = "" if value is None else str(value)
-        text = " ".join(text.split())
-        if len(text) <= abs(width):
-            return text
-        return "…" + text[len(text) - (-width - 1):] if width < 0 else text[: width - 1] + "…"
-
+    cell = _cell
     widths = [
         max([len(header)] + [len(cell(row.get(key), width)) for row in rows])
         for key, header, width in columns
@@ -666,6 +694,11 @@ def _story_named(store: Store, given: str) -> int:
         return int(given)
     found = store.story_of_article(given)
     if found is None:
+        from .remove import removal_of
+
+        removal = removal_of(store.conn, given)
+        if removal is not None:
+            raise UsageError(f"article {removal[0]} was removed on {removal[1][:10]} ({removal[2]})")
         raise UsageError(
             f"no story or article {given!r} in {store.path}: give a story id (see: newsdedup stories), "
             "or an article's id, URL or input id"
@@ -1061,6 +1094,52 @@ def cmd_archive(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_remove(args: argparse.Namespace) -> int:
+    from .remove import as_rows, remove_articles
+
+    path = _db(args)
+    _open(args).close()  # a story database (an older one is migrated first), or the error
+    report = remove_articles(
+        path, args.articles, args.reason, with_copies=args.with_copies, dry_run=args.dry_run,
+        busy_timeout_s=load_settings(args.config).store.busy_timeout_s,
+    )
+    if args.json:
+        print(json.dumps({
+            "database": report.database, "reason": report.reason, "dry_run": report.dry_run,
+            "removed": as_rows(report), "already_removed": [
+                {"ref": ref, "removed_at": at, "reason": why} for ref, at, why in report.already_removed
+            ],
+            "stories_changed": list(report.stories_changed), "stories_gone": list(report.stories_gone),
+            "copies_kept": report.copies_kept, "seconds": round(report.seconds, 2),
+        }))
+        return 0
+    verb = "would remove" if report.dry_run else "removed"
+    print(f"{verb} {plural(len(report.removed), 'article')} from {path} ({report.reason})")
+    for article in report.removed:
+        where = "" if article.database == str(path) else f", from the archive {article.database}"
+        copy = f", a copy of {article.copy_of}" if article.copy_of else ""
+        label = article.title or article.url or "(untitled)"
+        story = f"story {article.story_id}" if article.story_id else "its story"
+        print(f"  {article.article_id}  {story}{where}{copy}: {_cell(label, 70)}")
+    for ref, at, why in report.already_removed:
+        print(f"  {ref}: removed already, on {at[:10]} ({why})")
+    if report.stories_gone:
+        print(f"  {plural(len(report.stories_gone), 'story')} left with no article {'would go' if report.dry_run else 'went'}: "
+              + ", ".join(map(str, report.stories_gone)))
+    if report.stories_changed:
+        several = len(report.stories_changed) > 1
+        print(f"  {plural(len(report.stories_changed), 'story')} {'would be' if report.dry_run else 'were' if several else 'was'} "
+              f"worked out again from the articles {'they keep' if several else 'it keeps'}: "
+              + ", ".join(map(str, report.stories_changed)))
+    if report.copies_kept:
+        print(f"  {plural(report.copies_kept, 'near-duplicate')} of them {'would stay' if report.dry_run else 'stayed'} "
+              "(--with-copies removes them too)")
+    if report.archive_of and report.removed and not report.dry_run:
+        print("  note: this is an archive; the live database it was archived from still lists these articles as "
+              "archived: run the same command on it (--db LIVE.db) to forget them there too")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from flows.serve import serve_sources
 
@@ -1073,7 +1152,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 HANDLERS = {
     "ingest": cmd_ingest, "stories": cmd_stories, "show": cmd_show, "search": cmd_search,
     "rejects": cmd_rejects, "runs": cmd_runs, "check": cmd_check, "eval": cmd_eval,
-    "browse": cmd_browse, "export": cmd_export, "archive": cmd_archive,
+    "browse": cmd_browse, "export": cmd_export, "archive": cmd_archive, "remove": cmd_remove,
     "server": cmd_server, "serve": cmd_serve,
 }
 

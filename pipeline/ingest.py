@@ -31,6 +31,8 @@ from . import extract, sources, web
 from .errors import BadInputError, SourceError, WorkerError
 from .fingerprint import fingerprint, index_layout
 from .models import Prepared, PreparedBatch, RawDocument, Rejected, file_identity
+from .remove import STAGE as REMOVED_STAGE
+from .remove import refusal_reason, removed_matching
 from .report import plural
 from .runlock import LockAtFirstCommit, alive
 from .settings import Settings
@@ -183,6 +185,7 @@ def prepare_batch(items: Sequence[RawDocument | Rejected], settings: Settings) -
 
 def _prepare_batch(items: Sequence[RawDocument | Rejected], settings: Settings) -> PreparedBatch:
     prepared: list[Prepared] = []
+    refs: list[tuple[str, str]] = []
     rejected: list[Rejected] = []
     accepted: list[tuple[str, str]] = []
     for item in items:
@@ -195,9 +198,10 @@ def _prepare_batch(items: Sequence[RawDocument | Rejected], settings: Settings) 
         except BadInputError as exc:
             rejected.append(Rejected(item.ref, extract.STAGE, exc.reason, exc.detail, origin, exc.article_id))
             continue
+        refs.append((item.ref, origin))
         accepted.extend(resolved_refs(item, origin))
     assert len(prepared) + len(rejected) == len(items), "a stage lost a record"
-    return PreparedBatch(tuple(prepared), tuple(rejected), len(items), tuple(accepted))
+    return PreparedBatch(tuple(prepared), tuple(rejected), len(items), tuple(accepted), tuple(refs))
 
 
 def resolved_refs(item: RawDocument, origin: str) -> list[tuple[str, str]]:
@@ -219,13 +223,15 @@ def commit_batch(batch: PreparedBatch, store: Store, settings: Settings, run_id:
         store.check_can_ingest(index_layout(settings.matching))
         # Earlier batches are indexed for search meanwhile, on the write connection.
         with store.indexing_in_background() as reader:
-            fresh = _not_stored(batch.prepared, reader)
+            fresh, refused = _not_removed(_not_stored(batch.prepared, reader), batch, reader)
             outcome = assign_batch(fresh, reader, settings.matching)
             rejected, kept = _rejects_not_stored(batch.rejected, reader)
+        rejected += refused
         store.save_outcome(fresh, outcome, run_id)
         store.save_url_aliases(_aliases(batch.prepared, fresh))
         store.save_rejects(rejected, run_id)
-        store.forget_rejects([*batch.accepted, *((r.ref, r.input) for r in kept)])
+        settled = {(r.ref, r.input) for r in refused}
+        store.forget_rejects([*(ref for ref in batch.accepted if ref not in settled), *((r.ref, r.input) for r in kept)])
         saved = _saved(batch, fresh, outcome, rejected)
         store.count_batch(run_id, saved)
     log.info(
@@ -252,6 +258,30 @@ def _rejects_not_stored(rejected: Sequence[Rejected], reader: IndexReads) -> tup
         plural(len(kept), "input"), kept[0].reason,
     )
     return [r for r in rejected if not (r.article_id and r.article_id in stored)], kept
+
+
+def _not_removed(fresh: list[Prepared], batch: PreparedBatch, reader: IndexReads) -> tuple[list[Prepared], list[Rejected]]:
+    """The new articles split into those to store, and rejects for those an editor removed
+    (`newsdedup remove`): the same article id, or the same text under another URL."""
+    if not fresh:
+        return fresh, []
+    matches = removed_matching(
+        reader.conn, [p.article.article_id for p in fresh], [p.article.content_hash for p in fresh]
+    )
+    if not matches:
+        return fresh, []
+    refs = dict(zip(map(id, batch.prepared), batch.prepared_refs))
+    kept: list[Prepared] = []
+    refused: list[Rejected] = []
+    for item in fresh:
+        article = item.article
+        found = matches.get(article.article_id) or matches.get(article.content_hash)
+        if found is None:
+            kept.append(item)
+            continue
+        ref, origin = refs.get(id(item), (article.external_id, article.url or ""))
+        refused.append(Rejected(ref, REMOVED_STAGE, refusal_reason(*found), "", origin, article.article_id))
+    return kept, refused
 
 
 def _saved(batch: PreparedBatch, fresh: Sequence[Prepared], outcome: BatchOutcome, rejected: Sequence[Rejected]) -> SavedBatch:

@@ -244,6 +244,9 @@ class PreparedBatch:
     # (ref, input) of every input that became an article (new or already stored): earlier
     # rejects of these inputs are resolved and leave the rejects table.
     accepted: tuple[tuple[str, str], ...] = ()
+    # (ref, input) of each of `prepared`, in its order: what a reject of that article is keyed by
+    # when the writer refuses it (an article removed with `newsdedup remove`).
+    prepared_refs: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1498,7 +1498,7 @@ class Store(IndexReads):
         A URL counts as known under its canonical form (`articles.url`) or as the input it was
         fetched from (`articles.external_id`, a reject's `ref`, `_url_aliases`), since a page's
         canonical link may differ from the link a feed gives; and so does an archived article's
-        (`_archived`).
+        (`_archived`) and a removed one's (`removed_articles`).
         """
         wanted = sorted(set(urls))
         found: set[str] = set()
@@ -1512,6 +1512,11 @@ class Store(IndexReads):
             ) + ((f"SELECT url FROM _url_aliases WHERE url IN ({marks})",) if "_url_aliases" in tables else ()) + (
                 (f"SELECT url FROM _archived WHERE url IN ({marks})",
                  f"SELECT external_id FROM _archived WHERE external_id IN ({marks})") if "_archived" in tables else ()
+            ) + (
+                # removed by an editor (pipeline/remove.py): not fetched again either
+                (f"SELECT url FROM removed_articles WHERE url IN ({marks})",
+                 f"SELECT external_id FROM removed_articles WHERE external_id IN ({marks})")
+                if "removed_articles" in tables else ()
             ):
                 found.update(row[0] for row in self.conn.execute(sql, list(chunk)))
         return found

@@ -30,6 +30,31 @@ os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "pipeline")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
+def db_rows(path: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    """The rows `sql` reads from the SQLite file at `path` (a connection of its own, closed after)."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def assert_sound(path: Path) -> None:
+    """`newsdedup check` finds the story database at `path` whole."""
+    import sqlite3
+
+    from pipeline.check import check_database
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        report = check_database(conn)
+    finally:
+        conn.close()
+    assert report.sound, (path.name, report.problems)
+
+
 @pytest.fixture(scope="session")
 def settings():
     from pipeline.settings import load_settings

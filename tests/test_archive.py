@@ -14,6 +14,8 @@ from hypothesis import given, settings as hsettings, strategies as st
 from pipeline.archive import archive_stories, chosen_stories, database_id
 from pipeline.check import check_database
 from pipeline.cli import main
+from tests.conftest import assert_sound as _sound
+from tests.conftest import db_rows as _rows
 from pipeline.errors import ConfigError, UsageError
 from pipeline.ingest import ingest
 
@@ -35,20 +37,6 @@ def live(built, tmp_path) -> Path:
     copy = tmp_path / "live.db"
     shutil.copyfile(built, copy)
     return copy
-
-
-def _rows(path: Path, sql: str) -> list[tuple]:
-    with sqlite3.connect(path) as conn:
-        return conn.execute(sql).fetchall()
-
-
-def _sound(path: Path) -> None:
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        report = check_database(conn)
-    finally:
-        conn.close()
-    assert report.sound, (path.name, report.problems)
 
 
 def _content(path: Path) -> dict[str, set[tuple]]:
