@@ -8,7 +8,7 @@ import zlib
 from pathlib import Path
 from typing import Protocol, Sequence
 
-from .report import plural
+from .report import input_rate, plural
 from .settings import IngestSettings
 from .sources import STDIN, entries_under, kind_of
 
@@ -98,6 +98,8 @@ def progress_line(inputs: int, expected: int, new_articles: int, rejects: int, e
     `expected` (a feed or sitemap expands into pages), it says neither a total nor a time left.
     """
     rate = inputs / elapsed_s if elapsed_s > 0 else 0.0
+    # (the run summary's own format: a decimal under 10 a second)
+    shown = input_rate(inputs, elapsed_s) if elapsed_s > 0 else "0 inputs/s"
     counts = f"{plural(new_articles, 'new article')}, {plural(rejects, 'reject')}"
     if 0 < inputs < expected:
         done = f"{inputs:,} of about {expected:,} inputs ({100 * inputs // expected}%)"
@@ -110,7 +112,7 @@ def progress_line(inputs: int, expected: int, new_articles: int, rejects: int, e
             left = f", about {readable_duration(seconds_left)} left"
     else:
         done, left = plural(inputs, "input"), ""
-    return f"{done}, {counts}; {rate:,.0f} inputs/s{left}"
+    return f"{done}, {counts}; {shown}{left}"
 
 
 class _Counts(Protocol):

@@ -82,7 +82,8 @@ def web_lines(counts: Mapping[str, float]) -> list[str]:
     return lines
 
 
-def _rate(inputs: float, seconds: float) -> str:
+def input_rate(inputs: float, seconds: float) -> str:
+    """Inputs a second as the run summary and the progress line both say it."""
     if seconds <= 0:
         return "no time measured"
     rate = inputs / seconds
@@ -101,7 +102,7 @@ def summary_lines(
     if report.seconds:
         seconds = elapsed_s if elapsed_s is not None else sum(report.seconds.values())
         stages = ", ".join(f"{stage} {value:.2f}s" for stage, value in report.seconds.items())
-        lines.append(f"time             {seconds:.2f}s ({_rate(report.inputs, seconds)}); stages: {stages}")
+        lines.append(f"time             {seconds:.2f}s ({input_rate(report.inputs, seconds)}); stages: {stages}")
     if totals:
         lines.append(database_line(totals))
     return lines
@@ -116,7 +117,7 @@ def flow_summary_lines(counts: Mapping[str, float], command_s: float) -> list[st
     lines = run_lines(counts)
     if flow_s:
         lines.append(
-            f"time             {flow_s:.2f}s in the flow ({_rate(counts.get('inputs', 0), flow_s)}), "
+            f"time             {flow_s:.2f}s in the flow ({input_rate(counts.get('inputs', 0), flow_s)}), "
             f"{command_s:.1f}s with Prefect's start"
         )
     return lines
@@ -204,7 +205,7 @@ def stage_times_markdown(seconds: dict[str, float], inputs: int) -> list[str]:
     for stage, value in seconds.items():
         share = value / total if total > 0 else 0.0
         lines.append(f"| {stage} | {value:.2f} | {share:.0%} | {bar(value, largest, 20)} |")
-    rate = f" ({_rate(inputs, total)})" if total > 0 and inputs else ""
+    rate = f" ({input_rate(inputs, total)})" if total > 0 and inputs else ""
     lines.append(f"| **total** | **{total:.2f}** | | {rate.strip()} |")
     return lines
 

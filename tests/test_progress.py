@@ -51,12 +51,12 @@ def test_progress_line_says_how_far_how_fast_and_how_long_is_left():
 def test_progress_line_without_a_usable_estimate_gives_counts_and_rate_only():
     # A feed expanded into more pages than estimated, the last batch, and a run's first instant.
     assert progress_line(30, 10, 25, 5, 3.0) == "30 inputs, 25 new articles, 5 rejects; 10 inputs/s"
-    assert progress_line(10, 10, 10, 0, 2.0) == "10 inputs, 10 new articles, 0 rejects; 5 inputs/s"
+    assert progress_line(10, 10, 10, 0, 2.0) == "10 inputs, 10 new articles, 0 rejects; 5.0 inputs/s"
     assert progress_line(5, 10, 5, 0, 0.0) == "5 of about 10 inputs (50%), 5 new articles, 0 rejects; 0 inputs/s"
 
 
 def test_progress_of_one_reads_in_the_singular():
-    assert progress_line(1, 1, 1, 1, 1.0) == "1 input, 1 new article, 1 reject; 1 inputs/s"
+    assert progress_line(1, 1, 1, 1, 1.0) == "1 input, 1 new article, 1 reject; 1.0 inputs/s"
 
 
 def test_a_local_run_whose_estimate_was_off_ends_on_what_it_read(tmp_path, capsys):
