@@ -130,6 +130,17 @@ unchanged, not new. Archived stories are no longer matched: an article about one
 starts a new story. The story of the newest article always stays. Safe to stop: running the same
 archive again finishes the move, and nothing is ever in neither file.""",
     ),
+    "merge": (
+        "Merge stories an editor knows are one event (the merge sticks; later articles meet the merged story).",
+        """examples:
+  newsdedup merge 12 48               # into the larger of the two
+  newsdedup merge 12 48 97 --into 48  # into story 48
+  newsdedup search '"Jeff Sessions"'  # find the stories first
+
+Recorded in story_merges like the merges runs make, so 'newsdedup show 12' of an absorbed id
+says where it went. The merged story's canonical article, title, size, dates, similarities and
+matching state are worked out from all its articles.""",
+    ),
     "remove": (
         "Take articles out of the story database for good (a takedown, a retraction), and keep them out.",
         """examples:
@@ -329,6 +340,13 @@ def _parser() -> argparse.ArgumentParser:
                    "(for a backfill ingested at once; undated stories count by when they last grew)")
     p.add_argument("--dry-run", action="store_true", help="only say how many stories and articles would move")
     p.add_argument("--json", action="store_true", help="one JSON object: what moved")
+
+    p = command("merge")
+    p.add_argument("stories", nargs="+", type=_at_least(1), metavar="STORY", help="a story id (two or more)")
+    db_option(p)
+    p.add_argument("--into", type=_at_least(1), default=None, metavar="STORY",
+                   help="the story that stays (default: the largest; of equals, the lowest id)")
+    p.add_argument("--json", action="store_true", help="one JSON object: what was merged")
 
     p = command("remove")
     p.add_argument("articles", nargs="+", metavar="ARTICLE", help="an article's id, URL or input id")
@@ -1094,6 +1112,21 @@ def cmd_archive(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .merge import merge_stories
+
+    path = _db(args)
+    _open(args).close()  # a story database (an older one is migrated first), or the error
+    report = merge_stories(path, args.stories, into=args.into, busy_timeout_s=load_settings(args.config).store.busy_timeout_s)
+    if args.json:
+        print(json.dumps({"database": report.database, "into": report.into, "absorbed": list(report.absorbed),
+                          "articles": report.articles, "title": report.title}))
+        return 0
+    print(f"merged {plural(len(report.absorbed), 'story')} ({', '.join(map(str, report.absorbed))}) into story "
+          f"{report.into}: now {plural(report.articles, 'article')}, \"{_cell(report.title, 80)}\"")
+    return 0
+
+
 def cmd_remove(args: argparse.Namespace) -> int:
     from .remove import as_rows, remove_articles
 
@@ -1152,7 +1185,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 HANDLERS = {
     "ingest": cmd_ingest, "stories": cmd_stories, "show": cmd_show, "search": cmd_search,
     "rejects": cmd_rejects, "runs": cmd_runs, "check": cmd_check, "eval": cmd_eval,
-    "browse": cmd_browse, "export": cmd_export, "archive": cmd_archive, "remove": cmd_remove,
+    "browse": cmd_browse, "export": cmd_export, "archive": cmd_archive, "merge": cmd_merge, "remove": cmd_remove,
     "server": cmd_server, "serve": cmd_serve,
 }
 

@@ -97,3 +97,14 @@ def story_db(tmp_path_factory, settings) -> Path:
     path = tmp_path_factory.mktemp("story-db") / "data" / "stories.db"
     ingest([str(SEEDS), str(DATA / "outlets.jsonl")], settings, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def labelled_db(tmp_path_factory, settings) -> Path:
+    """tests/data/giveme5w1h.jsonl (383 labelled articles, 2013-2018) ingested once: for tests
+    that change a story database, each on a copy of its own."""
+    from pipeline.ingest import ingest
+
+    path = tmp_path_factory.mktemp("labelled") / "stories.db"
+    ingest([str(DATA / "giveme5w1h.jsonl")], settings, path)
+    return path
