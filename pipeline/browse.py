@@ -135,12 +135,14 @@ _TABLES: dict[str, dict] = {
     },
     "removed_articles": {
         "description": "Articles taken out with 'newsdedup remove' (no title or text kept): an input with the same "
-        "article or the same text is refused into rejects with the reason.",
+        "article (or, removed with its copies, the same text) is refused into rejects with the reason.",
         "columns": {
             "article_id": "The removed article's id",
             "external_id": "Its input id (URL, file or record id)",
             "url": "Its canonical URL, if it had one: not fetched again",
-            "content_hash": "Hash of its normalized text: the same text under another URL is refused too",
+            "content_hash": "Hash of its normalized text: the same text without a URL, or under any URL when "
+            "removed with its copies, is refused too",
+            "with_copies": "1: removed with its near-duplicates ('--with-copies'), its text kept out under any URL",
             "story_id": "The story it was in when removed",
             "reason": "Why it was removed, as given to 'newsdedup remove --reason'",
             "removed_at": "When (UTC)",

@@ -153,9 +153,10 @@ title, text, signatures and search entry, from the archive too if it was archive
 is worked out again from the articles it keeps (canonical article, title, size, dates, the
 matching state later articles meet); a story left with none goes. Its near-duplicates stay,
 the earliest becoming the original of the others, unless --with-copies. What is kept is a row
-in removed_articles (ids, URL, content hash, reason, when; no title or text): a later input
-with the same article or the same text goes to rejects with the reason, and a crawl does not
-fetch its URL again. A name that matches no article removes nothing.""",
+in removed_articles (ids, URL, content hash, reason, when; no title or text): a later input of
+the same article (its URL, or its file or record read again) goes to rejects with the reason,
+and a crawl does not fetch its URL again; with --with-copies, so does its text under any URL.
+A name that matches no article removes nothing.""",
     ),
     "browse": (
         "Browse the story database in Datasette (read-only, on 127.0.0.1).",

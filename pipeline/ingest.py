@@ -33,6 +33,7 @@ from .fingerprint import fingerprint, index_layout
 from .models import Prepared, PreparedBatch, RawDocument, Rejected, file_identity
 from .remove import STAGE as REMOVED_STAGE
 from .remove import refusal_reason, removed_matching
+from .remove import refused as refused_by
 from .report import plural
 from .runlock import LockAtFirstCommit, alive
 from .settings import Settings
@@ -262,25 +263,25 @@ def _rejects_not_stored(rejected: Sequence[Rejected], reader: IndexReads) -> tup
 
 def _not_removed(fresh: list[Prepared], batch: PreparedBatch, reader: IndexReads) -> tuple[list[Prepared], list[Rejected]]:
     """The new articles split into those to store, and rejects for those an editor removed
-    (`newsdedup remove`): the same article id, or the same text under another URL."""
+    (`newsdedup remove`; `remove.refused` says which)."""
     if not fresh:
         return fresh, []
-    matches = removed_matching(
+    by_id, by_hash = removed_matching(
         reader.conn, [p.article.article_id for p in fresh], [p.article.content_hash for p in fresh]
     )
-    if not matches:
+    if not by_id and not by_hash:
         return fresh, []
     refs = dict(zip(map(id, batch.prepared), batch.prepared_refs))
     kept: list[Prepared] = []
     refused: list[Rejected] = []
     for item in fresh:
         article = item.article
-        found = matches.get(article.article_id) or matches.get(article.content_hash)
+        found = refused_by(article.article_id, article.content_hash, article.url, by_id, by_hash)
         if found is None:
             kept.append(item)
             continue
         ref, origin = refs.get(id(item), (article.external_id, article.url or ""))
-        refused.append(Rejected(ref, REMOVED_STAGE, refusal_reason(*found), "", origin, article.article_id))
+        refused.append(Rejected(ref, REMOVED_STAGE, refusal_reason(found.removed_at, found.reason), "", origin, article.article_id))
     return kept, refused
 
 

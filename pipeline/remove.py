@@ -6,8 +6,9 @@ in must read as if it had never been stored (canonical article, title, size, dat
 matching state later articles are compared with), and the next scheduled run, which reads the
 same feed again, must not bring it back. `remove_articles` does all of that in one
 transaction and leaves a row in `removed_articles` (ids, URL, content hash, reason, when; no
-text or title): an input with the same article id or the same text is then refused by the
-writer with the reason, into `rejects`, and a crawl does not fetch its URL again.
+text or title): an input of the same article is then refused by the writer with the reason,
+into `rejects`, and a crawl does not fetch its URL again; removed with its copies, its text is
+refused under any URL (`refused`).
 
 What stays: the corpus statistics term weights are computed from (`_meta.documents` and
 `_term_df`), which hold counts of words over every article ever stored, archived ones
@@ -50,7 +51,8 @@ REMOVED_SCHEMA = (
     content_hash TEXT NOT NULL,
     story_id INTEGER,
     reason TEXT NOT NULL,
-    removed_at TEXT NOT NULL
+    removed_at TEXT NOT NULL,
+    with_copies INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS removed_articles_url ON removed_articles(url)",
     "CREATE INDEX IF NOT EXISTS removed_articles_external_id ON removed_articles(external_id)",
@@ -110,21 +112,51 @@ def removal_of(conn: sqlite3.Connection, given: str) -> tuple[str, str, str] | N
     return (row[0], row[1], row[2]) if row else None
 
 
-def removed_matching(conn: sqlite3.Connection, article_ids: Sequence[str], content_hashes: Sequence[str]) -> dict[str, tuple[str, str]]:
-    """Removed articles with one of `article_ids` or `content_hashes`: each matched id or hash
-    mapped to (removed_at, reason). The writer refuses such inputs."""
+@dataclass(frozen=True)
+class Removal:
+    """What the writer needs to know of a removed article to refuse it coming back."""
+
+    removed_at: str
+    reason: str
+    with_copies: bool  # its text is out, whoever publishes it (removed with --with-copies)
+
+
+def removed_matching(
+    conn: sqlite3.Connection, article_ids: Sequence[str], content_hashes: Sequence[str]
+) -> tuple[dict[str, Removal], dict[str, Removal]]:
+    """Removed articles with one of `article_ids`, and those with one of `content_hashes`: each
+    matched id (hash) mapped to its `Removal`."""
     if not has_removed(conn):
-        return {}
-    found: dict[str, tuple[str, str]] = {}
-    for column, values in (("article_id", sorted(set(article_ids))), ("content_hash", sorted(set(content_hashes)))):
+        return {}, {}
+    found: tuple[dict[str, Removal], dict[str, Removal]] = ({}, {})
+    for into, column, values in (
+        (found[0], "article_id", sorted(set(article_ids))), (found[1], "content_hash", sorted(set(content_hashes))),
+    ):
         for start in range(0, len(values), _CHUNK):
             chunk = values[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            for key, removed_at, reason in conn.execute(
-                f"SELECT {column}, removed_at, reason FROM removed_articles WHERE {column} IN ({marks})", chunk
+            for key, removed_at, reason, with_copies in conn.execute(
+                f"SELECT {column}, removed_at, reason, with_copies FROM removed_articles WHERE {column} IN ({marks}) "
+                "ORDER BY with_copies DESC",
+                chunk,
             ):
-                found.setdefault(key, (removed_at, reason))
+                into.setdefault(key, Removal(removed_at, reason, bool(with_copies)))
     return found
+
+
+def refused(article_id: str, content_hash: str, url: str | None, by_id: Mapping[str, Removal], by_hash: Mapping[str, Removal]) -> Removal | None:
+    """The removal that keeps an incoming article out, None if none does: the same article (its
+    URL, or its input id and text), or the same text when that was removed with its copies or
+    when the article comes without a URL (a file or record read again under another name). A
+    reprint from another outlet of an article removed alone is its own publication, as the
+    reprints stored already stay."""
+    found = by_id.get(article_id)
+    if found is not None:
+        return found
+    found = by_hash.get(content_hash)
+    if found is not None and (found.with_copies or not url):
+        return found
+    return None
 
 
 def refusal_reason(removed_at: str, reason: str) -> str:
@@ -174,7 +206,7 @@ def remove_articles(
             if not dry_run and removed:
                 with _unchecked_references(live), live.transaction():
                     _apply(live, plan, reason)
-                    _forget_archived(live.conn, [r for r in removed if r.database != str(db_path)], reason)
+                    _forget_archived(live.conn, [r for r in removed if r.database != str(db_path)], reason, with_copies)
         finally:
             live.close()
     for article in removed:
@@ -234,13 +266,14 @@ class _Plan:
     copies_kept: int
     # (new original, the copies that now point at it) for each removed original whose copies stay
     reoriginals: tuple[tuple[str, tuple[str, ...]], ...]
+    with_copies: bool = False
 
 
 def _plan(conn: sqlite3.Connection, article_ids: Sequence[str], with_copies: bool, database: str) -> _Plan:
     """What removing `article_ids` means: which articles go (their copies too, `with_copies`),
     which stories shrink or go, and which copies become originals. Reads only."""
     if not article_ids:
-        return _Plan((), (), (), 0, ())
+        return _Plan((), (), (), 0, (), with_copies)
     going: dict[str, str | None] = {article_id: None for article_id in article_ids}
     if with_copies:
         frontier = list(going)
@@ -265,7 +298,7 @@ def _plan(conn: sqlite3.Connection, article_ids: Sequence[str], with_copies: boo
     for original, copy in copies:
         by_original.setdefault(original, []).append(copy)
     reoriginals = tuple((ids[0], tuple(ids[1:])) for _, ids in sorted(by_original.items()))
-    return _Plan(removed, changed, gone, len(copies), reoriginals)
+    return _Plan(removed, changed, gone, len(copies), reoriginals, with_copies)
 
 
 def _rows(conn: sqlite3.Connection, sql: str, values: Sequence, going: Sequence[str] | None = None) -> list[tuple]:
@@ -299,9 +332,10 @@ def _apply(store: Store, plan: _Plan, reason: str) -> None:
     conn.execute("DELETE FROM temp.going")
     conn.executemany("INSERT INTO temp.going (id) VALUES (?)", [(a.article_id,) for a in plan.removed])
     conn.execute(
-        "INSERT OR REPLACE INTO removed_articles (article_id, external_id, url, content_hash, story_id, reason, removed_at) "
-        "SELECT id, external_id, url, content_hash, story_id, ?, ? FROM articles WHERE id IN (SELECT id FROM temp.going)",
-        (reason, at),
+        "INSERT OR REPLACE INTO removed_articles (article_id, external_id, url, content_hash, story_id, reason, "
+        "removed_at, with_copies) SELECT id, external_id, url, content_hash, story_id, ?, ?, ? FROM articles "
+        "WHERE id IN (SELECT id FROM temp.going)",
+        (reason, at, int(plan.with_copies)),
     )
     # Copies that stay: the earliest becomes the original the others copy.
     for original, others in plan.reoriginals:
@@ -373,7 +407,7 @@ def _archive_removal(
     if not os.path.exists(archive_path):
         log.warning("the archive %s is gone: its articles are only forgotten in the live database", archive_path)
         rows = [RemovedArticle(article_id, None, None, None, 0, archive_path) for article_id in article_ids]
-        return _Plan(tuple(rows), (), (), 0, ())
+        return _Plan(tuple(rows), (), (), 0, (), with_copies)
     archive = open_store(archive_path, busy_timeout_s, read_only=dry_run)
     try:
         present = [row[0] for row in _rows(archive.conn, "SELECT id FROM articles WHERE id IN ({})", article_ids)]
@@ -386,10 +420,10 @@ def _archive_removal(
     # Those a stopped removal took out of the archive already are still to be forgotten here.
     done = set(present)
     missing = tuple(RemovedArticle(a, None, None, None, 0, archive_path) for a in article_ids if a not in done)
-    return _Plan(plan.removed + missing, plan.changed, plan.gone, plan.copies_kept, plan.reoriginals)
+    return _Plan(plan.removed + missing, plan.changed, plan.gone, plan.copies_kept, plan.reoriginals, with_copies)
 
 
-def _forget_archived(conn: sqlite3.Connection, removed: Sequence[RemovedArticle], reason: str) -> None:
+def _forget_archived(conn: sqlite3.Connection, removed: Sequence[RemovedArticle], reason: str, with_copies: bool) -> None:
     """Archived articles removed from their archive: their `_archived` record in the live
     database becomes a `removed_articles` one (no title left here either)."""
     if not removed or not IndexReads(conn).has_archived():
@@ -398,9 +432,10 @@ def _forget_archived(conn: sqlite3.Connection, removed: Sequence[RemovedArticle]
         conn.execute(statement)
     ids = [(article.article_id,) for article in removed]
     conn.executemany(
-        "INSERT OR REPLACE INTO removed_articles (article_id, external_id, url, content_hash, story_id, reason, removed_at) "
-        "SELECT article_id, external_id, url, content_hash, story_id, ?, ? FROM _archived WHERE article_id = ?",
-        [(reason, now_iso(), article_id) for (article_id,) in ids],
+        "INSERT OR REPLACE INTO removed_articles (article_id, external_id, url, content_hash, story_id, reason, "
+        "removed_at, with_copies) SELECT article_id, external_id, url, content_hash, story_id, ?, ?, ? FROM _archived "
+        "WHERE article_id = ?",
+        [(reason, now_iso(), int(with_copies), article_id) for (article_id,) in ids],
     )
     conn.executemany("DELETE FROM _archived WHERE article_id = ?", ids)
 

@@ -108,14 +108,30 @@ def test_the_same_input_or_text_ingested_again_goes_to_rejects_with_the_reason(l
     rejects = _rows(live, "SELECT ref, stage, reason FROM rejects WHERE stage = 'store'")
     assert len(rejects) == 1 and "retracted by the outlet" in rejects[0][2]
     assert _rows(live, "SELECT count(*) FROM rejects")[0][0] == earlier + 1
-    # The same text under another id and URL is refused too.
+    # The same text without a URL (the record read again under another name) is refused too;
+    # under another outlet's URL it is a reprint, its own publication, and is stored.
     record = next(r for r in map(json.loads, corpus.read_text().splitlines()) if r["id"] == target[1])
+    renamed = {key: value for key, value in record.items() if key not in ("id", "url")}
     other = tmp_path / "other.jsonl"
-    other.write_text(json.dumps({**record, "id": "elsewhere-1", "url": "https://elsewhere.example/x"}) + "\n")
+    other.write_text(json.dumps(renamed) + "\n")
     assert ingest([str(other)], settings, live).rejects == 1
     assert _rows(live, "SELECT count(*) FROM rejects WHERE stage = 'store'")[0][0] == 2
-    assert _rows(live, "SELECT count(*) FROM articles")[0][0] == before
+    reprint = tmp_path / "reprint.jsonl"
+    reprint.write_text(json.dumps({**record, "id": "elsewhere-1", "url": "https://elsewhere.example/x"}) + "\n")
+    assert ingest([str(reprint)], settings, live).new_articles == 1
+    assert _rows(live, "SELECT count(*) FROM articles")[0][0] == before + 1
     _sound(live)
+
+
+def test_removed_with_its_copies_the_text_stays_out_under_any_url(live, settings, tmp_path):
+    original, copies, _ = _story_with_copies(live)
+    text, title = _rows(live, "SELECT text, title FROM articles WHERE id = ?", (original,))[0]
+    remove_articles(live, [original], "defamatory", with_copies=True)
+    reprint = tmp_path / "reprint.jsonl"
+    reprint.write_text(json.dumps({"id": "r9", "url": "https://third.example/r9", "title": title, "text": text}) + "\n")
+    report = ingest([str(reprint)], settings, live)
+    assert report.new_articles == 0 and report.rejects == 1
+    assert "defamatory" in _rows(live, "SELECT reason FROM rejects WHERE stage = 'store'")[0][0]
 
 
 def test_copies_stay_with_a_new_original_or_go_with_it(live, tmp_path):
