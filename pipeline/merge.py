@@ -86,7 +86,8 @@ def merge_stories(
                         "INSERT INTO story_merges (absorbed_story_id, into_story_id, run_id, at) VALUES (?, ?, NULL, ?)",
                         (story_id, keep, at),
                     )
-                    conn.execute("UPDATE articles SET story_id = ? WHERE story_id = ?", (keep, story_id))
+                    # (similarities to the absorbed story's canonical article: recomputed below)
+                    conn.execute("UPDATE articles SET story_id = ?, similarity = NULL WHERE story_id = ?", (keep, story_id))
                     conn.execute("DELETE FROM _story_state WHERE story_id = ?", (story_id,))
                     conn.execute("DELETE FROM stories WHERE id = ?", (story_id,))
                 conn.execute(

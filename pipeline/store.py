@@ -1285,7 +1285,10 @@ class Store(IndexReads):
                 "INSERT INTO story_merges (absorbed_story_id, into_story_id, run_id, at) VALUES (?, ?, ?, ?)",
                 (dropped, kept, run_id, at),
             )
-            self.conn.execute("UPDATE articles SET story_id = ? WHERE story_id = ?", (kept, dropped))
+            # Their similarities were to the absorbed story's canonical article: unknown until
+            # the refresh below compares them with the merged story's (a QA pass found an absorbed
+            # canonical article still at 1.0 when the kept story's canonical did not change).
+            self.conn.execute("UPDATE articles SET story_id = ?, similarity = NULL WHERE story_id = ?", (kept, dropped))
             self.conn.execute("DELETE FROM _story_state WHERE story_id = ?", (dropped,))
             self.conn.execute("DELETE FROM stories WHERE id = ?", (dropped,))
         self.conn.executemany(

@@ -55,6 +55,24 @@ def assert_sound(path: Path) -> None:
     assert report.sound, (path.name, report.problems)
 
 
+def assert_similarities_current(path: Path) -> None:
+    """Every article's similarity is its cosine with its own story's canonical article (1.0 for
+    that article and its copies), as the stored term vectors give it."""
+    from pipeline.fingerprint import cosine
+    from pipeline.store import unpack_article_vector
+
+    vectors = {a: unpack_article_vector(t) for a, t in db_rows(path, "SELECT article_id, terms FROM _signatures")}
+    for article_id, duplicate_of, similarity, canonical in db_rows(
+        path, "SELECT a.id, a.duplicate_of, a.similarity, s.canonical_article_id FROM articles a "
+        "JOIN stories s ON s.id = a.story_id"
+    ):
+        if canonical in (article_id, duplicate_of):
+            expected = 1.0
+        else:
+            expected = round(cosine(vectors[article_id], vectors[canonical]), 4)
+        assert similarity == expected, (article_id, similarity, expected)
+
+
 @pytest.fixture(scope="session")
 def settings():
     from pipeline.settings import load_settings

@@ -14,7 +14,7 @@ from pipeline.cli import main
 from pipeline.errors import UsageError
 from pipeline.ingest import ingest
 from pipeline.merge import merge_stories
-from tests.conftest import assert_sound, db_rows
+from tests.conftest import assert_similarities_current, assert_sound, db_rows
 
 @pytest.fixture
 def live(labelled_db, tmp_path) -> Path:
@@ -38,6 +38,7 @@ def test_merged_stories_hold_every_article_and_stay_sound(live):
     assert not db_rows(live, "SELECT 1 FROM stories WHERE id = ?", (small,))
     assert db_rows(live, "SELECT into_story_id, run_id FROM story_merges WHERE absorbed_story_id = ?", (small,)) == [(large, None)]
     assert_sound(live)
+    assert_similarities_current(live)
 
 
 def test_into_chooses_the_story_that_stays(live):

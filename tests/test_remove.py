@@ -12,6 +12,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from pipeline.archive import archive_stories
 from pipeline.cli import main
+from tests.conftest import assert_similarities_current
 from tests.conftest import assert_sound as _sound
 from tests.conftest import db_rows as _rows
 from pipeline.errors import UsageError
@@ -261,3 +262,4 @@ def test_any_removal_leaves_a_sound_database_and_loses_nothing_else(built, tmp_p
     assert left | removed == set(ids) and not left & removed
     assert {r[0] for r in _rows(path, "SELECT article_id FROM removed_articles")} == removed
     _sound(path)
+    assert_similarities_current(path)

@@ -304,3 +304,18 @@ def test_an_identical_copy_of_a_stored_article_probes_no_lsh_bucket(settings):
     assert probed == []
     # Its keys are still stored: later copies may match it like any other article.
     assert {key for _, _, key, _ in outcome.band_rows} == set(item.fingerprint.dup_keys)
+
+
+def test_after_merges_every_similarity_is_to_the_merged_storys_canonical_article(tmp_path, settings):
+    """Batches of 5 make a run merge stored stories. Each article's similarity must be its cosine
+    with its own story's canonical article: an absorbed story's canonical article kept 1.0, its
+    similarity to itself, when the kept story's canonical article did not change (a QA pass)."""
+    from pathlib import Path
+
+    from tests.conftest import assert_similarities_current
+
+    db = tmp_path / "stories.db"
+    small = settings.model_copy(update={"ingest": settings.ingest.model_copy(update={"batch_size": 5})})
+    ingest([str(Path(__file__).parent / "data" / "giveme5w1h.jsonl")], small, db)
+    assert rows(db, "SELECT count(*) AS n FROM story_merges")[0]["n"] > 0
+    assert_similarities_current(db)
