@@ -273,7 +273,7 @@ def _copy_to_archive(live: Store, chosen: list[int], archive_path: str | Path, b
                     f"WHERE {rows}{_NOT_COPIED_YET.get(table, '')}"
                 )
             _buckets_into_archive(conn, set(chosen))
-            documents = conn.execute("SELECT count(*) FROM archive.articles").fetchone()[0] + _removed_count(conn, "archive")
+            documents = conn.execute("SELECT count(*) FROM archive.articles").fetchone()[0]
             conn.execute(
                 "INSERT INTO archive._meta (key, value) VALUES ('documents', ?) "
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -345,19 +345,7 @@ def _withdraw(archive: Store, provisional: list[int]) -> None:
             "UPDATE _meta SET value = (SELECT coalesce(max(rowid), 0) FROM articles) "
             "WHERE key = 'fts_rowid' AND CAST(value AS INTEGER) > (SELECT coalesce(max(rowid), 0) FROM articles)"
         )
-        conn.execute(
-            "UPDATE _meta SET value = (SELECT count(*) FROM articles) + ? WHERE key = 'documents'",
-            (_removed_count(conn, "main"),),
-        )
-
-
-def _removed_count(conn: sqlite3.Connection, schema: str) -> int:
-    """Articles removed from the database `schema` names (`pipeline/remove.py`): its term
-    statistics still count them, so its article count for them (`documents`) does too."""
-    found = conn.execute(
-        f"SELECT 1 FROM {schema}.sqlite_master WHERE type = 'table' AND name = 'removed_articles'"
-    ).fetchone()
-    return conn.execute(f"SELECT count(*) FROM {schema}.removed_articles").fetchone()[0] if found else 0
+        conn.execute("UPDATE _meta SET value = (SELECT count(*) FROM articles) WHERE key = 'documents'")
 
 
 def _remove_archived(live: Store, chosen: list[int], archive_path: str | Path) -> None:

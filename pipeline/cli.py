@@ -148,15 +148,21 @@ matching state are worked out from all its articles.""",
   newsdedup remove 3f2a9c0d1e4b5a67 --reason "retracted by the outlet"
   newsdedup remove URL1 URL2 --reason "wire copy stored by mistake" --with-copies   # their reprints too
 
-Name articles by id, URL or input id (newsdedup show STORY lists a story's). Each goes with its
-title, text, signatures and search entry, from the archive too if it was archived. Its story
-is worked out again from the articles it keeps (canonical article, title, size, dates, the
-matching state later articles meet); a story left with none goes. Its near-duplicates stay,
-the earliest becoming the original of the others, unless --with-copies. What is kept is a row
-in removed_articles (ids, URL, content hash, reason, when; no title or text): a later input of
-the same article (its URL, or its file or record read again) goes to rejects with the reason,
-and a crawl does not fetch its URL again; with --with-copies, so does its text under any URL.
-A name that matches no article removes nothing.""",
+Name articles by id, URL or input id: the URL given to ingest, the file's path as ingested
+(or any path to the same file), or a JSON Lines record's id; 'newsdedup show STORY' lists a
+story's. A name stored several times (an input read again with other content) removes each.
+
+Each article goes with its title, text, signatures and search entry, from the archive too if it
+was archived. Its story is worked out again from the articles it keeps (canonical article,
+title, size, dates, the matching state later articles meet); a story left with none goes. Its
+near-duplicates stay, the earliest becoming the original of the others, unless --with-copies
+(then a reprint named stands for its original and every copy).
+
+What is kept is a row in removed_articles (ids, URL, content hash, reason, when; no title or
+text): a later input of the same article (its URL, or its file or record read again) goes to
+rejects with the reason, and a crawl does not fetch its URL again; removed --with-copies, its
+text is refused under any URL. If any name matches no article, nothing is removed. Run
+artifacts in Prefect keep the titles they showed (docs/operations.md).""",
     ),
     "browse": (
         "Browse the story database in Datasette (read-only, on 127.0.0.1).",
@@ -343,7 +349,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object: what moved")
 
     p = command("merge")
-    p.add_argument("stories", nargs="+", type=_at_least(1), metavar="STORY", help="a story id (two or more)")
+    p.add_argument("stories", nargs="+", type=_at_least(1), metavar="STORY",
+                   help="story ids: two or more (or one, with --into naming the other)")
     db_option(p)
     p.add_argument("--into", type=_at_least(1), default=None, metavar="STORY",
                    help="the story that stays (default: the largest; of equals, the lowest id)")
@@ -743,6 +750,13 @@ def cmd_show(args: argparse.Namespace) -> int:
                 raise UsageError(
                     f"story {args.story_id} was archived to {archive}: newsdedup show {args.story_id} --db {archive}"
                 )
+            from .remove import story_removal
+
+            removal = story_removal(store.conn, args.story_id)
+            if removal is not None:
+                raise UsageError(
+                    f"story {args.story_id} was removed with its last article on {removal[0][:10]} ({removal[1]})"
+                )
             raise UsageError(f"no story {args.story_id} in {store.path} (see: newsdedup stories)")
         members = store.story_members(args.story_id)
         canonical = store.article(story["canonical_article_id"])
@@ -949,6 +963,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({
             "database": str(path), "sound": report.sound, "articles": report.articles, "stories": report.stories,
+            "archived": report.archived, "removed": report.removed,
             "problems": list(report.problems), "notes": list(report.notes), "seconds": round(seconds, 2),
         }))
     else:
@@ -962,6 +977,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"{plural(report.articles, 'article')} in {plural(report.stories, 'story')}"
             if report.articles is not None and report.stories is not None else "articles and stories not counted"
         )
+        # (with them, every article the database ever stored)
+        elsewhere = [f"{count:,} {what}" for count, what in ((report.archived, "archived"), (report.removed, "removed")) if count]
+        if elsewhere:
+            counted += "; " + ", ".join(elsewhere)
         print(f"  {counted}: {verdict} ({seconds:.1f} s)")
     if report.sound:
         return 0
@@ -1113,6 +1132,12 @@ def cmd_archive(args: argparse.Namespace) -> int:
     return 0
 
 
+def _some(ids: Sequence[int], shown: int = 20) -> str:
+    """Ids for a line of text: the first `shown`, then how many more (--json lists them all)."""
+    more = f" and {len(ids) - shown:,} more (--json lists them all)" if len(ids) > shown else ""
+    return ", ".join(map(str, ids[:shown])) + more
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
     from .merge import merge_stories
 
@@ -1159,12 +1184,12 @@ def cmd_remove(args: argparse.Namespace) -> int:
         print(f"  {ref}: removed already, on {at[:10]} ({why})")
     if report.stories_gone:
         print(f"  {plural(len(report.stories_gone), 'story')} left with no article {'would go' if report.dry_run else 'went'}: "
-              + ", ".join(map(str, report.stories_gone)))
+              + _some(report.stories_gone))
     if report.stories_changed:
         several = len(report.stories_changed) > 1
         print(f"  {plural(len(report.stories_changed), 'story')} {'would be' if report.dry_run else 'were' if several else 'was'} "
               f"worked out again from the articles {'they keep' if several else 'it keeps'}: "
-              + ", ".join(map(str, report.stories_changed)))
+              + _some(report.stories_changed))
     if report.copies_kept:
         print(f"  {plural(report.copies_kept, 'near-duplicate')} of them {'would stay' if report.dry_run else 'stayed'} "
               "(--with-copies removes them too)")

@@ -19,6 +19,7 @@ from typing import Sequence
 
 from .errors import UsageError
 from .runlock import exclusive_run
+from .remove import story_removal
 from .store import Store, now_iso, open_store, pack_vector
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ def merge_stories(
     if into is not None and into not in wanted:
         wanted.insert(0, into)
     if len(wanted) < 2:
+        if len(story_ids) > 1:
+            raise UsageError(f"story {wanted[0]} was named twice: name two different stories to merge")
         raise UsageError("name at least two stories to merge (see: newsdedup stories, newsdedup search)")
     if not os.path.exists(db_path):
         raise UsageError(f"no story database at {db_path}: nothing to merge")
@@ -110,4 +113,7 @@ def _why_missing(store: Store, story_id: int) -> str:
     archive = store.archived_to(story_id)
     if archive is not None:
         return f"story {story_id} was archived to {archive}: archived stories are no longer matched; nothing was merged"
+    removal = story_removal(store.conn, story_id)
+    if removal is not None:
+        return f"story {story_id} was removed with its last article on {removal[0][:10]} ({removal[1]}); nothing was merged"
     return f"no story {story_id} here (see: newsdedup stories); nothing was merged"

@@ -10,11 +10,10 @@ text or title): an input of the same article is then refused by the writer with 
 into `rejects`, and a crawl does not fetch its URL again; removed with its copies, its text is
 refused under any URL (`refused`).
 
-What stays: the corpus statistics term weights are computed from (`_meta.documents` and
-`_term_df`), which hold counts of words over every article ever stored, archived ones
-included, and no text. Taking one article's words out of them exactly would need the scored
-terms it was counted with, which are not stored; leaving them keeps the counts consistent
-(`check` counts removed articles with the stored and archived ones).
+What stays: `_term_df`, how many articles each word was among (counts, no text), which term
+weights are computed from. Taking one article's words out of it exactly would need the scored
+terms it was counted with, which are not stored; one count among thousands moves no weight.
+The article count beside it (`_meta.documents`) drops.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from .errors import UsageError
+from .report import plural
 from .runlock import exclusive_run
 from .store import IndexReads, Store, now_iso, open_store, pack_vector, unpack_article_vector
 from .stories import StoryState
@@ -121,6 +121,17 @@ class Removal:
     with_copies: bool  # its text is out, whoever publishes it (removed with --with-copies)
 
 
+def story_removal(conn: sqlite3.Connection, story_id: int) -> tuple[str, str] | None:
+    """(removed_at, reason) of the last removal that took a story's last article, None when no
+    removal did (the story is here, or went another way)."""
+    if not has_removed(conn) or conn.execute("SELECT 1 FROM stories WHERE id = ?", (story_id,)).fetchone():
+        return None
+    row = conn.execute(
+        "SELECT removed_at, reason FROM removed_articles WHERE story_id = ? ORDER BY removed_at DESC LIMIT 1", (story_id,)
+    ).fetchone()
+    return (row[0], row[1]) if row else None
+
+
 def removed_matching(
     conn: sqlite3.Connection, article_ids: Sequence[str], content_hashes: Sequence[str]
 ) -> tuple[dict[str, Removal], dict[str, Removal]]:
@@ -141,6 +152,23 @@ def removed_matching(
                 chunk,
             ):
                 into.setdefault(key, Removal(removed_at, reason, bool(with_copies)))
+    return found
+
+
+def removed_urls(conn: sqlite3.Connection, urls: Sequence[str]) -> dict[str, Removal]:
+    """The removed articles among `urls` (by URL or input id): a crawl does not fetch them, and
+    rejects them with the reason."""
+    if not has_removed(conn):
+        return {}
+    found: dict[str, Removal] = {}
+    for start in range(0, len(urls), _CHUNK):
+        chunk = list(urls[start : start + _CHUNK])
+        marks = ",".join("?" * len(chunk))
+        for column in ("url", "external_id"):
+            for key, removed_at, reason, with_copies in conn.execute(
+                f"SELECT {column}, removed_at, reason, with_copies FROM removed_articles WHERE {column} IN ({marks})", chunk
+            ):
+                found.setdefault(key, Removal(removed_at, reason, bool(with_copies)))
     return found
 
 
@@ -197,8 +225,8 @@ def remove_articles(
             plan = _plan(live.conn, here, with_copies, str(db_path))
             removed = list(plan.removed)
             changed, gone, kept = set(plan.changed), set(plan.gone), plan.copies_kept
-            for archive_path, ids in sorted(archived.items()):
-                archive_plan = _archive_removal(archive_path, ids, reason, with_copies, dry_run, busy_timeout_s)
+            for archive_path, named in sorted(archived.items()):
+                archive_plan = _archive_removal(archive_path, named, reason, with_copies, dry_run, busy_timeout_s)
                 removed.extend(archive_plan.removed)
                 changed |= set(archive_plan.changed)
                 gone |= set(archive_plan.gone)
@@ -209,8 +237,9 @@ def remove_articles(
                     _forget_archived(live.conn, [r for r in removed if r.database != str(db_path)], reason, with_copies)
         finally:
             live.close()
-    for article in removed:
-        log.info("removed article %s (%s) from story %d: %s", article.article_id, article.url or article.title, article.story_id, reason)
+    if not dry_run:
+        for article in removed:  # (no title or URL: logs outlive the removal)
+            log.info("removed article %s from story %d: %s", article.article_id, article.story_id, reason)
     return RemovalReport(
         database=str(db_path), reason=reason, removed=tuple(removed), already_removed=tuple(already),
         stories_changed=tuple(sorted(changed - gone)), stories_gone=tuple(sorted(gone)), copies_kept=kept,
@@ -218,33 +247,29 @@ def remove_articles(
     )
 
 
-def _find(conn: sqlite3.Connection, refs: Sequence[str], db_path: str | Path) -> tuple[list[str], dict[str, list[str]], list[tuple[str, str, str]]]:
-    """The article ids `refs` name here, those archived (by archive), and refs removed before."""
-    from .extract import canonical_url
-
+def _find(
+    conn: sqlite3.Connection, refs: Sequence[str], db_path: str | Path
+) -> tuple[list[str], dict[str, list[RemovedArticle]], list[tuple[str, str, str]]]:
+    """The article ids `refs` name here, the archived articles they name (by archive), and refs
+    removed before. A ref names every article stored under it: an input read again with other
+    content is stored again, under the same URL or input id."""
     here: list[str] = []
-    archived: dict[str, list[str]] = {}
+    archived: dict[str, list[RemovedArticle]] = {}
     already: list[tuple[str, str, str]] = []
     unknown: list[str] = []
     has_archived = IndexReads(conn).has_archived()
     for ref in dict.fromkeys(refs):
-        keys = (ref, canonical_url(ref) or ref, ref)
-        row = conn.execute(
-            "SELECT id FROM articles WHERE id = ? UNION ALL SELECT id FROM articles WHERE url = ? "
-            "UNION ALL SELECT id FROM articles WHERE external_id = ? LIMIT 1", keys,
-        ).fetchone()
-        if row is not None:
-            here.append(row[0])
+        found = _named(conn, ref, "articles", "id")
+        archived_rows = _named(conn, ref, "_archived", "article_id", "archive, title, source, url, story_id") if has_archived else []
+        if not found and not archived_rows:
+            # A file given by another path than the one it was ingested by (seeds/a.txt for a.txt).
+            found = _named_by_path(conn, ref, "articles", "id")
+            archived_rows = _named_by_path(conn, ref, "_archived", "article_id", "archive, title, source, url, story_id") if has_archived else []
+        here.extend(row[0] for row in found)
+        for article_id, archive, title, source, url, story_id in archived_rows:
+            archived.setdefault(archive, []).append(RemovedArticle(article_id, title, source, url, story_id, archive))
+        if found or archived_rows:
             continue
-        if has_archived:
-            row = conn.execute(
-                "SELECT article_id, archive FROM _archived WHERE article_id = ? UNION ALL SELECT article_id, archive "
-                "FROM _archived WHERE url = ? UNION ALL SELECT article_id, archive FROM _archived WHERE external_id = ? "
-                "LIMIT 1", keys,
-            ).fetchone()
-            if row is not None:
-                archived.setdefault(row[1], []).append(row[0])
-                continue
         removal = removal_of(conn, ref)
         if removal is not None:
             already.append((ref, removal[1], removal[2]))
@@ -253,9 +278,45 @@ def _find(conn: sqlite3.Connection, refs: Sequence[str], db_path: str | Path) ->
     if unknown:
         raise UsageError(
             f"no article {', '.join(map(repr, unknown[:5]))}{' and more' if len(unknown) > 5 else ''} in {db_path}: "
-            "give an article's id, URL or input id (see: newsdedup show STORY, newsdedup search); nothing was removed"
+            "give an article's id, its URL as stored, or its input id (the URL given, the file's path as ingested, "
+            "a JSON Lines record's id); 'newsdedup show STORY' lists a story's, 'newsdedup search WORDS' finds one; "
+            "nothing was removed"
         )
     return list(dict.fromkeys(here)), archived, already
+
+
+def _named(conn: sqlite3.Connection, ref: str, table: str, id_column: str, more: str = "") -> list[tuple]:
+    """Rows of `table` whose id, URL (as stored: canonical) or input id is `ref`."""
+    from .extract import canonical_url  # a URL as stored
+
+    columns = f"{id_column}{', ' + more if more else ''}"
+    url = canonical_url(ref) or ref
+    rows = conn.execute(
+        f"SELECT {columns} FROM {table} WHERE {id_column} = ? UNION SELECT {columns} FROM {table} WHERE url = ? "
+        f"UNION SELECT {columns} FROM {table} WHERE external_id = ?",
+        (ref, url, ref),
+    ).fetchall()
+    return sorted(rows)
+
+
+def _named_by_path(conn: sqlite3.Connection, ref: str, table: str, id_column: str, more: str = "") -> list[tuple]:
+    """Rows of `table` stored from a file `ref` names by another path: their input id (the path
+    as ingested, relative to the directory named) is the end of `ref`'s path. The longest such
+    input id wins (b/story.txt before story.txt)."""
+    if ref.startswith(("http://", "https://")) or "/" not in ref and not os.path.exists(ref):
+        return []
+    path = os.path.abspath(ref)
+    columns = f"{id_column}{', ' + more if more else ''}"
+    # (A scan of the table's input ids: a few hundred milliseconds at 100,000 articles, once a name.)
+    rows = conn.execute(
+        f"SELECT external_id, {columns} FROM {table} WHERE url IS NULL AND length(external_id) < length(?1) "
+        "AND substr(?1, -length(external_id)) = external_id AND substr(?1, -length(external_id) - 1, 1) = '/'",
+        (path,),
+    ).fetchall()
+    if not rows:
+        return []
+    longest = max(len(row[0]) for row in rows)
+    return sorted(row[1:] for row in rows if len(row[0]) == longest)
 
 
 @dataclass(frozen=True)
@@ -276,6 +337,9 @@ def _plan(conn: sqlite3.Connection, article_ids: Sequence[str], with_copies: boo
         return _Plan((), (), (), 0, (), with_copies)
     going: dict[str, str | None] = {article_id: None for article_id in article_ids}
     if with_copies:
+        # A copy named stands for its text: its original goes too, and with it every copy.
+        originals = _rows(conn, "SELECT duplicate_of FROM articles WHERE id IN ({}) AND duplicate_of IS NOT NULL", list(going))
+        going.update((original, None) for (original,) in originals if original not in going)
         frontier = list(going)
         while frontier:  # copies point at originals, which copy nothing: one round in practice
             found = _rows(conn, "SELECT id, duplicate_of FROM articles WHERE duplicate_of IN ({})", frontier)
@@ -350,6 +414,9 @@ def _apply(store: Store, plan: _Plan, reason: str) -> None:
     conn.execute("DELETE FROM _lsh WHERE article_id IN (SELECT id FROM temp.going)")
     conn.execute("DELETE FROM _signatures WHERE article_id IN (SELECT id FROM temp.going)")
     conn.execute("DELETE FROM articles WHERE id IN (SELECT id FROM temp.going)")
+    # The article count term weights are based on drops with them; their words stay counted in
+    # `_term_df` (see the module's docstring).
+    conn.execute("UPDATE _meta SET value = CAST(value AS INTEGER) - ? WHERE key = 'documents'", (len(plan.removed),))
     if plan.gone:
         gone = set(plan.gone)
         _buckets_left_behind(conn, gone)
@@ -400,14 +467,22 @@ def _rebuild_states(conn: sqlite3.Connection, story_ids: Iterable[int]) -> None:
 
 
 def _archive_removal(
-    archive_path: str, article_ids: list[str], reason: str, with_copies: bool, dry_run: bool, busy_timeout_s: float
+    archive_path: str, named: list[RemovedArticle], reason: str, with_copies: bool, dry_run: bool, busy_timeout_s: float
 ) -> _Plan:
     """Archived articles are removed from their archive first (its own transaction): stopped
-    between the two, the next removal finds them recorded as archived still, and finishes."""
+    between the two, the next removal finds them recorded as archived still, and finishes.
+
+    Raises:
+        UsageError: the archive is not where it was written: its copy of the text would stay.
+    """
     if not os.path.exists(archive_path):
-        log.warning("the archive %s is gone: its articles are only forgotten in the live database", archive_path)
-        rows = [RemovedArticle(article_id, None, None, None, 0, archive_path) for article_id in article_ids]
-        return _Plan(tuple(rows), (), (), 0, (), with_copies)
+        raise UsageError(
+            f"{plural(len(named), 'article')} named ({named[0].article_id}{', ...' if len(named) > 1 else ''}) "
+            f"{'was' if len(named) == 1 else 'were'} archived to {archive_path}, which is not there: its text would "
+            "stay in the archive wherever it is now; put the archive back at that path (or link it there) and run "
+            "this again; nothing was removed"
+        )
+    article_ids = [article.article_id for article in named]
     archive = open_store(archive_path, busy_timeout_s, read_only=dry_run)
     try:
         present = [row[0] for row in _rows(archive.conn, "SELECT id FROM articles WHERE id IN ({})", article_ids)]
@@ -417,9 +492,10 @@ def _archive_removal(
                 _apply(archive, plan, reason)
     finally:
         archive.close()
-    # Those a stopped removal took out of the archive already are still to be forgotten here.
-    done = set(present)
-    missing = tuple(RemovedArticle(a, None, None, None, 0, archive_path) for a in article_ids if a not in done)
+    # Those a stopped removal (or one run on the archive itself) took out already are still to
+    # be forgotten here: named as the live database recorded them.
+    done = {article.article_id for article in plan.removed}
+    missing = tuple(article for article in named if article.article_id not in done)
     return _Plan(plan.removed + missing, plan.changed, plan.gone, plan.copies_kept, plan.reoriginals, with_copies)
 
 
@@ -431,6 +507,11 @@ def _forget_archived(conn: sqlite3.Connection, removed: Sequence[RemovedArticle]
     for statement in REMOVED_SCHEMA:
         conn.execute(statement)
     ids = [(article.article_id,) for article in removed]
+    # They leave the article count term weights are based on, as removed articles do (`_apply`).
+    recorded = sum(
+        conn.execute("SELECT count(*) FROM _archived WHERE article_id = ?", article_id).fetchone()[0] for article_id in ids
+    )
+    conn.execute("UPDATE _meta SET value = CAST(value AS INTEGER) - ? WHERE key = 'documents'", (recorded,))
     conn.executemany(
         "INSERT OR REPLACE INTO removed_articles (article_id, external_id, url, content_hash, story_id, reason, "
         "removed_at, with_copies) SELECT article_id, external_id, url, content_hash, story_id, ?, ?, ? FROM _archived "

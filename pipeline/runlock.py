@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 _POLL_SECONDS = 0.5
 _REMIND_SECONDS = 60.0
 
-WAITING_MESSAGE = "another ingest run holds the database; waiting"
+WAITING_MESSAGE = "another run (an ingest, archive, merge or remove) holds the database; waiting"
 
 
 def _beside(db_path: str | Path, suffix: str) -> Path:
@@ -129,7 +129,7 @@ def exclusive_run(db_path: str | Path, run_id: str, timeout_s: float | None = No
             time.sleep(_POLL_SECONDS)
         waited = time.monotonic() - started
         if reminded:
-            log.info("the other ingest run finished after %.1fs; going on", waited)
+            log.info("the other run finished after %.1fs; going on", waited)
         log.info("run %s has the story database %s to itself", run_id, db_path)
         handle.seek(0)
         handle.truncate()

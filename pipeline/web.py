@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 from . import feeds, fetch
 from .errors import BadInputError, ContentTypeError, TooLargeError, TransientFetchError
 from .models import FeedEntry, Fetched, Listing, RawDocument, Rejected
+from .remove import STAGE as REMOVED_STAGE
+from .remove import refusal_reason, removed_urls
 from .settings import PROJECT_ROOT, Settings, SourceConfig
 from .sources import LISTING_SUFFIXES, is_url, missing_locations, read_capped
 from .store import open_store
@@ -137,8 +139,9 @@ class CrawlState:
         finally:
             store.close()
 
-    def fresh(self, entries: Iterable[FeedEntry]) -> list[FeedEntry]:
-        """The entries worth fetching: canonical URLs, not seen earlier in this run, not stored."""
+    def fresh(self, entries: Iterable[FeedEntry]) -> list[FeedEntry | Rejected]:
+        """The entries worth fetching: canonical URLs, not seen earlier in this run, not stored;
+        and a reject for each URL an editor removed (`newsdedup remove`), not fetched either."""
         candidates: list[FeedEntry] = []
         for entry in entries:
             url = link_key(entry.url)
@@ -149,12 +152,17 @@ class CrawlState:
         store = self._store()
         try:
             known = store.known_urls(e.url for e in candidates) - self.refetch
+            removed = removed_urls(store.conn, sorted(known)) if known else {}
         finally:
             store.close()
-        fresh = [e for e in candidates if e.url not in known]
-        self.known += len(candidates) - len(fresh)
+        fresh: list[FeedEntry | Rejected] = [e for e in candidates if e.url not in known]
+        self.known += len(candidates) - len(fresh) - len(removed)
         if len(fresh) < len(candidates):
             log.info("%d of %d links already stored, not fetched again", len(candidates) - len(fresh), len(candidates))
+        fresh.extend(
+            Rejected(url, REMOVED_STAGE, refusal_reason(found.removed_at, found.reason), "", url)
+            for url, found in sorted(removed.items())
+        )
         return fresh
 
     def save_listings(self, run_id: str) -> None:
@@ -311,8 +319,13 @@ def _expand_url(
     if kind == "page":
         yield from state.fresh([FeedEntry(url)])
         return
-    if kind is None and not state.fresh([FeedEntry(url)]):
-        return  # an ad-hoc page URL already stored; feeds and sitemaps are never stored as articles
+    if kind is None:
+        found = state.fresh([FeedEntry(url)])
+        if not found:
+            return  # an ad-hoc page URL already stored; feeds and sitemaps are never stored as articles
+        if isinstance(found[0], Rejected):
+            yield found[0]  # a page an editor removed
+            return
     etag, modified = state.listing_validators(url)
     try:
         fetched = get(url, etag, modified)

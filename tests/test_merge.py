@@ -70,6 +70,8 @@ def test_what_cannot_be_merged_says_why_and_merges_nothing(live, tmp_path):
     before = live.read_bytes()
     with pytest.raises(UsageError, match="at least two"):
         merge_stories(live, [large])
+    with pytest.raises(UsageError, match=f"story {large} was named twice"):
+        merge_stories(live, [large, large])
     with pytest.raises(UsageError, match="no story 999999"):
         merge_stories(live, [large, 999999])
     assert live.read_bytes() == before

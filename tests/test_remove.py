@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -263,3 +264,73 @@ def test_any_removal_leaves_a_sound_database_and_loses_nothing_else(built, tmp_p
     assert {r[0] for r in _rows(path, "SELECT article_id FROM removed_articles")} == removed
     _sound(path)
     assert_similarities_current(path)
+
+
+def test_an_archive_that_is_not_where_it_was_written_is_refused_and_nothing_removed(live, tmp_path):
+    archive = tmp_path / "archive.db"
+    archive_stories(live, archive, "2100-01-01")
+    target = _rows(archive, "SELECT id FROM articles ORDER BY rowid LIMIT 1")[0][0]
+    archive.rename(tmp_path / "moved.db")
+    before = live.read_bytes()
+    for dry_run in (True, False):
+        with pytest.raises(UsageError, match="which is not there.*put the archive back.*nothing was removed"):
+            remove_articles(live, [target], "takedown", dry_run=dry_run)
+    assert live.read_bytes() == before
+    assert _rows(tmp_path / "moved.db", "SELECT count(*) FROM articles WHERE id = ?", (target,)) == [(1,)]
+
+
+def test_a_name_stored_in_several_versions_removes_each(tmp_path, settings, seeds_dir):
+    db = tmp_path / "versions.db"
+    story = seeds_dir / "000_fcabe1ee31422c0a.txt"
+    ingest([str(seeds_dir)], settings, db)
+    story.write_text(story.read_text(encoding="utf-8").replace("Trump", "The president"), encoding="utf-8")
+    ingest([str(seeds_dir)], settings, db)  # the edited file is stored again, beside the first version
+    versions = _rows(db, "SELECT id FROM articles WHERE external_id = ?", (story.name,))
+    assert len(versions) == 2
+    # Named by another path to the same file than the one it was ingested by.
+    report = remove_articles(db, [str(story)], "takedown")
+    assert {a.article_id for a in report.removed} == {v[0] for v in versions}
+    assert not _rows(db, "SELECT 1 FROM articles WHERE external_id = ?", (story.name,))
+    _sound(db)
+
+
+def test_with_copies_a_reprint_named_takes_its_original_and_every_copy(live):
+    original, copies, _ = _story_with_copies(live)
+    report = remove_articles(live, [copies[-1]], "wire text withdrawn", with_copies=True)
+    assert {a.article_id for a in report.removed} == {original, *copies}
+    _sound(live)
+
+
+def test_removed_articles_leave_the_article_count_and_a_rebuild_with_the_removals_is_sound(live, settings, tmp_path):
+    documents = int(_rows(live, "SELECT value FROM _meta WHERE key = 'documents'")[0][0])
+    chosen = [r[0] for r in _rows(live, "SELECT id FROM articles ORDER BY rowid LIMIT 3")]
+    remove_articles(live, chosen, "takedown")
+    assert int(_rows(live, "SELECT value FROM _meta WHERE key = 'documents'")[0][0]) == documents - 3
+    # docs/operations.md: export the articles, ingest them into a new database, carry the removals over.
+    exported = tmp_path / "all.jsonl"
+    assert main(["export", "--format", "articles", "--db", str(live), "-o", str(exported)]) == 0
+    rebuilt = tmp_path / "rebuilt.db"
+    ingest([str(exported)], settings, rebuilt)
+    source, target = sqlite3.connect(live), sqlite3.connect(rebuilt)
+    try:
+        for statement in (s for s in source.iterdump() if "removed_articles" in s):
+            target.execute(statement)
+        target.commit()
+    finally:
+        source.close()
+        target.close()
+    _sound(rebuilt)
+    assert _rows(rebuilt, "SELECT count(*) FROM removed_articles") == [(3,)]
+
+
+def test_show_and_merge_say_a_story_went_with_its_last_article(live, capsys):
+    story = _rows(live, "SELECT id FROM stories WHERE article_count = 1 ORDER BY id LIMIT 1")[0][0]
+    other = _rows(live, "SELECT id FROM stories WHERE id != ? ORDER BY id LIMIT 1", (story,))[0][0]
+    member = _rows(live, "SELECT id FROM articles WHERE story_id = ?", (story,))[0][0]
+    remove_articles(live, [member], "legal request 3")
+    assert main(["show", str(story), "--db", str(live)]) == 2
+    assert "was removed with its last article" in capsys.readouterr().err
+    assert main(["merge", str(story), str(other), "--db", str(live)]) == 2
+    assert "legal request 3" in capsys.readouterr().err
+    assert main(["check", "--db", str(live)]) == 0
+    assert "; 1 removed: sound" in capsys.readouterr().out

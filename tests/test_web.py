@@ -523,3 +523,25 @@ def test_the_cli_says_when_nothing_could_be_read_and_exits_7(webserver, settings
     assert code == 7, captured
     assert "rejects          1" in captured.out  # the summary first, then the one-line error
     assert captured.err.strip().splitlines()[-1].startswith(f"newsdedup: error: nothing could be read from {feed}")
+
+
+def test_a_removed_page_is_not_fetched_again_and_each_listing_of_it_is_a_reject(webserver, settings, db_path):
+    """A feed listing a page an editor removed (newsdedup remove): the page is not fetched, and
+    the input is a reject with the reason, not counted as unchanged (a QA pass)."""
+    from pipeline.remove import remove_articles
+
+    w = webserver
+    one, two = w.add("/news/one.html", eval_page(0)), w.add("/news/two.html", eval_page(1))
+    feed = w.add("/feed.xml", rss([("One", one), ("Two", two)]), content_type="application/rss+xml")
+    assert ingest([feed], settings, db_path).new_articles == 2
+    remove_articles(db_path, [one], "legal request 12")  # the link as the feed gives it
+    fetched = len(w.hits("/news/one.html"))
+    for run_settings in (settings, settings):  # every run that reads the feed again
+        run = ingest([feed], run_settings, db_path)
+        assert run.balanced and (run.new_articles, run.unchanged, run.rejects) == (0, 1, 1)
+    assert len(w.hits("/news/one.html")) == fetched
+    refused = rows(db_path, "SELECT ref, stage, reason FROM rejects")
+    assert [(r["ref"], r["stage"]) for r in refused] == [(one, "store")] and "legal request 12" in refused[0]["reason"]
+    # Named on its own, too.
+    run = ingest([one], settings, db_path)
+    assert (run.new_articles, run.rejects) == (0, 1) and len(w.hits("/news/one.html")) == fetched
