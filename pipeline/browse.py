@@ -133,6 +133,16 @@ _TABLES: dict[str, dict] = {
         },
         "facets": ["stage", "reason"],
     },
+    "story_splits": {
+        "description": "Stories an editor split out of another ('newsdedup split'): matching keeps the two apart.",
+        "columns": {
+            "story_id": "The story made of the articles moved out",
+            "split_from": "The story they were moved out of",
+            "articles": "How many articles moved (near-duplicates of the named ones included)",
+            "at": "When (UTC)",
+        },
+        "sort_desc": "at",
+    },
     "removed_articles": {
         "description": "Articles taken out with 'newsdedup remove' (no title or text kept): an input with the same "
         "article (or, removed with its copies, the same text) is refused into rejects with the reason.",

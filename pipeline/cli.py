@@ -141,6 +141,18 @@ Recorded in story_merges like the merges runs make, so 'newsdedup show 12' of an
 says where it went. The merged story's canonical article, title, size, dates, similarities and
 matching state are worked out from all its articles.""",
     ),
+    "split": (
+        "Move articles that tell another event out of their story into a story of their own (kept apart).",
+        """examples:
+  newsdedup split 3f2a9c0d1e4b5a67                  # one article out of its story
+  newsdedup split URL1 URL2 --db data/stories.db     # two articles of the same story, together
+  newsdedup show 12                                  # find the article ids first
+
+The articles named (all of one story) move with their near-duplicates into a new story; both
+stories are worked out again (canonical article, title, size, dates, similarities, matching
+state). Recorded in story_splits; later runs never merge the two stories again, and later
+articles of either event find their own. 'newsdedup merge' of the two undoes it.""",
+    ),
     "remove": (
         "Take articles out of the story database for good (a takedown, a retraction), and keep them out.",
         """examples:
@@ -355,6 +367,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--into", type=_at_least(1), default=None, metavar="STORY",
                    help="the story that stays (default: the largest; of equals, the lowest id)")
     p.add_argument("--json", action="store_true", help="one JSON object: what was merged")
+
+    p = command("split")
+    p.add_argument("articles", nargs="+", metavar="ARTICLE", help="an article's id, URL or input id (all of one story)")
+    db_option(p)
+    p.add_argument("--json", action="store_true", help="one JSON object: what moved")
 
     p = command("remove")
     p.add_argument("articles", nargs="+", metavar="ARTICLE", help="an article's id, URL or input id")
@@ -1153,6 +1170,24 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_split(args: argparse.Namespace) -> int:
+    from .split import split_articles
+
+    path = _db(args)
+    _open(args).close()  # a story database (an older one is migrated first), or the error
+    settings = load_settings(args.config)
+    report = split_articles(path, args.articles, settings.matching, busy_timeout_s=settings.store.busy_timeout_s)
+    if args.json:
+        print(json.dumps({"database": report.database, "story_id": report.story_id, "split_from": report.split_from,
+                          "moved": list(report.moved), "title": report.title, "left": report.left}))
+        return 0
+    print(f"moved {plural(len(report.moved), 'article')} out of story {report.split_from} into a new story "
+          f"{report.story_id}: \"{_cell(report.title, 80)}\"")
+    print(f"  story {report.split_from} keeps {plural(report.left, 'article')}; the two are kept apart from now on "
+          f"(newsdedup merge {report.split_from} {report.story_id} undoes it)")
+    return 0
+
+
 def cmd_remove(args: argparse.Namespace) -> int:
     from .remove import as_rows, remove_articles
 
@@ -1211,7 +1246,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 HANDLERS = {
     "ingest": cmd_ingest, "stories": cmd_stories, "show": cmd_show, "search": cmd_search,
     "rejects": cmd_rejects, "runs": cmd_runs, "check": cmd_check, "eval": cmd_eval,
-    "browse": cmd_browse, "export": cmd_export, "archive": cmd_archive, "merge": cmd_merge, "remove": cmd_remove,
+    "browse": cmd_browse, "export": cmd_export, "archive": cmd_archive, "merge": cmd_merge, "split": cmd_split, "remove": cmd_remove,
     "server": cmd_server, "serve": cmd_serve,
 }
 

@@ -99,11 +99,26 @@ def merge_stories(
                     (*pack_vector(state.vector_sum), state.members, state.first_day, state.last_day, keep),
                 )
                 store.refresh_stories([keep], at, recompute=[keep])
+                _unsplit(store, keep)
                 articles, title = conn.execute("SELECT article_count, title FROM stories WHERE id = ?", (keep,)).fetchone()
         finally:
             store.close()
     log.info("merged stories %s into story %d by hand", ", ".join(map(str, absorbed)), keep)
     return MergeReport(str(db_path), keep, absorbed, articles, title, time.monotonic() - started)
+
+
+def _unsplit(store: Store, keep: int) -> None:
+    """An editor's merge undoes their earlier splits between the stories merged: the records
+    whose two sides are now one story go, so matching stops keeping them apart."""
+    conn = store.conn
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'story_splits'").fetchone():
+        return
+    rows = conn.execute("SELECT rowid, story_id, split_from FROM story_splits").fetchall()
+    now = store.resolve_merged({story for _, a, b in rows for story in (a, b)})
+    conn.executemany(
+        "DELETE FROM story_splits WHERE rowid = ?",
+        [(rowid,) for rowid, a, b in rows if now.get(a) == keep and now.get(b) == keep],
+    )
 
 
 def _why_missing(store: Store, story_id: int) -> str:

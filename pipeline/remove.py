@@ -26,13 +26,12 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from .errors import UsageError
 from .report import plural
 from .runlock import exclusive_run
-from .store import IndexReads, Store, now_iso, open_store, pack_vector, unpack_article_vector
-from .stories import StoryState
+from .store import IndexReads, Store, now_iso, open_store
 
 log = logging.getLogger(__name__)
 
@@ -259,12 +258,12 @@ def _find(
     unknown: list[str] = []
     has_archived = IndexReads(conn).has_archived()
     for ref in dict.fromkeys(refs):
-        found = _named(conn, ref, "articles", "id")
-        archived_rows = _named(conn, ref, "_archived", "article_id", "archive, title, source, url, story_id") if has_archived else []
+        found = named_rows(conn, ref, "articles", "id")
+        archived_rows = named_rows(conn, ref, "_archived", "article_id", "archive, title, source, url, story_id") if has_archived else []
         if not found and not archived_rows:
             # A file given by another path than the one it was ingested by (seeds/a.txt for a.txt).
-            found = _named_by_path(conn, ref, "articles", "id")
-            archived_rows = _named_by_path(conn, ref, "_archived", "article_id", "archive, title, source, url, story_id") if has_archived else []
+            found = named_by_path(conn, ref, "articles", "id")
+            archived_rows = named_by_path(conn, ref, "_archived", "article_id", "archive, title, source, url, story_id") if has_archived else []
         here.extend(row[0] for row in found)
         for article_id, archive, title, source, url, story_id in archived_rows:
             archived.setdefault(archive, []).append(RemovedArticle(article_id, title, source, url, story_id, archive))
@@ -285,7 +284,7 @@ def _find(
     return list(dict.fromkeys(here)), archived, already
 
 
-def _named(conn: sqlite3.Connection, ref: str, table: str, id_column: str, more: str = "") -> list[tuple]:
+def named_rows(conn: sqlite3.Connection, ref: str, table: str, id_column: str, more: str = "") -> list[tuple]:
     """Rows of `table` whose id, URL (as stored: canonical) or input id is `ref`."""
     from .extract import canonical_url  # a URL as stored
 
@@ -299,7 +298,7 @@ def _named(conn: sqlite3.Connection, ref: str, table: str, id_column: str, more:
     return sorted(rows)
 
 
-def _named_by_path(conn: sqlite3.Connection, ref: str, table: str, id_column: str, more: str = "") -> list[tuple]:
+def named_by_path(conn: sqlite3.Connection, ref: str, table: str, id_column: str, more: str = "") -> list[tuple]:
     """Rows of `table` stored from a file `ref` names by another path: their input id (the path
     as ingested, relative to the directory named) is the end of `ref`'s path. The longest such
     input id wins (b/story.txt before story.txt)."""
@@ -338,23 +337,23 @@ def _plan(conn: sqlite3.Connection, article_ids: Sequence[str], with_copies: boo
     going: dict[str, str | None] = {article_id: None for article_id in article_ids}
     if with_copies:
         # A copy named stands for its text: its original goes too, and with it every copy.
-        originals = _rows(conn, "SELECT duplicate_of FROM articles WHERE id IN ({}) AND duplicate_of IS NOT NULL", list(going))
+        originals = chunked_rows(conn, "SELECT duplicate_of FROM articles WHERE id IN ({}) AND duplicate_of IS NOT NULL", list(going))
         going.update((original, None) for (original,) in originals if original not in going)
         frontier = list(going)
         while frontier:  # copies point at originals, which copy nothing: one round in practice
-            found = _rows(conn, "SELECT id, duplicate_of FROM articles WHERE duplicate_of IN ({})", frontier)
+            found = chunked_rows(conn, "SELECT id, duplicate_of FROM articles WHERE duplicate_of IN ({})", frontier)
             frontier = [article_id for article_id, _ in found if article_id not in going]
             going.update((article_id, of) for article_id, of in found if article_id not in going)
-    rows = _rows(conn, "SELECT id, title, source, url, story_id FROM articles WHERE id IN ({}) ORDER BY rowid", list(going))
+    rows = chunked_rows(conn, "SELECT id, title, source, url, story_id FROM articles WHERE id IN ({}) ORDER BY rowid", list(going))
     removed = tuple(RemovedArticle(r[0], r[1], r[2], r[3], r[4], database, going[r[0]]) for r in rows)
     stories = sorted({article.story_id for article in removed})
-    left = dict(_rows(
+    left = dict(chunked_rows(
         conn, "SELECT story_id, count(*) FROM articles WHERE story_id IN ({}) AND id NOT IN temp_going GROUP BY story_id",
         stories, going=list(going),
     ))
     gone = tuple(story_id for story_id in stories if not left.get(story_id))
     changed = tuple(story_id for story_id in stories if left.get(story_id))
-    copies = _rows(
+    copies = chunked_rows(
         conn, "SELECT duplicate_of, id FROM articles WHERE duplicate_of IN ({}) AND id NOT IN temp_going ORDER BY rowid",
         list(going), going=list(going),
     )
@@ -365,7 +364,7 @@ def _plan(conn: sqlite3.Connection, article_ids: Sequence[str], with_copies: boo
     return _Plan(removed, changed, gone, len(copies), reoriginals, with_copies)
 
 
-def _rows(conn: sqlite3.Connection, sql: str, values: Sequence, going: Sequence[str] | None = None) -> list[tuple]:
+def chunked_rows(conn: sqlite3.Connection, sql: str, values: Sequence, going: Sequence[str] | None = None) -> list[tuple]:
     """`sql` run over `values` in chunks ({} takes the placeholders); `temp_going` in it stands
     for the list `going`, passed as a JSON array (no temporary table: a dry run only reads)."""
     found: list[tuple] = []
@@ -425,7 +424,7 @@ def _apply(store: Store, plan: _Plan, reason: str) -> None:
         conn.executemany("DELETE FROM story_merges WHERE into_story_id = ?", [(story,) for story in sorted(ended)])
         conn.executemany("DELETE FROM _story_state WHERE story_id = ?", [(story,) for story in sorted(gone)])
         conn.executemany("DELETE FROM stories WHERE id = ?", [(story,) for story in sorted(gone)])
-    _rebuild_states(conn, plan.changed)
+    store.rebuild_states(plan.changed)
     store.refresh_stories(plan.changed, at, recompute=plan.changed)
     # A row stored next may take a deleted row's rowid: the search index's mark comes down to
     # the last row it holds.
@@ -448,24 +447,6 @@ def _unchecked_references(store: Store) -> Iterator[None]:
         store.conn.execute("PRAGMA foreign_keys = ON")
 
 
-def _rebuild_states(conn: sqlite3.Connection, story_ids: Iterable[int]) -> None:
-    """Each story's matching state summed again from the members it keeps (the state after a
-    batch is the same sum, kept to its heaviest terms)."""
-    for story_id in story_ids:
-        state = StoryState(story_id, {}, 0, None, None)
-        for terms, day in conn.execute(
-            "SELECT s.terms, s.day FROM articles a JOIN _signatures s ON s.article_id = a.id "
-            "WHERE a.story_id = ? ORDER BY a.rowid",
-            (story_id,),
-        ):
-            state.add(unpack_article_vector(terms), day)
-        state.trim()
-        conn.execute(
-            "UPDATE _story_state SET terms = ?, weights = ?, members = ?, first_day = ?, last_day = ? WHERE story_id = ?",
-            (*pack_vector(state.vector_sum), state.members, state.first_day, state.last_day, story_id),
-        )
-
-
 def _archive_removal(
     archive_path: str, named: list[RemovedArticle], reason: str, with_copies: bool, dry_run: bool, busy_timeout_s: float
 ) -> _Plan:
@@ -485,7 +466,7 @@ def _archive_removal(
     article_ids = [article.article_id for article in named]
     archive = open_store(archive_path, busy_timeout_s, read_only=dry_run)
     try:
-        present = [row[0] for row in _rows(archive.conn, "SELECT id FROM articles WHERE id IN ({})", article_ids)]
+        present = [row[0] for row in chunked_rows(archive.conn, "SELECT id FROM articles WHERE id IN ({})", article_ids)]
         plan = _plan(archive.conn, present, with_copies, archive_path)
         if not dry_run:
             with _unchecked_references(archive), archive.transaction():

@@ -728,6 +728,21 @@ class IndexReads:
             found.update(self.conn.execute(f"SELECT term, df FROM _term_df WHERE term IN ({marks})", chunk).fetchall())
         return documents, found
 
+    def kept_apart(self, story_ids: Iterable[int]) -> set[frozenset[int]]:
+        """The pairs of `story_ids` an editor split apart (`story_splits`, written by `newsdedup
+        split`), each side followed through later merges to the story holding it now."""
+        if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'story_splits'").fetchone():
+            return set()
+        pairs = self.conn.execute("SELECT story_id, split_from FROM story_splits").fetchall()
+        if not pairs:
+            return set()
+        now = self.resolve_merged({story for pair in pairs for story in pair})
+        wanted = set(story_ids)
+        return {
+            frozenset((now[a], now[b])) for a, b in pairs
+            if a in now and b in now and now[a] != now[b] and now[a] in wanted and now[b] in wanted
+        }
+
     def next_story_id(self) -> int:
         """One more than any story id this database ever gave, archived stories' included
         (`_meta.last_story_id`): an id is never given twice."""
@@ -1315,6 +1330,28 @@ class Store(IndexReads):
             sorted(outcome.touched), at, fresh=outcome.vectors, added=added,
             recompute={kept for _, kept in outcome.merges},
         )
+
+    def rebuild_states(self, story_ids: Iterable[int]) -> None:
+        """Each story's matching state summed again from the articles it holds now, written over
+        the stored one (or made): after an editor took articles out of it or put them in
+        (`newsdedup remove`, `newsdedup split`). A batch keeps the same sum, cut to its heaviest
+        terms, as it goes (inside `transaction()`)."""
+        for story_id in story_ids:
+            state = StoryState(story_id, {}, 0, None, None)
+            for terms, day in self.conn.execute(
+                "SELECT s.terms, s.day FROM articles a JOIN _signatures s ON s.article_id = a.id "
+                "WHERE a.story_id = ? ORDER BY a.rowid",
+                (story_id,),
+            ):
+                state.add(unpack_article_vector(terms), day)
+            state.trim()
+            self.conn.execute(
+                "INSERT INTO _story_state (story_id, terms, weights, members, first_day, last_day) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(story_id) DO UPDATE SET terms = excluded.terms, "
+                "weights = excluded.weights, members = excluded.members, first_day = excluded.first_day, "
+                "last_day = excluded.last_day",
+                (story_id, *pack_vector(state.vector_sum), state.members, state.first_day, state.last_day),
+            )
 
     def refresh_stories(
         self,

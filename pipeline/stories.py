@@ -140,6 +140,8 @@ class StoryIndex(Protocol):
 
     def next_story_id(self) -> int: ...
 
+    def kept_apart(self, story_ids: Iterable[int]) -> set[frozenset[int]]: ...
+
 
 @dataclass
 class BatchOutcome:
@@ -336,6 +338,8 @@ def assign_batch(
     anchors = {known[match].story_id for match in copied.values() if match in known}
     states = index.story_states({s for found in candidate_stories.values() for s in found} | anchors)
     stored_sizes = {story_id: state.members for story_id, state in states.items()}
+    # Stories an editor split apart (`newsdedup split`) never merge again.
+    apart = index.kept_apart(states) if len(states) > 1 else set()
     batch_story: dict[int, list[str]] = {}
     for article_id in originals:
         for key in story_keys[article_id]:
@@ -372,7 +376,7 @@ def assign_batch(
     for root, linked in roots.items():
         linked.discard(root)
 
-    _agglomerate(clusters, roots, settings)
+    _agglomerate(clusters, roots, settings, apart)
 
     # Name the resulting stories: a cluster holding stored stories keeps the largest one's id.
     next_id = index.next_story_id()
@@ -505,8 +509,13 @@ def _dup_candidates(
     return found
 
 
-def _agglomerate(clusters: _Clusters, neighbours: dict[object, set[object]], settings: MatchingSettings) -> None:
+def _agglomerate(
+    clusters: _Clusters, neighbours: dict[object, set[object]], settings: MatchingSettings,
+    apart: set[frozenset[int]] = frozenset(),
+) -> None:
     """Merge the best-linked pair of neighbouring clusters first, while its link clears the threshold.
+
+    Two clusters holding stored stories that are `apart` (pairs of story ids) never merge.
 
     The link of two clusters is their average linkage: the mean cosine over all pairs of their
     members. Members are unit vectors, so that is the dot product of the two vector sums divided
@@ -542,7 +551,12 @@ def _agglomerate(clusters: _Clusters, neighbours: dict[object, set[object]], set
             value = dots[key] = sparse_dot(small, large)
         return value
 
+    def kept_apart(left: object, right: object) -> bool:
+        return any(frozenset((a, b)) in apart for a in clusters.stored[left] for b in clusters.stored[right])
+
     def push(left: object, right: object) -> None:
+        if apart and kept_apart(left, right):
+            return
         first, second = clusters.state[left], clusters.state[right]
         gap = time_gap_days(first, second, settings.time_window_days)
         link = dot(left, right) / (first.members * second.members) - settings.time_decay_per_day * gap

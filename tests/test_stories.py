@@ -180,6 +180,9 @@ class _EmptyIndex:
     def next_story_id(self):
         return 1
 
+    def kept_apart(self, story_ids):
+        return set()
+
 
 class _StoredMatchIndex(_EmptyIndex):
     """An index holding one article, `stored_id` (story `story_id` of `members` articles), whose
