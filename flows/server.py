@@ -125,7 +125,12 @@ class _InOwnSession:
 
     @staticmethod
     def Popen(*args, **kwargs) -> subprocess.Popen:  # noqa: N802 (the name it stands in for)
-        return subprocess.Popen(*args, **{**kwargs, "start_new_session": True})
+        process = subprocess.Popen(*args, **{**kwargs, "start_new_session": True})
+        # Watched from the moment it exists, not once it answers: the start takes 10-30 s here,
+        # and a run SIGKILLed meanwhile left the server running for good (its own session
+        # spares it the group's kill; a QA pass found seven such servers).
+        stop_with_this_process(process.pid)
+        return process
 
 
 def start_embedded_server() -> None:

@@ -67,6 +67,36 @@ def test_sigkill_of_an_ingest_run_takes_its_embedded_prefect_server_with_it(tmp_
                     os.kill(pid, signal.SIGKILL)
 
 
+def test_sigkill_while_the_embedded_server_starts_takes_it_too(tmp_path, seeds_dir):
+    """The whole process group SIGKILLed while Prefect's embedded server is still starting (10-30 s
+    here): its watchdog must already be there. It was started only once the server answered, and a
+    QA pass killing runs at random moments found seven servers left running."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    run = subprocess.Popen(
+        [NEWSDEDUP, "ingest", str(seeds_dir), "--db", str(tmp_path / "stories.db")],
+        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a group of its own, as a terminal gives a command
+    )
+    servers: list[int] = []
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not servers:
+            assert run.poll() is None, f"the ingest run ended before its server started (exit {run.returncode})"
+            assert time.monotonic() < deadline, "no embedded server started"
+            servers = [pid for pid, command in children(run.pid).items() if _is_server(command)]
+            time.sleep(0.05)
+        os.killpg(run.pid, signal.SIGKILL)  # the terminal's group: the run, not its server's own session
+        run.wait(10)
+        assert not wait_until_ended(servers, 40), "the embedded Prefect server outlived its killed parent"
+    finally:
+        if run.poll() is None:
+            run.kill()
+        for pid in servers:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def _remember(seen: dict[int, str], found: dict[int, str]) -> None:
     """Add `found` to `seen`, keeping a process's latest command line that is not empty: an
     ending process's reads empty (a server seen as "" at its exit made the run look as if it
