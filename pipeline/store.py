@@ -1081,8 +1081,12 @@ class Store(IndexReads):
                 failure.append(exc)
 
         worker = threading.Thread(target=index, name="newsdedup-fts", daemon=True)
-        _start_uninterrupted(worker)
         try:
+            # Inside the try: a Ctrl-C or SIGTERM held back during the start is raised the moment
+            # it ends, and must find the thread waited for too. Raised before the try, the batch
+            # rolled back while the thread was between its two statements, and the second one
+            # committed alone (a QA pass: the index marked whole over rows it never got).
+            _start_uninterrupted(worker)
             yield self.reader()
         finally:
             _join_whatever_happens(worker)
