@@ -148,6 +148,7 @@ def archive_stories(
         live = open_store(db_path, busy_timeout_s, read_only=dry_run)
         try:
             check_archive_target(live, archive_path)
+            _check_nothing_pending_elsewhere(live, archive_path, dry_run)
             chosen, spared = chosen_stories(live.conn, before, by)
             # (a temporary table: the statements below name the stories through it, whatever their number)
             _choose(live.conn, chosen)
@@ -159,8 +160,11 @@ def archive_stories(
                 # anything (an ingest since may have grown every story it had chosen).
                 _withdraw_provisional(live, archive_path, busy_timeout_s)
             if chosen and not dry_run:
+                _mark_pending(live, archive_path)
                 _copy_to_archive(live, chosen, archive_path, busy_timeout_s)
                 _remove_archived(live, chosen, archive_path)
+            elif not dry_run:
+                _mark_pending(live, None)
         finally:
             live.close()
     return ArchiveReport(
@@ -213,6 +217,42 @@ def check_archive_target(live: Store, archive_path: str | Path) -> None:
             f"{path} is a story database of its own, not an archive of {live.path}: archiving into it would put "
             "stories with the same ids together; give a new file, or this database's own archive"
         )
+
+
+_PENDING = "archive_pending"
+
+
+def _check_nothing_pending_elsewhere(live: Store, archive_path: str | Path, dry_run: bool) -> None:
+    """Refuse to archive into one file while an archive into another was stopped between its
+    two steps: its copies are withdrawn only by a run into the same file, and a run into this
+    one would copy the same stories again (a QA pass: 8,872 articles in two archives). A pending
+    archive whose file is gone has nothing left to withdraw, and is forgotten."""
+    row = live.conn.execute("SELECT value FROM _meta WHERE key = ?", (_PENDING,)).fetchone()
+    if row is None or row[0] == os.path.abspath(archive_path):
+        return
+    if not os.path.exists(row[0]):
+        log.warning("an archive into %s was stopped before it finished, and that file is gone", row[0])
+        if not dry_run:
+            _mark_pending(live, None)
+        return
+    raise UsageError(
+        f"an archive into {row[0]} was stopped between its two steps, so its stories are in both files: "
+        f"run the archive into that file again first (newsdedup archive --to {row[0]} ...), which finishes it; "
+        "nothing was archived"
+    )
+
+
+def _mark_pending(live: Store, archive_path: str | Path | None) -> None:
+    """Record (or, with None, clear) the archive this database is being copied into, before the
+    copy commits: `_remove_archived` clears it in the transaction that completes the move."""
+    with live.transaction():
+        if archive_path is None:
+            live.conn.execute("DELETE FROM _meta WHERE key = ?", (_PENDING,))
+        else:
+            live.conn.execute(
+                "INSERT INTO _meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (_PENDING, os.path.abspath(archive_path)),
+            )
 
 
 def database_id(conn: sqlite3.Connection, create: bool = True) -> str | None:
@@ -389,6 +429,7 @@ def _remove_archived(live: Store, chosen: list[int], archive_path: str | Path) -
             _buckets_left_behind(conn, set(chosen))
             for table, rows in reversed(_COPIED):
                 conn.execute(f"DELETE FROM main.{table} WHERE {rows}")
+            conn.execute("DELETE FROM _meta WHERE key = ?", (_PENDING,))  # the move is complete
     finally:
         conn.execute("PRAGMA foreign_keys = ON")
 

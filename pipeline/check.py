@@ -205,7 +205,13 @@ def _search_index_problems(conn: sqlite3.Connection, notes: list[str]) -> list[s
     if mark < last:
         waiting = conn.execute("SELECT count(*) FROM articles WHERE rowid > ?", (mark,)).fetchone()[0]
         notes.append(
-            f"{waiting:,} of the latest articles are not in the search index yet: the next ingest run adds them"
+            f"{waiting:,} of the latest articles are not in the search index yet: "
+            + (
+                # (an archive is never ingested into: the archive that copied them indexes them)
+                "running the archive that copied them again adds them"
+                if conn.execute("SELECT 1 FROM _meta WHERE key = 'archive_of'").fetchone()
+                else "the next ingest run adds them"
+            )
         )
     return []
 

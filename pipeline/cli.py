@@ -532,6 +532,13 @@ def _open(args: argparse.Namespace, must_exist: bool = True):
     path = _db(args)
     if must_exist and not os.path.exists(path):
         raise UsageError(f"no story database at {path}: run 'newsdedup ingest PATH --db {path}' first")
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        # SQLite takes an empty file for an empty database, and opening it made the schema: a
+        # copy or restore that failed then passed 'newsdedup check' as sound (a QA pass).
+        raise DamagedDatabaseError(
+            f"{path} is an empty file (0 bytes), not a story database: a copy or restore that failed? "
+            f"Give the right file, or 'newsdedup ingest PATH --db {path}' to start a new story database there"
+        )
     return open_store(path, read_only=True)
 
 
@@ -1261,6 +1268,16 @@ def _prepare_environment() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
+# What a command stopped by Ctrl-C or SIGTERM left, and what to do next.
+_AFTER_A_STOP = {
+    "ingest": "; the batches committed before it are stored, run the same command again to go on",
+    "archive": "; run the same archive again (the same --to): it finishes the move, nothing is lost",
+    "remove": "; each database changes in one transaction: run the same command again to finish",
+    "merge": "; nothing was merged, or all of it: 'newsdedup show' says which",
+    "split": "; nothing was moved, or all of it: 'newsdedup show' says which",
+}
+
+
 class Terminated(BaseException):
     """SIGTERM arrived (a BaseException, like KeyboardInterrupt: no `except Exception` stops it)."""
 
@@ -1292,14 +1309,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"newsdedup: error: database error: {exc}{hint}", file=sys.stderr)
         return StoreError.exit_code
     except KeyboardInterrupt:
-        # For an ingest, what a person wants to know next (a QA pass: SIGTERM's message said it, Ctrl-C's did not).
-        after = "; the batches committed before it are stored, run the same command again to go on"
-        print("newsdedup: interrupted" + (after if args.command == "ingest" else ""), file=sys.stderr)
+        # What a person wants to know next (a QA pass: SIGTERM's message said it, Ctrl-C's did not).
+        print("newsdedup: interrupted" + _AFTER_A_STOP.get(args.command, ""), file=sys.stderr)
         _stop_worker_processes()
         return 130
     except Terminated:
-        print("newsdedup: terminated (SIGTERM); the batches committed before it are stored, "
-              "run the same command again to go on", file=sys.stderr)
+        print("newsdedup: terminated (SIGTERM)" + _AFTER_A_STOP.get(args.command, ""), file=sys.stderr)
         _stop_worker_processes()
         return 143
     except BrokenProcessPool:

@@ -146,6 +146,33 @@ def test_an_archive_stopped_between_its_two_steps_is_finished_by_running_it_agai
     assert _content(live)["articles"] | copied["articles"] == before["articles"]
 
 
+def test_a_stopped_archive_must_be_finished_before_archiving_into_another_file(live, tmp_path, monkeypatch):
+    """Its copies are withdrawn only by a run into the same file: a run into another one copied
+    the same stories again (a QA pass: 8,872 articles in both archives, each file 'sound')."""
+    import pipeline.archive as archive_module
+
+    first, second = tmp_path / "first.db", tmp_path / "second.db"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(archive_module, "_remove_archived", killed)
+        with pytest.raises(KeyboardInterrupt):
+            archive_stories(live, first, "2017-06-01", by="published")
+    for dry_run in (True, False):
+        with pytest.raises(UsageError, match=f"an archive into {first} was stopped.*--to {first}"):
+            archive_stories(live, second, "2017-06-01", by="published", dry_run=dry_run)
+    assert not second.exists()
+    archive_stories(live, first, "2017-06-01", by="published")  # finishes it
+    report = archive_stories(live, second, "2018-06-01", by="published")  # then any file will do
+    assert report.stories > 0
+    both = {r[0] for r in _rows(first, "SELECT id FROM articles")} & {r[0] for r in _rows(second, "SELECT id FROM articles")}
+    assert not both
+    for path in (live, first, second):
+        _sound(path)
+
+
 def test_an_ingest_between_a_stopped_archive_and_its_rerun_loses_and_doubles_nothing(live, tmp_path, monkeypatch, settings):
     """(QA pass: an archive killed between its steps, then an hourly ingest growing some of the
     stories it had copied, then the documented re-run: 809 articles ended in both files, and the

@@ -157,6 +157,17 @@ def test_the_cli_refuses_what_is_not_a_story_database(tmp_path, capsys):
     assert main(["check", "--db", str(other)]) == 4
 
 
+def test_an_empty_file_is_a_finding_and_stays_empty(tmp_path, capsys):
+    """SQLite takes a 0-byte file for an empty database: check made the schema in it and called it
+    sound (a QA pass), though an empty file is what a failed copy or restore leaves."""
+    empty = tmp_path / "restored.db"
+    empty.touch()
+    assert main(["check", "--db", str(empty)]) == 8
+    assert "empty file (0 bytes)" in capsys.readouterr().out
+    assert main(["stories", "--db", str(empty)]) == 4
+    assert empty.stat().st_size == 0
+
+
 @hsettings(max_examples=25)
 @given(table=st.sampled_from(["articles", "stories", "_signatures", "_story_state"]), pick=st.integers(0, 10_000))
 def test_no_single_lost_row_of_a_story_table_goes_unnoticed(seeded, tmp_path_factory, table, pick):
