@@ -422,10 +422,7 @@ def _remove_archived(live: Store, chosen: list[int], archive_path: str | Path) -
                 "story_id, ?, ? FROM articles WHERE story_id IN (SELECT id FROM temp.chosen)",
                 (os.path.abspath(archive_path), now_iso()),
             )
-            conn.execute(
-                "INSERT INTO _meta (key, value) VALUES ('last_story_id', (SELECT max(id) FROM stories)) "
-                "ON CONFLICT(key) DO UPDATE SET value = max(CAST(value AS INTEGER), excluded.value)"
-            )
+            live.remember_story_ids()
             _buckets_left_behind(conn, set(chosen))
             for table, rows in reversed(_COPIED):
                 conn.execute(f"DELETE FROM main.{table} WHERE {rows}")

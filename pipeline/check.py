@@ -33,6 +33,11 @@ INVARIANTS: dict[str, str] = {
         "SELECT id FROM stories s WHERE canonical_article_id IS NULL "
         "OR canonical_article_id NOT IN (SELECT id FROM articles a WHERE a.story_id = s.id)"
     ),
+    # A story merged away lives on in story_merges (show follows it, exports named it): its id
+    # given to a new story would make both mean two things.
+    "stories whose id was merged into another story": (
+        "SELECT id FROM stories WHERE id IN (SELECT absorbed_story_id FROM story_merges)"
+    ),
     "articles without a signature": "SELECT id FROM articles WHERE id NOT IN (SELECT article_id FROM _signatures)",
     "signatures without an article": "SELECT article_id FROM _signatures WHERE article_id NOT IN (SELECT id FROM articles)",
     "stories without matching state": "SELECT id FROM stories WHERE id NOT IN (SELECT story_id FROM _story_state)",

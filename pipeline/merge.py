@@ -4,8 +4,8 @@ Matching joins two stored stories only through a verified link at `merge_similar
 outlets' reports of one event that share too few names can stay apart (docs/quality.md). An
 editor who sees that merges them by hand. The merge is recorded in `story_merges`, as
 automatic ones are, so every lookup of the absorbed ids (story buckets, `show`, exports of
-earlier ids) follows it, and later articles of either story meet the merged one. Nothing
-splits a merged story later, so the editor's decision stays.
+earlier ids) follows it, and later articles of either story meet the merged one. Matching
+never splits a story, so the editor's decision stays (an editor's `newsdedup split` can).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def merge_stories(
     if into is not None and into not in wanted:
         wanted.insert(0, into)
     if len(wanted) < 2:
-        if len(story_ids) > 1:
+        if len(story_ids) + (into is not None) > 1:
             raise UsageError(f"story {wanted[0]} was named twice: name two different stories to merge")
         raise UsageError("name at least two stories to merge (see: newsdedup stories, newsdedup search)")
     if not os.path.exists(db_path):
@@ -63,11 +63,7 @@ def merge_stories(
         store = open_store(db_path, busy_timeout_s)
         try:
             conn = store.conn
-            if conn.execute("SELECT 1 FROM _meta WHERE key = 'archive_of'").fetchone():
-                raise UsageError(
-                    f"{db_path} is an archive (made by 'newsdedup archive'): its stories are history, no longer "
-                    "matched; merge stories in the live story database"
-                )
+            store.refuse_if_archive("merge stories in")
             with store.transaction():
                 sizes = dict(conn.execute(
                     f"SELECT id, article_count FROM stories WHERE id IN ({','.join('?' * len(wanted))})", wanted
@@ -83,6 +79,7 @@ def merge_stories(
                     state.absorb(states[story_id])
                 state.trim()
                 at = now_iso()
+                store.remember_story_ids()
                 for story_id in absorbed:
                     # As a batch records its own merges (Store.save_outcome), with no run.
                     conn.execute(

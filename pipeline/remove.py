@@ -404,11 +404,7 @@ def _apply(store: Store, plan: _Plan, reason: str) -> None:
     for original, others in plan.reoriginals:
         conn.execute("UPDATE articles SET duplicate_of = NULL WHERE id = ?", (original,))
         conn.executemany("UPDATE articles SET duplicate_of = ? WHERE id = ?", [(original, other) for other in others])
-    # The story ids stay given: a later story never takes a removed one's id.
-    conn.execute(
-        "INSERT INTO _meta (key, value) VALUES ('last_story_id', (SELECT max(id) FROM stories)) "
-        "ON CONFLICT(key) DO UPDATE SET value = max(CAST(value AS INTEGER), excluded.value)"
-    )
+    store.remember_story_ids()  # a later story never takes a removed one's id
     # (One scan of the near-duplicate index for all of them: it is keyed by bucket, not article.)
     conn.execute("DELETE FROM _lsh WHERE article_id IN (SELECT id FROM temp.going)")
     conn.execute("DELETE FROM _signatures WHERE article_id IN (SELECT id FROM temp.going)")

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 _POLL_SECONDS = 0.5
 _REMIND_SECONDS = 60.0
 
-WAITING_MESSAGE = "another run (an ingest, archive, merge or remove) holds the database; waiting"
+WAITING_MESSAGE = "another run (an ingest, archive, merge, split or remove) holds the database; waiting"
 
 
 def _beside(db_path: str | Path, suffix: str) -> Path:

@@ -72,7 +72,8 @@ def split_articles(
     with exclusive_run(db_path, f"split-{int(time.time())}"):
         store = open_store(db_path, busy_timeout_s)
         try:
-            store.check_can_ingest(index_layout(settings))  # not an archive; keys as stored
+            store.refuse_if_archive("split stories in")
+            store.check_can_ingest(index_layout(settings))  # keys as stored
             with store.transaction():
                 report = _split(store, refs, settings, str(db_path))
         finally:
@@ -87,16 +88,17 @@ def _split(store: Store, refs: Sequence[str], settings: MatchingSettings, databa
     for ref in dict.fromkeys(refs):
         found = named_rows(conn, ref, "articles", "id") or named_by_path(conn, ref, "articles", "id")
         if not found:
-            raise UsageError(
-                f"no article {ref!r} in {database}: give an article's id, URL or input id "
-                "(see: newsdedup show STORY); nothing was moved"
-            )
+            raise UsageError(f"{_not_here(store, ref, database)}; nothing was moved")
         named.extend(row[0] for row in found)
-    stories = sorted({row[0] for row in chunked_rows(conn, "SELECT story_id FROM articles WHERE id IN ({})", named)})
+    where = chunked_rows(conn, "SELECT id, story_id FROM articles WHERE id IN ({}) ORDER BY story_id, id", named)
+    stories = sorted({story for _, story in where})
     if len(stories) > 1:
+        listed = "; ".join(
+            f"story {story}: {', '.join(a for a, s in where if s == story)}" for story in stories
+        )
         raise UsageError(
-            f"the articles named are in {len(stories)} stories ({', '.join(map(str, stories))}): split one story at "
-            "a time; nothing was moved"
+            f"the articles named are in {len(stories)} stories ({listed}): split one story at a time, naming "
+            "articles by id (an input read again with other content is stored once per version); nothing was moved"
         )
     old = stories[0]
     # A copy's story is its original's: originals of copies named, and copies of every original, move too.
@@ -126,6 +128,19 @@ def _split(store: Store, refs: Sequence[str], settings: MatchingSettings, databa
     title = conn.execute("SELECT title FROM stories WHERE id = ?", (new,)).fetchone()[0]
     left = conn.execute("SELECT article_count FROM stories WHERE id = ?", (old,)).fetchone()[0]
     return SplitReport(database, new, old, tuple(ordered), title, left, 0.0)
+
+
+def _not_here(store: Store, ref: str, database: str) -> str:
+    """Why `ref` names no article to split here: archived, removed, or unknown."""
+    from .remove import removal_of
+
+    found = store.story_of_article(ref)
+    if found is not None and found[1] is not None:
+        return f"{ref!r} was archived with story {found[0]} to {found[1]}: archived stories are no longer matched"
+    removal = removal_of(store.conn, ref)
+    if removal is not None:
+        return f"article {removal[0]} was removed on {removal[1][:10]} ({removal[2]})"
+    return f"no article {ref!r} in {database}: give an article's id, URL or input id (see: newsdedup show STORY)"
 
 
 def _add_to_buckets(store: Store, story_id: int, article_ids: Sequence[str], settings: MatchingSettings) -> None:

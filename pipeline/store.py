@@ -730,12 +730,19 @@ class IndexReads:
 
     def kept_apart(self, story_ids: Iterable[int]) -> set[frozenset[int]]:
         """The pairs of `story_ids` an editor split apart (`story_splits`, written by `newsdedup
-        split`), each side followed through later merges to the story holding it now."""
+        split`): each story split out and the one it left, and the stories split out of the same
+        one; each side followed through later merges to the story holding it now."""
         if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'story_splits'").fetchone():
             return set()
         pairs = self.conn.execute("SELECT story_id, split_from FROM story_splits").fetchall()
         if not pairs:
             return set()
+        # Stories split out of the same story, one at a time, are other events than each other
+        # too (a QA pass: the next run merged two such siblings, every time).
+        siblings: dict[int, list[int]] = {}
+        for story_id, split_from in pairs:
+            siblings.setdefault(split_from, []).append(story_id)
+        pairs += [(a, b) for group in siblings.values() for i, a in enumerate(group) for b in group[i + 1 :]]
         now = self.resolve_merged({story for pair in pairs for story in pair})
         wanted = set(story_ids)
         return {
@@ -1131,8 +1138,9 @@ class Store(IndexReads):
         self.refuse_if_archive()
         self.check_index_layout(layout)
 
-    def refuse_if_archive(self) -> None:
-        """Refuse to ingest into an archive (`newsdedup archive` marks one with `_meta.archive_of`).
+    def refuse_if_archive(self, action: str = "ingest into") -> None:
+        """Refuse to ingest into an archive (`newsdedup archive` marks one with `_meta.archive_of`),
+        or to `action` it otherwise (merge or split its stories, which are no longer matched).
 
         Its stories are no longer matched by the live database, and its story ids are the live
         database's: a story made here could take an id the live database gives too, and the
@@ -1143,7 +1151,7 @@ class Store(IndexReads):
         """
         if self.conn.execute("SELECT 1 FROM _meta WHERE key = 'archive_of'").fetchone():
             raise UsageError(
-                f"{self.path} is an archive (made by 'newsdedup archive'): ingest into the live story database "
+                f"{self.path} is an archive (made by 'newsdedup archive'): {action} the live story database "
                 f"it came from; read the archive with stories, show, search, export or browse --db {self.path}"
             )
 
@@ -1299,6 +1307,8 @@ class Store(IndexReads):
             "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value",
             (len(outcome.assignments),),
         )
+        if outcome.merges:
+            self.remember_story_ids()
         for dropped, kept in outcome.merges:
             self.conn.execute(
                 "INSERT INTO story_merges (absorbed_story_id, into_story_id, run_id, at) VALUES (?, ?, ?, ?)",
@@ -1333,6 +1343,16 @@ class Store(IndexReads):
         self.refresh_stories(
             sorted(outcome.touched), at, fresh=outcome.vectors, added=added,
             recompute={kept for _, kept in outcome.merges},
+        )
+
+    def remember_story_ids(self) -> None:
+        """Record the highest story id given so far (`_meta.last_story_id`), before stories are
+        deleted (merged away, archived, removed): `next_story_id` never gives one again. Without
+        it, merging away the newest story let the next new story take its id, which `story_merges`
+        and earlier exports still name (a QA pass; inside `transaction()`)."""
+        self.conn.execute(
+            "INSERT INTO _meta (key, value) VALUES ('last_story_id', (SELECT max(id) FROM stories)) "
+            "ON CONFLICT(key) DO UPDATE SET value = max(CAST(value AS INTEGER), excluded.value)"
         )
 
     def rebuild_states(self, story_ids: Iterable[int]) -> None:

@@ -91,6 +91,11 @@ DAMAGE = {
     "the article count behind term weights edited": (
         ["UPDATE _meta SET value = '6' WHERE key = 'documents'"], "_meta.documents",
     ),
+    "a story id given again after it was merged away": (
+        ["INSERT INTO story_merges (absorbed_story_id, into_story_id, run_id, at) "
+         "SELECT id, id + 1000, NULL, 'x' FROM stories LIMIT 1"],
+        "stories whose id was merged into another story",
+    ),
     "the search index given a second entry": (
         ["INSERT INTO articles_fts (rowid, title, text) SELECT rowid, 'x', 'y' FROM articles LIMIT 1"],
         "search index",

@@ -41,6 +41,23 @@ def test_merged_stories_hold_every_article_and_stay_sound(live):
     assert_similarities_current(live)
 
 
+def test_the_id_of_a_story_merged_away_is_never_given_again(live, settings, tmp_path):
+    """Merging away the newest story let the next new story take its id, which story_merges
+    still named (a QA pass: 'show 35' showed an unrelated story)."""
+    import sqlite3
+
+    with sqlite3.connect(live) as conn:  # as in a database whose runs merged nothing yet
+        conn.execute("DELETE FROM _meta WHERE key = 'last_story_id'")
+    newest = db_rows(live, "SELECT max(id) FROM stories")[0][0]
+    oldest = db_rows(live, "SELECT min(id) FROM stories")[0][0]
+    merge_stories(live, [newest, oldest], into=oldest)
+    later = tmp_path / "later.jsonl"
+    later.write_text(json.dumps({"id": "n1", "title": "Volcano erupts", "text": "A volcano erupted near the town " * 30}) + "\n")
+    ingest([str(later)], settings, live)
+    assert db_rows(live, "SELECT story_id FROM articles WHERE external_id = 'n1'")[0][0] > newest
+    assert_sound(live)
+
+
 def test_into_chooses_the_story_that_stays(live):
     large, small = _two_stories(live)
     report = merge_stories(live, [large, small], into=small)
@@ -72,6 +89,8 @@ def test_what_cannot_be_merged_says_why_and_merges_nothing(live, tmp_path):
         merge_stories(live, [large])
     with pytest.raises(UsageError, match=f"story {large} was named twice"):
         merge_stories(live, [large, large])
+    with pytest.raises(UsageError, match=f"story {large} was named twice"):
+        merge_stories(live, [large], into=large)
     with pytest.raises(UsageError, match="no story 999999"):
         merge_stories(live, [large, 999999])
     assert live.read_bytes() == before

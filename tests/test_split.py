@@ -68,6 +68,36 @@ def test_what_cannot_be_split_says_why_and_moves_nothing(live, settings):
     assert live.read_bytes() == before
 
 
+def test_stories_split_out_of_the_same_story_one_at_a_time_are_kept_apart_too(live, settings):
+    """Two look-alikes moved out of one story by two commands are two more events: the next run
+    merged them (a QA pass, three times in three)."""
+    from pipeline.store import open_store
+
+    story, members = _big_story(live)
+    first = split_articles(live, [members[-1]], settings.matching)
+    second = split_articles(live, [members[-2]], settings.matching)
+    store = open_store(live, read_only=True)
+    try:
+        assert store.kept_apart({story, first.story_id, second.story_id}) == {
+            frozenset((story, first.story_id)), frozenset((story, second.story_id)),
+            frozenset((first.story_id, second.story_id)),
+        }
+    finally:
+        store.close()
+
+
+def test_a_name_stored_in_two_stories_lists_the_articles_to_name_instead(tmp_path, settings, seeds_dir):
+    db = tmp_path / "versions.db"
+    story = seeds_dir / "000_fcabe1ee31422c0a.txt"
+    ingest([str(seeds_dir)], settings, db)
+    story.write_text("A volcano erupted near the town this morning, officials said. " * 20, encoding="utf-8")
+    ingest([str(seeds_dir)], settings, db)  # another version of the same input, another story
+    versions = db_rows(db, "SELECT id FROM articles WHERE external_id = ?", (story.name,))
+    with pytest.raises(UsageError, match="in 2 stories") as refused:
+        split_articles(db, [story.name], settings.matching)
+    assert all(v[0] in str(refused.value) for v in versions)
+
+
 def test_a_merge_of_the_two_undoes_the_split(live, settings):
     story, members = _big_story(live)
     report = split_articles(live, members[-1:], settings.matching)
