@@ -214,7 +214,7 @@ def _search_index_problems(conn: sqlite3.Connection, notes: list[str]) -> list[s
             + (
                 # (an archive is never ingested into: the archive that copied them indexes them)
                 "running the archive that copied them again adds them"
-                if conn.execute("SELECT 1 FROM _meta WHERE key = 'archive_of'").fetchone()
+                if IndexReads(conn).is_archive()
                 else "the next ingest run adds them"
             )
         )

@@ -108,7 +108,7 @@ def _unsplit(store: Store, keep: int) -> None:
     """An editor's merge undoes their earlier splits between the stories merged: the records
     whose two sides are now one story go, so matching stops keeping them apart."""
     conn = store.conn
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'story_splits'").fetchone():
+    if not store.has_table("story_splits"):
         return
     rows = conn.execute("SELECT rowid, story_id, split_from FROM story_splits").fetchall()
     now = store.resolve_merged({story for _, a, b in rows for story in (a, b)})

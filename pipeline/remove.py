@@ -90,9 +90,7 @@ class RemovalReport:
 
 def has_removed(conn: sqlite3.Connection) -> bool:
     """Whether articles were ever removed from this database."""
-    return conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'removed_articles'"
-    ).fetchone() is not None
+    return IndexReads(conn).has_table("removed_articles")
 
 
 def removal_of(conn: sqlite3.Connection, given: str) -> tuple[str, str, str] | None:
@@ -220,7 +218,7 @@ def remove_articles(
         live = open_store(db_path, busy_timeout_s, read_only=dry_run)
         try:
             here, archived, already = _find(live.conn, refs, db_path)
-            is_archive = live.conn.execute("SELECT 1 FROM _meta WHERE key = 'archive_of'").fetchone() is not None
+            is_archive = live.is_archive()
             plan = _plan(live.conn, here, with_copies, str(db_path))
             removed = list(plan.removed)
             changed, gone, kept = set(plan.changed), set(plan.gone), plan.copies_kept

@@ -527,9 +527,18 @@ class IndexReads:
         for start in range(0, len(values), _CHUNK):
             yield values[start : start + _CHUNK]
 
+    def has_table(self, name: str) -> bool:
+        """Whether this database has the table `name`: the ones made on first use (`_archived`,
+        `removed_articles`, `story_splits`) are missing until the command that writes them ran."""
+        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
     def has_archived(self) -> bool:
         """Whether stories were ever archived from this database (`pipeline/archive.py`)."""
-        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_archived'").fetchone() is not None
+        return self.has_table("_archived")
+
+    def is_archive(self) -> bool:
+        """Whether this database is another one's archive (`newsdedup archive` marks it)."""
+        return self.conn.execute("SELECT 1 FROM _meta WHERE key = 'archive_of'").fetchone() is not None
 
     def existing_ids(self, article_ids: Iterable[str]) -> set[str]:
         """Which of `article_ids` are stored, here or in an archive (`_archived`)."""
@@ -732,7 +741,7 @@ class IndexReads:
         """The pairs of `story_ids` an editor split apart (`story_splits`, written by `newsdedup
         split`): each story split out and the one it left, and the stories split out of the same
         one; each side followed through later merges to the story holding it now."""
-        if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'story_splits'").fetchone():
+        if not self.has_table("story_splits"):
             return set()
         pairs = self.conn.execute("SELECT story_id, split_from FROM story_splits").fetchall()
         if not pairs:
@@ -1149,7 +1158,7 @@ class Store(IndexReads):
         Raises:
             UsageError: with what to do instead.
         """
-        if self.conn.execute("SELECT 1 FROM _meta WHERE key = 'archive_of'").fetchone():
+        if self.is_archive():
             raise UsageError(
                 f"{self.path} is an archive (made by 'newsdedup archive'): {action} the live story database "
                 f"it came from; read the archive with stories, show, search, export or browse --db {self.path}"
